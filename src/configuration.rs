@@ -1,0 +1,247 @@
+//! Layered settings: built-in defaults → optional config file → environment.
+//!
+//! Environment variable names are the flat ones users set in the Cloud Run console
+//! (`PORT`, `MONGODB_URI`, …). Empty values count as unset, because `.env` files and
+//! console forms are usually left with `KEY=` lines.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_FILE: &str = "config/app.toml";
+const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Values copied from guides and examples that must never sign production tokens.
+const PLACEHOLDER_SECRETS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "secret",
+    "your-secret",
+    "your_jwt_secret",
+    "jwt-secret",
+    "replace-with-at-least-32-random-bytes-of-secret",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+impl AppEnv {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppEnv::Development => "development",
+            AppEnv::Production => "production",
+        }
+    }
+}
+
+/// Every setting, flat, exactly as the environment names them (lower-cased).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub app_env: AppEnv,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace_secs: u64,
+    pub ready_timeout_ms: u64,
+
+    pub mongodb_uri: Option<SecretString>,
+    pub mongodb_db: String,
+    pub mongodb_max_pool_size: u32,
+    pub mongodb_min_pool_size: u32,
+    pub mongodb_connect_timeout_ms: u64,
+    pub mongodb_server_selection_timeout_ms: u64,
+
+    pub wechat_appid: Option<String>,
+    pub wechat_secret: Option<SecretString>,
+    pub wechat_api_base: String,
+    pub wechat_timeout_ms: u64,
+    pub wechat_trust_cloudrun_headers: bool,
+
+    pub deepseek_api_key: Option<SecretString>,
+    pub deepseek_api_url: String,
+    pub deepseek_model: String,
+    pub deepseek_connect_timeout_ms: u64,
+    pub deepseek_idle_timeout_ms: u64,
+    pub deepseek_deadline_secs: u64,
+    pub deepseek_max_retries: u32,
+    pub deepseek_retry_base_ms: u64,
+    pub deepseek_max_tokens: Option<u32>,
+
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_secret_previous: Option<SecretString>,
+    pub jwt_expires_in: u64,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+
+    pub personas_file: PathBuf,
+    pub message_max_chars: usize,
+    pub context_token_budget: usize,
+    pub context_max_messages: usize,
+    pub chat_wait_timeout_ms: u64,
+    pub sse_keepalive_secs: u64,
+    pub progress_save_interval_ms: u64,
+    pub generation_lease_secs: u64,
+}
+
+const DEFAULTS: &str = r#"
+host = "0.0.0.0"
+port = 80
+app_env = "development"
+body_limit_bytes = 65536
+shutdown_grace_secs = 30
+ready_timeout_ms = 1000
+
+mongodb_db = "companion"
+mongodb_max_pool_size = 20
+mongodb_min_pool_size = 1
+mongodb_connect_timeout_ms = 5000
+mongodb_server_selection_timeout_ms = 5000
+
+wechat_api_base = "https://api.weixin.qq.com"
+wechat_timeout_ms = 5000
+wechat_trust_cloudrun_headers = false
+
+deepseek_api_url = "https://api.deepseek.com"
+deepseek_model = "deepseek-v4-flash"
+deepseek_connect_timeout_ms = 5000
+deepseek_idle_timeout_ms = 60000
+deepseek_deadline_secs = 600
+deepseek_max_retries = 2
+deepseek_retry_base_ms = 500
+
+jwt_expires_in = 604800
+jwt_issuer = "companion-backend"
+jwt_audience = "companion-miniprogram"
+
+personas_file = "config/personas.toml"
+message_max_chars = 4000
+context_token_budget = 8000
+context_max_messages = 50
+chat_wait_timeout_ms = 10000
+sse_keepalive_secs = 15
+progress_save_interval_ms = 1000
+generation_lease_secs = 90
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("refusing to start in production:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    ProductionGuard(Vec<String>),
+}
+
+impl Settings {
+    /// Loads `.env` (if present), then settings from the process environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let _ = dotenvy::dotenv();
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let file = env
+            .get("APP_CONFIG_FILE")
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        Settings::from_sources(&env, Some(&file))
+    }
+
+    /// Pure loader used by `load` and by tests: no process state is read.
+    pub fn from_sources(
+        env: &HashMap<String, String>,
+        config_file: Option<&Path>,
+    ) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(k, v)| (k.clone(), v.trim().to_string()))
+            .collect();
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = config_file {
+            builder = builder.add_source(File::from(path.to_path_buf()).required(false));
+        }
+        let settings: Settings = builder
+            .add_source(Environment::default().source(Some(env)))
+            .build()?
+            .try_deserialize()?;
+        Ok(settings.normalized())
+    }
+
+    fn normalized(mut self) -> Self {
+        self.deepseek_api_url = normalize_deepseek_url(&self.deepseek_api_url);
+        self.wechat_api_base = self.wechat_api_base.trim_end_matches('/').to_string();
+        self.wechat_appid = self.wechat_appid.filter(|a| !a.is_empty());
+        self
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+
+    /// Every problem that makes this configuration unfit for production, at once.
+    pub fn production_problems(&self) -> Vec<String> {
+        if !self.is_production() {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        if self.mongodb_uri.is_none() {
+            problems.push("MONGODB_URI is not set (production never uses the in-process store)".into());
+        }
+        if self.wechat_appid.is_none() {
+            problems.push("WECHAT_APPID is not set".into());
+        }
+        if self.wechat_secret.is_none() {
+            problems.push("WECHAT_SECRET is not set".into());
+        }
+        if self.deepseek_api_key.is_none() {
+            problems.push("DEEPSEEK_API_KEY is not set".into());
+        }
+        match &self.jwt_secret {
+            None => problems.push("JWT_SECRET is not set".into()),
+            Some(secret) => {
+                let secret = secret.expose_secret();
+                if secret.len() < MIN_JWT_SECRET_BYTES {
+                    problems.push(format!(
+                        "JWT_SECRET is shorter than {MIN_JWT_SECRET_BYTES} bytes"
+                    ));
+                }
+                if PLACEHOLDER_SECRETS.contains(&secret.to_ascii_lowercase().as_str()) {
+                    problems.push("JWT_SECRET is a known placeholder value".into());
+                }
+            }
+        }
+        problems
+    }
+
+    /// Fails with one message listing every production problem.
+    pub fn ensure_fit_to_run(&self) -> Result<(), ConfigError> {
+        let problems = self.production_problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::ProductionGuard(problems))
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// Development login (`dev:<name>`) is allowed only without WeChat credentials,
+    /// and never in production.
+    pub fn dev_login_enabled(&self) -> bool {
+        !self.is_production() && self.wechat_appid.is_none()
+    }
+}
+
+/// Accepts `https://api.deepseek.com`, `https://api.deepseek.com/` and the older
+/// `https://api.deepseek.com/v1`; the client appends `/chat/completions`.
+pub fn normalize_deepseek_url(url: &str) -> String {
+    let trimmed = url.trim().trim_end_matches('/');
+    trimmed.strip_suffix("/v1").unwrap_or(trimmed).to_string()
+}

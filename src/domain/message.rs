@@ -1,0 +1,111 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{ConversationId, MessageId, ParseError, UserId};
+
+/// What a user sends: trimmed of surrounding blank space, never empty, bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageContent(String);
+
+impl MessageContent {
+    pub fn parse(raw: &str, max_chars: usize) -> Result<Self, ParseError> {
+        let content = raw.trim();
+        if content.is_empty() {
+            return Err(ParseError("content must not be empty".into()));
+        }
+        if content.chars().count() > max_chars {
+            return Err(ParseError(format!("content must be at most {max_chars} characters")));
+        }
+        Ok(Self(content.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Complete,
+    Streaming,
+    Incomplete,
+    Failed,
+}
+
+impl MessageStatus {
+    pub fn is_final(self) -> bool {
+        self != MessageStatus::Streaming
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache_hit_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache_miss_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub id: MessageId,
+    #[serde(skip)]
+    pub conversation_id: ConversationId,
+    #[serde(skip)]
+    pub user_id: UserId,
+    pub role: Role,
+    pub content: String,
+    pub status: MessageStatus,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<MessageError>,
+    #[serde(skip)]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The mutable part of an assistant message, saved as a generation goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageProgress {
+    pub content: String,
+    pub reasoning_content: Option<String>,
+    pub status: MessageStatus,
+    pub usage: Option<Usage>,
+    pub finish_reason: Option<String>,
+    pub error: Option<MessageError>,
+}
+
+impl Message {
+    pub fn apply(&mut self, progress: &MessageProgress, now: DateTime<Utc>) {
+        self.content = progress.content.clone();
+        self.reasoning_content = progress.reasoning_content.clone();
+        self.status = progress.status;
+        self.usage = progress.usage.clone();
+        self.finish_reason = progress.finish_reason.clone();
+        self.error = progress.error.clone();
+        self.updated_at = now;
+    }
+}

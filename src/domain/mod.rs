@@ -1,0 +1,23 @@
+//! Types parsed once at the edge; a value of these types is valid by construction.
+mod conversation;
+mod ids;
+mod message;
+mod user;
+
+pub use conversation::{Conversation, ConversationTitle};
+pub use ids::{ConversationId, MessageId, UserId};
+pub use message::{
+    Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, Usage,
+};
+pub use user::{AvatarUrl, LoginCode, Nickname, OpenId, ProfilePatch, User};
+
+/// Why a value from a client was refused; the text is safe to show to that client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+/// Now, at the millisecond precision MongoDB stores, so values round-trip exactly.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}

@@ -1,0 +1,13 @@
+//! Backend for WeChat mini-program AI companions.
+pub mod auth;
+pub mod chat;
+pub mod configuration;
+pub mod domain;
+pub mod errors;
+pub mod healthcheck;
+pub mod llm;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod wechat;

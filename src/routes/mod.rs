@@ -1,0 +1,3 @@
+mod health;
+
+pub use health::{health, ready};

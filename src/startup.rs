@@ -1,0 +1,193 @@
+//! Builds the application: store, clients, routes, and the server's lifecycle.
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlers};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tracing_actix_web::TracingLogger;
+
+use crate::configuration::Settings;
+use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
+use crate::routes;
+use crate::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
+use crate::telemetry::{request_id_middleware, RequestIdRootSpan};
+
+pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What `/health` and the `X-App-Version` header report.
+#[derive(Debug, Clone)]
+pub struct AppInfo {
+    pub version: &'static str,
+    pub commit: String,
+    pub env: &'static str,
+    pub ready_timeout_ms: u64,
+}
+
+impl AppInfo {
+    fn from_settings(settings: &Settings) -> Self {
+        // Set at image build time (Dockerfile ARG), or in the environment.
+        let commit = option_env!("APP_COMMIT")
+            .map(str::to_owned)
+            .or_else(|| std::env::var("APP_COMMIT").ok())
+            .filter(|c| !c.trim().is_empty())
+            .unwrap_or_else(|| "unknown".to_string());
+        AppInfo {
+            version: APP_VERSION,
+            commit,
+            env: settings.app_env.as_str(),
+            ready_timeout_ms: settings.ready_timeout_ms,
+        }
+    }
+}
+
+/// Shared shutdown state: readiness turns 503 as soon as shutdown begins.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    shutting_down: AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    lifecycle: web::Data<Lifecycle>,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        settings.ensure_fit_to_run()?;
+        let store = build_store(&settings).await?;
+        Self::build_with_store(settings, store).await
+    }
+
+    pub async fn build_with_store(settings: Settings, store: DynStore) -> anyhow::Result<Application> {
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener = TcpListener::bind(&address)
+            .with_context(|| format!("could not listen on {address}"))?;
+        let port = listener.local_addr()?.port();
+        let lifecycle = web::Data::new(Lifecycle::default());
+        let server = run(listener, &settings, store, lifecycle.clone())?;
+        Ok(Application { port, server, lifecycle, shutdown_grace: settings.shutdown_grace() })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM/SIGINT, then drains: readiness fails at once, new
+    /// connections are refused, in-flight requests get the grace period.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let lifecycle = self.lifecycle.clone();
+        let grace = self.shutdown_grace;
+        let server = tokio::spawn(self.server);
+        tokio::select! {
+            result = wait_for_signal() => {
+                result?;
+                tracing::info!(grace_secs = grace.as_secs(), "shutdown signal received; draining");
+                lifecycle.begin_shutdown();
+                handle.stop(true).await;
+            }
+        }
+        server.await.context("server task panicked")??;
+        tracing::info!("server stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => {},
+            result = tokio::signal::ctrl_c() => result?,
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+async fn build_store(settings: &Settings) -> anyhow::Result<DynStore> {
+    let Some(uri) = &settings.mongodb_uri else {
+        tracing::warn!(
+            "MONGODB_URI is not set: using the IN-PROCESS store. NOTHING IS PERSISTED; \
+             every user and message is lost on restart. Set MONGODB_URI for real use."
+        );
+        return Ok(Arc::new(InMemoryStore::new()));
+    };
+    let options = MongoStoreOptions {
+        max_pool_size: settings.mongodb_max_pool_size,
+        min_pool_size: settings.mongodb_min_pool_size,
+        connect_timeout: Duration::from_millis(settings.mongodb_connect_timeout_ms),
+        server_selection_timeout: Duration::from_millis(settings.mongodb_server_selection_timeout_ms),
+    };
+    let store = Arc::new(MongoStore::connect(uri.expose_secret(), &settings.mongodb_db, &options).await?);
+    // MongoDB may still be starting (or briefly unreachable): keep serving /health and
+    // let /ready report it, while indexes are retried in the background.
+    if let Err(e) = store.ensure_indexes().await {
+        tracing::warn!(error = ?e, "could not create indexes yet; retrying in the background");
+        let retry = store.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(2);
+            loop {
+                tokio::time::sleep(delay).await;
+                match retry.ensure_indexes().await {
+                    Ok(()) => break tracing::info!("indexes created"),
+                    Err(e) => tracing::warn!(error = ?e, "index creation failed again"),
+                }
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        });
+    }
+    Ok(store)
+}
+
+fn run(
+    listener: TcpListener,
+    settings: &Settings,
+    store: DynStore,
+    lifecycle: web::Data<Lifecycle>,
+) -> anyhow::Result<Server> {
+    let info = web::Data::new(AppInfo::from_settings(settings));
+    let store = web::Data::new(store);
+    let body_limit = settings.body_limit_bytes;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(ErrorHandlers::new().default_handler(envelope_for_bare_errors))
+            .wrap(TracingLogger::<RequestIdRootSpan>::new())
+            .wrap(DefaultHeaders::new().add((header::HeaderName::from_static("x-app-version"), APP_VERSION)))
+            .wrap(from_fn(request_id_middleware))
+            .app_data(web::JsonConfig::default().limit(body_limit).error_handler(json_error_handler))
+            .app_data(web::PayloadConfig::default().limit(body_limit))
+            .app_data(web::QueryConfig::default().error_handler(query_error_handler))
+            .app_data(web::PathConfig::default().error_handler(path_error_handler))
+            .app_data(info.clone())
+            .app_data(store.clone())
+            .app_data(lifecycle.clone())
+            .service(web::resource("/health").get(routes::health))
+            .service(web::resource("/ready").get(routes::ready))
+    })
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown_grace_secs)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,244 @@
+//! In-process store for local development: nothing survives a restart.
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{ConversationCursor, GenerationClaim, Store, StoreError};
+use crate::domain::{
+    now, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress,
+    OpenId, ProfilePatch, User, UserId,
+};
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<UserId, User>,
+    user_by_openid: HashMap<String, UserId>,
+    conversations: HashMap<ConversationId, Conversation>,
+    leases: HashMap<ConversationId, (MessageId, DateTime<Utc>)>,
+    messages: HashMap<MessageId, Message>,
+}
+
+#[derive(Default)]
+pub struct InMemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl InMemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for InMemoryStore {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn find_or_create_user(&self, openid: &OpenId) -> Result<User, StoreError> {
+        let mut inner = self.lock();
+        if let Some(id) = inner.user_by_openid.get(openid.as_str()) {
+            return Ok(inner.users[id].clone());
+        }
+        let user = User {
+            id: UserId::new(),
+            openid: openid.clone(),
+            nickname: None,
+            avatar_url: None,
+            created_at: now(),
+        };
+        inner.user_by_openid.insert(openid.as_str().to_string(), user.id);
+        inner.users.insert(user.id, user.clone());
+        Ok(user)
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        Ok(self.lock().users.get(&id).cloned())
+    }
+
+    async fn update_user_profile(
+        &self,
+        id: UserId,
+        patch: &ProfilePatch,
+    ) -> Result<Option<User>, StoreError> {
+        let mut inner = self.lock();
+        let Some(user) = inner.users.get_mut(&id) else { return Ok(None) };
+        if let Some(nickname) = &patch.nickname {
+            user.nickname = Some(nickname.clone());
+        }
+        if let Some(avatar_url) = &patch.avatar_url {
+            user.avatar_url = Some(avatar_url.clone());
+        }
+        Ok(Some(user.clone()))
+    }
+
+    async fn insert_conversation(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        self.lock().conversations.insert(conversation.id, conversation.clone());
+        Ok(())
+    }
+
+    async fn list_conversations(
+        &self,
+        user: UserId,
+        limit: usize,
+        after: Option<&ConversationCursor>,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let inner = self.lock();
+        let mut found: Vec<Conversation> = inner
+            .conversations
+            .values()
+            .filter(|c| c.user_id == user && after.is_none_or(|cursor| cursor.precedes(c)))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (b.last_active_at, b.id).cmp(&(a.last_active_at, a.id)));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn get_conversation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        Ok(self.lock().conversations.get(&id).filter(|c| c.user_id == user).cloned())
+    }
+
+    async fn rename_conversation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        title: &ConversationTitle,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let mut inner = self.lock();
+        let Some(c) = inner.conversations.get_mut(&id).filter(|c| c.user_id == user) else {
+            return Ok(None);
+        };
+        c.title = title.clone();
+        Ok(Some(c.clone()))
+    }
+
+    async fn delete_conversation(&self, user: UserId, id: ConversationId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if !inner.conversations.get(&id).is_some_and(|c| c.user_id == user) {
+            return Ok(false);
+        }
+        inner.conversations.remove(&id);
+        inner.leases.remove(&id);
+        inner.messages.retain(|_, m| m.conversation_id != id);
+        Ok(true)
+    }
+
+    async fn claim_generation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        message: MessageId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<GenerationClaim, StoreError> {
+        let mut inner = self.lock();
+        if !inner.conversations.get(&id).is_some_and(|c| c.user_id == user) {
+            return Ok(GenerationClaim::NoSuchConversation);
+        }
+        if inner.leases.get(&id).is_some_and(|(_, until)| *until >= now) {
+            return Ok(GenerationClaim::Busy);
+        }
+        inner.leases.insert(id, (message, lease_until));
+        if let Some(c) = inner.conversations.get_mut(&id) {
+            c.last_active_at = now;
+        }
+        Ok(GenerationClaim::Claimed)
+    }
+
+    async fn renew_generation(
+        &self,
+        id: ConversationId,
+        message: MessageId,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(lease) = self.lock().leases.get_mut(&id).filter(|(m, _)| *m == message) {
+            lease.1 = lease_until;
+        }
+        Ok(())
+    }
+
+    async fn release_generation(
+        &self,
+        id: ConversationId,
+        message: MessageId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.leases.get(&id).is_some_and(|(m, _)| *m == message) {
+            inner.leases.remove(&id);
+            if let Some(c) = inner.conversations.get_mut(&id) {
+                c.last_active_at = now;
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
+        self.lock().messages.insert(message.id, message.clone());
+        Ok(())
+    }
+
+    async fn list_messages(
+        &self,
+        conversation: ConversationId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<Vec<Message>, StoreError> {
+        let inner = self.lock();
+        let anchor = match before {
+            Some(id) => match inner.messages.get(&id).filter(|m| m.conversation_id == conversation) {
+                Some(m) => Some((m.created_at, m.id)),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        let mut found: Vec<Message> = inner
+            .messages
+            .values()
+            .filter(|m| {
+                m.conversation_id == conversation
+                    && anchor.is_none_or(|anchor| (m.created_at, m.id) < anchor)
+            })
+            .cloned()
+            .collect();
+        found.sort_by_key(|m| (m.created_at, m.id));
+        let skip = found.len().saturating_sub(limit);
+        Ok(found.split_off(skip))
+    }
+
+    async fn get_message(
+        &self,
+        conversation: ConversationId,
+        id: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        Ok(self.lock().messages.get(&id).filter(|m| m.conversation_id == conversation).cloned())
+    }
+
+    async fn save_progress(
+        &self,
+        id: MessageId,
+        progress: &MessageProgress,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(message) = self.lock().messages.get_mut(&id) {
+            message.apply(progress, now);
+        }
+        Ok(())
+    }
+}

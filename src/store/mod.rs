@@ -1,0 +1,135 @@
+//! Storage behind one seam: MongoDB in production, an in-process store for local
+//! development only. Both pass the same contract tests (`tests/api/store_contract.rs`).
+mod memory;
+mod mongo;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, OpenId,
+    ProfilePatch, User, UserId,
+};
+
+pub use memory::InMemoryStore;
+pub use mongo::{MongoStore, MongoStoreOptions};
+
+pub type DynStore = Arc<dyn Store>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("stored data could not be read")]
+    Corrupt(#[source] anyhow::Error),
+}
+
+/// Where to continue a newest-first list of conversations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationCursor {
+    pub last_active_at: DateTime<Utc>,
+    pub id: ConversationId,
+}
+
+impl ConversationCursor {
+    pub fn after(conversation: &Conversation) -> Self {
+        Self { last_active_at: conversation.last_active_at, id: conversation.id }
+    }
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.last_active_at.timestamp_millis(), self.id)
+    }
+    pub fn decode(raw: &str) -> Option<Self> {
+        let (millis, id) = raw.split_once('_')?;
+        Some(Self {
+            last_active_at: DateTime::from_timestamp_millis(millis.parse().ok()?)?,
+            id: ConversationId::parse(id)?,
+        })
+    }
+    /// True when `c` comes after this cursor in newest-first order.
+    pub fn precedes(&self, c: &Conversation) -> bool {
+        (c.last_active_at, c.id) < (self.last_active_at, self.id)
+    }
+}
+
+/// Outcome of claiming a conversation for one reply at a time (across replicas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenerationClaim {
+    Claimed,
+    Busy,
+    NoSuchConversation,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// "mongodb" or "in-process", for readiness reports.
+    fn kind(&self) -> &'static str;
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The one user of this openid, created on first sight; safe under concurrency.
+    async fn find_or_create_user(&self, openid: &OpenId) -> Result<User, StoreError>;
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn update_user_profile(&self, id: UserId, patch: &ProfilePatch)
+        -> Result<Option<User>, StoreError>;
+
+    async fn insert_conversation(&self, conversation: &Conversation) -> Result<(), StoreError>;
+    /// Most recently active first.
+    async fn list_conversations(
+        &self,
+        user: UserId,
+        limit: usize,
+        after: Option<&ConversationCursor>,
+    ) -> Result<Vec<Conversation>, StoreError>;
+    async fn get_conversation(&self, user: UserId, id: ConversationId)
+        -> Result<Option<Conversation>, StoreError>;
+    async fn rename_conversation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        title: &ConversationTitle,
+    ) -> Result<Option<Conversation>, StoreError>;
+    /// Removes the conversation and its messages; false when there was none.
+    async fn delete_conversation(&self, user: UserId, id: ConversationId) -> Result<bool, StoreError>;
+
+    /// Claims the conversation for the reply `message`, unless another unexpired claim
+    /// holds it. Marks the conversation active at `now`.
+    async fn claim_generation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        message: MessageId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<GenerationClaim, StoreError>;
+    async fn renew_generation(
+        &self,
+        id: ConversationId,
+        message: MessageId,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Releases the claim held by `message` (no-op when it holds none).
+    async fn release_generation(
+        &self,
+        id: ConversationId,
+        message: MessageId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    async fn insert_message(&self, message: &Message) -> Result<(), StoreError>;
+    /// Up to `limit` messages older than `before` (or the newest), in chronological order.
+    async fn list_messages(
+        &self,
+        conversation: ConversationId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<Vec<Message>, StoreError>;
+    async fn get_message(&self, conversation: ConversationId, id: MessageId)
+        -> Result<Option<Message>, StoreError>;
+    async fn save_progress(
+        &self,
+        id: MessageId,
+        progress: &MessageProgress,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+}

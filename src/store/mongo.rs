@@ -1,0 +1,580 @@
+//! MongoDB store (CloudBase MongoDB 4.4+ in production).
+//!
+//! Documents carry `schema_version`; readers accept older shapes through serde defaults,
+//! so two versions of the service can share one database during a gray release.
+//!
+//! Ids are stored as 24-digit hex strings: they sort like the ObjectIds they come from,
+//! and string equality behaves the same on every MongoDB-compatible server.
+//! Timestamps that are later changed with `$set` are epoch milliseconds (`*_ms`), not
+//! BSON dates: the test server turns a date written by `$set` into a string, and
+//! numbers compare and sort the same everywhere. Write-once timestamps stay dates.
+//! No index has `_id` as a component (the wire-compatible test server rejects writes to
+//! such collections); ties inside one millisecond are ordered by `_id` in the sort.
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use super::{ConversationCursor, GenerationClaim, Store, StoreError};
+use crate::domain::{
+    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, Message, MessageError,
+    MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, User,
+    UserId,
+};
+
+const SCHEMA_VERSION: i32 = 1;
+const DUPLICATE_KEY: i32 = 11000;
+
+pub struct MongoStoreOptions {
+    pub max_pool_size: u32,
+    pub min_pool_size: u32,
+    pub connect_timeout: Duration,
+    pub server_selection_timeout: Duration,
+}
+
+pub struct MongoStore {
+    db: Database,
+}
+
+fn schema_v0() -> i32 {
+    0
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct UserDoc {
+    /// The openid is the key, so concurrent first logins race on `_id` and one wins.
+    #[serde(rename = "_id")]
+    openid: String,
+    user_id: String,
+    #[serde(default)]
+    nickname: Option<String>,
+    #[serde(default)]
+    avatar_url: Option<String>,
+    created_at: bson::DateTime,
+    #[serde(default = "schema_v0")]
+    schema_version: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GenerationLeaseDoc {
+    message_id: String,
+    expires_ms: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ConversationDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    user_id: String,
+    #[serde(default = "default_persona")]
+    persona_id: String,
+    title: String,
+    created_at: bson::DateTime,
+    last_active_ms: i64,
+    #[serde(default)]
+    generation: Option<GenerationLeaseDoc>,
+    #[serde(default = "schema_v0")]
+    schema_version: i32,
+}
+
+fn default_persona() -> String {
+    "default".to_string()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MessageDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    conversation_id: String,
+    user_id: String,
+    role: Role,
+    content: String,
+    #[serde(default = "complete")]
+    status: MessageStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<MessageError>,
+    created_at: bson::DateTime,
+    #[serde(default)]
+    updated_ms: Option<i64>,
+    #[serde(default = "schema_v0")]
+    schema_version: i32,
+}
+
+fn complete() -> MessageStatus {
+    MessageStatus::Complete
+}
+
+fn to_bson_date(t: DateTime<Utc>) -> bson::DateTime {
+    bson::DateTime::from_millis(t.timestamp_millis())
+}
+
+fn from_bson_date(t: bson::DateTime) -> DateTime<Utc> {
+    from_millis(t.timestamp_millis())
+}
+
+fn from_millis(millis: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+fn parse_id<T>(raw: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    parse(raw).ok_or_else(|| StoreError::Corrupt(anyhow::anyhow!("malformed id {raw:?}")))
+}
+
+fn unavailable(e: mongodb::error::Error) -> StoreError {
+    StoreError::Unavailable(e.into())
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(
+        e.kind.as_ref(),
+        ErrorKind::Write(WriteFailure::WriteError(we)) if we.code == DUPLICATE_KEY
+    )
+}
+
+impl UserDoc {
+    fn into_domain(self) -> Result<User, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(anyhow::anyhow!("user {}: bad {what}", self.user_id));
+        Ok(User {
+            id: parse_id(&self.user_id, UserId::parse)?,
+            openid: OpenId::parse(&self.openid).map_err(|_| corrupt("openid"))?,
+            nickname: self.nickname.as_deref().and_then(|n| Nickname::parse(n).ok()),
+            avatar_url: self.avatar_url.as_deref().and_then(|a| AvatarUrl::parse(a).ok()),
+            created_at: from_bson_date(self.created_at),
+        })
+    }
+}
+
+impl ConversationDoc {
+    fn into_domain(self) -> Result<Conversation, StoreError> {
+        Ok(Conversation {
+            id: parse_id(&self.id, ConversationId::parse)?,
+            user_id: parse_id(&self.user_id, UserId::parse)?,
+            persona_id: self.persona_id,
+            // Titles were validated on write; an old untitled document still reads.
+            title: ConversationTitle::parse(&self.title)
+                .unwrap_or_else(|_| ConversationTitle::parse("对话").expect("static title")),
+            created_at: from_bson_date(self.created_at),
+            last_active_at: from_millis(self.last_active_ms),
+        })
+    }
+}
+
+impl MessageDoc {
+    fn from_domain(m: &Message) -> Self {
+        MessageDoc {
+            id: m.id.to_string(),
+            conversation_id: m.conversation_id.to_string(),
+            user_id: m.user_id.to_string(),
+            role: m.role,
+            content: m.content.clone(),
+            status: m.status,
+            reasoning_content: m.reasoning_content.clone(),
+            usage: m.usage.clone(),
+            finish_reason: m.finish_reason.clone(),
+            error: m.error.clone(),
+            created_at: to_bson_date(m.created_at),
+            updated_ms: Some(m.updated_at.timestamp_millis()),
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+
+    fn into_domain(self) -> Result<Message, StoreError> {
+        let created_at = from_bson_date(self.created_at);
+        Ok(Message {
+            id: parse_id(&self.id, MessageId::parse)?,
+            conversation_id: parse_id(&self.conversation_id, ConversationId::parse)?,
+            user_id: parse_id(&self.user_id, UserId::parse)?,
+            role: self.role,
+            content: self.content,
+            status: self.status,
+            created_at,
+            reasoning_content: self.reasoning_content,
+            usage: self.usage,
+            finish_reason: self.finish_reason,
+            error: self.error,
+            updated_at: self.updated_ms.map(from_millis).unwrap_or(created_at),
+        })
+    }
+}
+
+impl MongoStore {
+    pub async fn connect(
+        uri: &str,
+        db_name: &str,
+        options: &MongoStoreOptions,
+    ) -> anyhow::Result<MongoStore> {
+        let mut client_options = ClientOptions::parse(uri)
+            .await
+            .context("MONGODB_URI could not be parsed")?;
+        client_options.app_name = Some("companion-backend".into());
+        client_options.max_pool_size = Some(options.max_pool_size);
+        client_options.min_pool_size = Some(options.min_pool_size);
+        client_options.connect_timeout = Some(options.connect_timeout);
+        client_options.server_selection_timeout = Some(options.server_selection_timeout);
+        let client = mongodb::Client::with_options(client_options)?;
+        Ok(MongoStore { db: client.database(db_name) })
+    }
+
+    fn users(&self) -> Collection<UserDoc> {
+        self.db.collection("users")
+    }
+    fn conversations(&self) -> Collection<ConversationDoc> {
+        self.db.collection("conversations")
+    }
+    fn messages(&self) -> Collection<MessageDoc> {
+        self.db.collection("messages")
+    }
+
+    /// Creates the indexes the queries rely on; repeating it is harmless.
+    pub async fn ensure_indexes(&self) -> anyhow::Result<()> {
+        let unique = IndexOptions::builder().unique(true).build();
+        self.users()
+            .create_index(IndexModel::builder().keys(doc! {"user_id": 1}).options(unique).build())
+            .await
+            .context("creating users index")?;
+        self.conversations()
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"user_id": 1, "last_active_ms": -1})
+                    .build(),
+            )
+            .await
+            .context("creating conversations index")?;
+        self.messages()
+            .create_index(
+                IndexModel::builder().keys(doc! {"conversation_id": 1, "created_at": -1}).build(),
+            )
+            .await
+            .context("creating messages index")?;
+        Ok(())
+    }
+
+    async fn find_user_by_openid(&self, openid: &OpenId) -> Result<Option<User>, StoreError> {
+        self.users()
+            .find_one(doc! {"_id": openid.as_str()})
+            .await
+            .map_err(unavailable)?
+            .map(UserDoc::into_domain)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn kind(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn find_or_create_user(&self, openid: &OpenId) -> Result<User, StoreError> {
+        if let Some(user) = self.find_user_by_openid(openid).await? {
+            return Ok(user);
+        }
+        let fresh = UserDoc {
+            openid: openid.as_str().to_string(),
+            user_id: UserId::new().to_string(),
+            nickname: None,
+            avatar_url: None,
+            created_at: to_bson_date(now()),
+            schema_version: SCHEMA_VERSION,
+        };
+        match self.users().insert_one(&fresh).await {
+            Ok(_) => fresh.into_domain(),
+            // Another request created this user first: theirs is the one.
+            Err(e) if is_duplicate_key(&e) => self
+                .find_user_by_openid(openid)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(anyhow::anyhow!("user vanished after duplicate key"))),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.users()
+            .find_one(doc! {"user_id": id.to_string()})
+            .await
+            .map_err(unavailable)?
+            .map(UserDoc::into_domain)
+            .transpose()
+    }
+
+    async fn update_user_profile(
+        &self,
+        id: UserId,
+        patch: &ProfilePatch,
+    ) -> Result<Option<User>, StoreError> {
+        let mut set = doc! {"updated_ms": now().timestamp_millis()};
+        if let Some(nickname) = &patch.nickname {
+            set.insert("nickname", nickname.as_str());
+        }
+        if let Some(avatar_url) = &patch.avatar_url {
+            set.insert("avatar_url", avatar_url.as_str());
+        }
+        self.users()
+            .update_one(doc! {"user_id": id.to_string()}, doc! {"$set": set})
+            .await
+            .map_err(unavailable)?;
+        self.get_user(id).await
+    }
+
+    async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError> {
+        let document = ConversationDoc {
+            id: c.id.to_string(),
+            user_id: c.user_id.to_string(),
+            persona_id: c.persona_id.clone(),
+            title: c.title.as_str().to_string(),
+            created_at: to_bson_date(c.created_at),
+            last_active_ms: c.last_active_at.timestamp_millis(),
+            generation: None,
+            schema_version: SCHEMA_VERSION,
+        };
+        self.conversations().insert_one(document).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_conversations(
+        &self,
+        user: UserId,
+        limit: usize,
+        after: Option<&ConversationCursor>,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let mut filter = doc! {"user_id": user.to_string()};
+        if let Some(cursor) = after {
+            let at = cursor.last_active_at.timestamp_millis();
+            filter.insert(
+                "$or",
+                vec![
+                    doc! {"last_active_ms": {"$lt": at}},
+                    doc! {"last_active_ms": at, "_id": {"$lt": cursor.id.to_string()}},
+                ],
+            );
+        }
+        let docs: Vec<ConversationDoc> = self
+            .conversations()
+            .find(filter)
+            .sort(doc! {"last_active_ms": -1, "_id": -1})
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        docs.into_iter().map(ConversationDoc::into_domain).collect()
+    }
+
+    async fn get_conversation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        Ok(self
+            .conversations()
+            .find_one(doc! {"_id": id.to_string(), "user_id": user.to_string()})
+            .await
+            .map_err(unavailable)?
+            .map(ConversationDoc::into_domain)
+            .transpose()?)
+    }
+
+    async fn rename_conversation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        title: &ConversationTitle,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let result = self
+            .conversations()
+            .update_one(
+                doc! {"_id": id.to_string(), "user_id": user.to_string()},
+                doc! {"$set": {"title": title.as_str()}},
+            )
+            .await
+            .map_err(unavailable)?;
+        if result.matched_count == 0 {
+            return Ok(None);
+        }
+        self.get_conversation(user, id).await
+    }
+
+    async fn delete_conversation(&self, user: UserId, id: ConversationId) -> Result<bool, StoreError> {
+        // The conversation goes first: orphaned messages are unreachable, never shown.
+        let deleted = self
+            .conversations()
+            .delete_one(doc! {"_id": id.to_string(), "user_id": user.to_string()})
+            .await
+            .map_err(unavailable)?;
+        if deleted.deleted_count == 0 {
+            return Ok(false);
+        }
+        self.messages()
+            .delete_many(doc! {"conversation_id": id.to_string()})
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn claim_generation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        message: MessageId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<GenerationClaim, StoreError> {
+        let owned = doc! {"_id": id.to_string(), "user_id": user.to_string()};
+        let mut claimable = owned.clone();
+        claimable.insert(
+            "$or",
+            vec![
+                doc! {"generation": Bson::Null},
+                doc! {"generation.expires_ms": {"$lt": now.timestamp_millis()}},
+            ],
+        );
+        let update = doc! {"$set": {
+            "generation": {"message_id": message.to_string(), "expires_ms": lease_until.timestamp_millis()},
+            "last_active_ms": now.timestamp_millis(),
+        }};
+        let result = self
+            .conversations()
+            .update_one(claimable, update)
+            .await
+            .map_err(unavailable)?;
+        if result.matched_count == 1 {
+            return Ok(GenerationClaim::Claimed);
+        }
+        let exists = self.conversations().find_one(owned).await.map_err(unavailable)?.is_some();
+        Ok(if exists { GenerationClaim::Busy } else { GenerationClaim::NoSuchConversation })
+    }
+
+    async fn renew_generation(
+        &self,
+        id: ConversationId,
+        message: MessageId,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conversations()
+            .update_one(
+                doc! {"_id": id.to_string(), "generation.message_id": message.to_string()},
+                doc! {"$set": {"generation.expires_ms": lease_until.timestamp_millis()}},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn release_generation(
+        &self,
+        id: ConversationId,
+        message: MessageId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conversations()
+            .update_one(
+                doc! {"_id": id.to_string(), "generation.message_id": message.to_string()},
+                doc! {"$set": {"generation": Bson::Null, "last_active_ms": now.timestamp_millis()}},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
+        self.messages()
+            .insert_one(MessageDoc::from_domain(message))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_messages(
+        &self,
+        conversation: ConversationId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<Vec<Message>, StoreError> {
+        let mut filter = doc! {"conversation_id": conversation.to_string()};
+        if let Some(before) = before {
+            // Older than `before`: earlier millisecond, or the same one and a smaller id.
+            let Some(anchor) = self.get_message(conversation, before).await? else {
+                return Ok(Vec::new());
+            };
+            let at = to_bson_date(anchor.created_at);
+            filter.insert(
+                "$or",
+                vec![
+                    doc! {"created_at": {"$lt": at}},
+                    doc! {"created_at": at, "_id": {"$lt": before.to_string()}},
+                ],
+            );
+        }
+        let mut docs: Vec<MessageDoc> = self
+            .messages()
+            .find(filter)
+            .sort(doc! {"created_at": -1, "_id": -1})
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        docs.reverse();
+        docs.into_iter().map(MessageDoc::into_domain).collect()
+    }
+
+    async fn get_message(
+        &self,
+        conversation: ConversationId,
+        id: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        Ok(self
+            .messages()
+            .find_one(doc! {"_id": id.to_string(), "conversation_id": conversation.to_string()})
+            .await
+            .map_err(unavailable)?
+            .map(MessageDoc::into_domain)
+            .transpose()?)
+    }
+
+    async fn save_progress(
+        &self,
+        id: MessageId,
+        progress: &MessageProgress,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let set: Document = doc! {
+            "content": &progress.content,
+            "reasoning_content": bson_of(&progress.reasoning_content)?,
+            "status": bson_of(&progress.status)?,
+            "usage": bson_of(&progress.usage)?,
+            "finish_reason": bson_of(&progress.finish_reason)?,
+            "error": bson_of(&progress.error)?,
+            "updated_ms": now.timestamp_millis(),
+        };
+        self.messages()
+            .update_one(doc! {"_id": id.to_string()}, doc! {"$set": set})
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+fn bson_of<T: Serialize>(value: &T) -> Result<Bson, StoreError> {
+    bson::to_bson(value).map_err(|e| StoreError::Corrupt(e.into()))
+}

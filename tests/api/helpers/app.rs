@@ -1,0 +1,119 @@
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use companion_backend::configuration::Settings;
+use companion_backend::startup::Application;
+use companion_backend::store::{DynStore, MongoStore, MongoStoreOptions};
+use companion_backend::telemetry::{get_subscriber, init_subscriber};
+use secrecy::SecretString;
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        init_subscriber(get_subscriber("test", "debug", std::io::stdout));
+    } else {
+        init_subscriber(get_subscriber("test", "error", std::io::sink));
+    }
+});
+
+pub fn mongodb_uri() -> String {
+    std::env::var("TEST_MONGODB_URI").expect(
+        "TEST_MONGODB_URI is not set: run the tests with ./scripts/test.sh, which starts the MongoDB test server",
+    )
+}
+
+pub fn unique_db_name() -> String {
+    format!("test_{}", uuid::Uuid::new_v4().simple())
+}
+
+pub fn store_options() -> MongoStoreOptions {
+    MongoStoreOptions {
+        max_pool_size: 5,
+        min_pool_size: 0,
+        connect_timeout: std::time::Duration::from_secs(5),
+        server_selection_timeout: std::time::Duration::from_secs(5),
+    }
+}
+
+pub async fn mongo_store(db_name: &str) -> Arc<MongoStore> {
+    let store = MongoStore::connect(&mongodb_uri(), db_name, &store_options())
+        .await
+        .expect("connect to the MongoDB test server");
+    store.ensure_indexes().await.expect("create indexes");
+    Arc::new(store)
+}
+
+/// Settings as a fresh checkout has them, pointed at loopback only.
+pub fn base_settings() -> Settings {
+    let mut settings = Settings::from_sources(&HashMap::new(), None).expect("default settings");
+    settings.host = "127.0.0.1".into();
+    settings.port = 0;
+    settings.mongodb_uri = Some(SecretString::from(mongodb_uri()));
+    settings.mongodb_db = unique_db_name();
+    settings.mongodb_min_pool_size = 0;
+    settings.mongodb_max_pool_size = 5;
+    settings.wechat_api_base = "http://127.0.0.1:9".into();
+    settings.deepseek_api_url = "http://127.0.0.1:9".into();
+    settings.shutdown_grace_secs = 2;
+    settings
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub store: DynStore,
+    pub db_name: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    LazyLock::force(&TRACING);
+    let mut settings = base_settings();
+    configure(&mut settings);
+    let db_name = settings.mongodb_db.clone();
+    let application = Application::build(settings).await.expect("build application");
+    let port = application.port();
+    tokio::spawn(application.run_until_stopped());
+    let store: DynStore = mongo_store(&db_name).await;
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        store,
+        db_name,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get_health(&self) -> reqwest::Response {
+        self.client.get(self.url("/health")).send().await.expect("GET /health")
+    }
+
+    pub async fn get_ready(&self) -> reqwest::Response {
+        self.client.get(self.url("/ready")).send().await.expect("GET /ready")
+    }
+}
+
+/// Asserts the error envelope and returns its code.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: serde_json::Value = response.json().await.expect("error body is JSON");
+    let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error.code in {body}"));
+    assert!(body["error"]["message"].is_string(), "no error.message in {body}");
+    code.to_string()
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}

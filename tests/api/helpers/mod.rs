@@ -1,0 +1,3 @@
+mod app;
+
+pub use app::*;

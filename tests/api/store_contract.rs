@@ -1,0 +1,257 @@
+//! One contract, two stores: the in-process store must behave like MongoDB.
+use chrono::Duration;
+use companion_backend::domain::{
+    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, Message, MessageError,
+    MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, UserId,
+};
+use companion_backend::store::{ConversationCursor, DynStore, GenerationClaim};
+
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod in_process {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(std::sync::Arc::new(companion_backend::store::InMemoryStore::new())).await;
+                }
+            )*
+        }
+        mod mongodb {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let store = crate::helpers::mongo_store(&crate::helpers::unique_db_name()).await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    the_same_openid_always_maps_to_the_same_user,
+    concurrent_first_logins_of_one_openid_create_one_user,
+    a_profile_update_changes_only_the_given_fields,
+    conversations_list_newest_activity_first_with_a_cursor,
+    conversations_are_private_to_their_owner,
+    deleting_a_conversation_removes_its_messages,
+    messages_list_chronologically_and_page_backwards,
+    progress_is_saved_and_read_back,
+    only_one_generation_claims_a_conversation_until_released_or_expired,
+);
+
+fn openid(s: &str) -> OpenId {
+    OpenId::parse(s).unwrap()
+}
+
+fn conversation(user: UserId, title: &str, at: chrono::DateTime<chrono::Utc>) -> Conversation {
+    Conversation {
+        id: ConversationId::new(),
+        user_id: user,
+        persona_id: "xiaoxi".into(),
+        title: ConversationTitle::parse(title).unwrap(),
+        created_at: at,
+        last_active_at: at,
+    }
+}
+
+fn message(c: &Conversation, role: Role, content: &str) -> Message {
+    let at = now();
+    Message {
+        id: MessageId::new(),
+        conversation_id: c.id,
+        user_id: c.user_id,
+        role,
+        content: content.into(),
+        status: MessageStatus::Complete,
+        created_at: at,
+        reasoning_content: None,
+        usage: None,
+        finish_reason: None,
+        error: None,
+        updated_at: at,
+    }
+}
+
+async fn the_same_openid_always_maps_to_the_same_user(store: DynStore) {
+    let first = store.find_or_create_user(&openid("o_same")).await.unwrap();
+    let second = store.find_or_create_user(&openid("o_same")).await.unwrap();
+    let other = store.find_or_create_user(&openid("o_other")).await.unwrap();
+
+    assert_eq!(first.id, second.id);
+    assert_eq!(first.created_at, second.created_at);
+    assert_ne!(first.id, other.id);
+    assert_eq!(store.get_user(first.id).await.unwrap().unwrap().openid, openid("o_same"));
+    assert!(store.get_user(UserId::new()).await.unwrap().is_none());
+}
+
+async fn concurrent_first_logins_of_one_openid_create_one_user(store: DynStore) {
+    let attempts = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.find_or_create_user(&openid("o_race")).await.unwrap().id })
+    });
+    let ids: Vec<UserId> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+}
+
+async fn a_profile_update_changes_only_the_given_fields(store: DynStore) {
+    let user = store.find_or_create_user(&openid("o_profile")).await.unwrap();
+    let patch = ProfilePatch { nickname: Some(Nickname::parse("小明").unwrap()), avatar_url: None };
+    store.update_user_profile(user.id, &patch).await.unwrap();
+    let patch = ProfilePatch {
+        nickname: None,
+        avatar_url: Some(AvatarUrl::parse("https://example.com/a.png").unwrap()),
+    };
+
+    let updated = store.update_user_profile(user.id, &patch).await.unwrap().unwrap();
+
+    assert_eq!(updated.nickname.unwrap().as_str(), "小明");
+    assert_eq!(updated.avatar_url.unwrap().as_str(), "https://example.com/a.png");
+    assert!(store.update_user_profile(UserId::new(), &patch).await.unwrap().is_none());
+}
+
+async fn conversations_list_newest_activity_first_with_a_cursor(store: DynStore) {
+    let user = UserId::new();
+    let base = now();
+    let mut created = Vec::new();
+    for i in 0..5 {
+        // Two share a timestamp, so the id must break the tie.
+        let at = base + Duration::seconds(if i == 3 { 2 } else { i });
+        let c = conversation(user, &format!("c{i}"), at);
+        store.insert_conversation(&c).await.unwrap();
+        created.push(c);
+    }
+
+    let first_page = store.list_conversations(user, 2, None).await.unwrap();
+    let cursor = ConversationCursor::after(first_page.last().unwrap());
+    let decoded = ConversationCursor::decode(&cursor.encode()).unwrap();
+    let second_page = store.list_conversations(user, 2, Some(&decoded)).await.unwrap();
+    let cursor = ConversationCursor::after(second_page.last().unwrap());
+    let third_page = store.list_conversations(user, 2, Some(&cursor)).await.unwrap();
+
+    let titles: Vec<String> = first_page
+        .iter()
+        .chain(&second_page)
+        .chain(&third_page)
+        .map(|c| c.title.as_str().to_string())
+        .collect();
+    assert_eq!(titles, ["c4", "c3", "c2", "c1", "c0"]);
+    assert_eq!(third_page.len(), 1);
+    assert_eq!(first_page[0], created[4]);
+}
+
+async fn conversations_are_private_to_their_owner(store: DynStore) {
+    let (owner, stranger) = (UserId::new(), UserId::new());
+    let c = conversation(owner, "mine", now());
+    store.insert_conversation(&c).await.unwrap();
+    let title = ConversationTitle::parse("stolen").unwrap();
+
+    assert!(store.get_conversation(stranger, c.id).await.unwrap().is_none());
+    assert!(store.rename_conversation(stranger, c.id, &title).await.unwrap().is_none());
+    assert!(!store.delete_conversation(stranger, c.id).await.unwrap());
+    assert!(store.list_conversations(stranger, 10, None).await.unwrap().is_empty());
+    assert_eq!(
+        store.claim_generation(stranger, c.id, MessageId::new(), now(), now()).await.unwrap(),
+        GenerationClaim::NoSuchConversation
+    );
+    assert_eq!(store.get_conversation(owner, c.id).await.unwrap().unwrap().title.as_str(), "mine");
+}
+
+async fn deleting_a_conversation_removes_its_messages(store: DynStore) {
+    let user = UserId::new();
+    let doomed = conversation(user, "doomed", now());
+    let kept = conversation(user, "kept", now());
+    store.insert_conversation(&doomed).await.unwrap();
+    store.insert_conversation(&kept).await.unwrap();
+    let gone = message(&doomed, Role::User, "bye");
+    store.insert_message(&gone).await.unwrap();
+    store.insert_message(&message(&kept, Role::User, "hi")).await.unwrap();
+
+    assert!(store.delete_conversation(user, doomed.id).await.unwrap());
+
+    assert!(store.get_conversation(user, doomed.id).await.unwrap().is_none());
+    assert!(store.get_message(doomed.id, gone.id).await.unwrap().is_none());
+    assert!(store.list_messages(doomed.id, 10, None).await.unwrap().is_empty());
+    assert_eq!(store.list_messages(kept.id, 10, None).await.unwrap().len(), 1);
+    assert!(!store.delete_conversation(user, doomed.id).await.unwrap());
+}
+
+async fn messages_list_chronologically_and_page_backwards(store: DynStore) {
+    let c = conversation(UserId::new(), "chat", now());
+    store.insert_conversation(&c).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let role = if i % 2 == 0 { Role::User } else { Role::Assistant };
+        let m = message(&c, role, &format!("m{i}"));
+        store.insert_message(&m).await.unwrap();
+        ids.push(m.id);
+    }
+
+    let newest = store.list_messages(c.id, 2, None).await.unwrap();
+    let older = store.list_messages(c.id, 2, Some(newest[0].id)).await.unwrap();
+    let oldest = store.list_messages(c.id, 2, Some(older[0].id)).await.unwrap();
+
+    let contents = |ms: &[Message]| ms.iter().map(|m| m.content.clone()).collect::<Vec<_>>();
+    assert_eq!(contents(&newest), ["m3", "m4"]);
+    assert_eq!(contents(&older), ["m1", "m2"]);
+    assert_eq!(contents(&oldest), ["m0"]);
+    assert_eq!(store.get_message(c.id, ids[1]).await.unwrap().unwrap().role, Role::Assistant);
+    assert!(store.get_message(ConversationId::new(), ids[1]).await.unwrap().is_none());
+}
+
+async fn progress_is_saved_and_read_back(store: DynStore) {
+    let c = conversation(UserId::new(), "chat", now());
+    store.insert_conversation(&c).await.unwrap();
+    let mut reply = message(&c, Role::Assistant, "");
+    reply.status = MessageStatus::Streaming;
+    store.insert_message(&reply).await.unwrap();
+    let progress = MessageProgress {
+        content: "你好，世界".into(),
+        reasoning_content: Some("想一想".into()),
+        status: MessageStatus::Incomplete,
+        usage: Some(Usage { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15, ..Default::default() }),
+        finish_reason: None,
+        error: Some(MessageError { code: "upstream_disconnected".into(), message: "lost".into() }),
+    };
+
+    store.save_progress(reply.id, &progress, now()).await.unwrap();
+
+    let stored = store.get_message(c.id, reply.id).await.unwrap().unwrap();
+    assert_eq!(stored.content, "你好，世界");
+    assert_eq!(stored.reasoning_content.as_deref(), Some("想一想"));
+    assert_eq!(stored.status, MessageStatus::Incomplete);
+    assert_eq!(stored.usage.unwrap().total_tokens, 15);
+    assert_eq!(stored.error.unwrap().code, "upstream_disconnected");
+}
+
+async fn only_one_generation_claims_a_conversation_until_released_or_expired(store: DynStore) {
+    let user = UserId::new();
+    let c = conversation(user, "chat", now());
+    store.insert_conversation(&c).await.unwrap();
+    let (first, second, third) = (MessageId::new(), MessageId::new(), MessageId::new());
+    let t0 = now();
+
+    let claimed = store.claim_generation(user, c.id, first, t0, t0 + Duration::seconds(60)).await.unwrap();
+    let blocked = store.claim_generation(user, c.id, second, t0, t0 + Duration::seconds(60)).await.unwrap();
+    // A release by the wrong message does nothing.
+    store.release_generation(c.id, second, t0).await.unwrap();
+    let still_blocked = store.claim_generation(user, c.id, second, t0, t0 + Duration::seconds(60)).await.unwrap();
+    store.release_generation(c.id, first, t0).await.unwrap();
+    let after_release = store.claim_generation(user, c.id, second, t0, t0 + Duration::seconds(1)).await.unwrap();
+    // The second claim's lease runs out; a later claim takes over.
+    let after_expiry = store
+        .claim_generation(user, c.id, third, t0 + Duration::seconds(5), t0 + Duration::seconds(65))
+        .await
+        .unwrap();
+
+    assert_eq!(claimed, GenerationClaim::Claimed);
+    assert_eq!(blocked, GenerationClaim::Busy);
+    assert_eq!(still_blocked, GenerationClaim::Busy);
+    assert_eq!(after_release, GenerationClaim::Claimed);
+    assert_eq!(after_expiry, GenerationClaim::Claimed);
+}
