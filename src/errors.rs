@@ -194,3 +194,19 @@ pub fn envelope_for_bare_errors<B: MessageBody + 'static>(
     let response: HttpResponse<EitherBody<B, BoxBody>> = response.map_into_right_body();
     Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response)))
 }
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(_) => {
+                tracing::error!(error.cause_chain = ?anyhow::Error::from(e), "storage unavailable");
+                ApiError::unavailable(
+                    "storage_unavailable",
+                    "storage is temporarily unavailable; please retry shortly",
+                    2,
+                )
+            }
+            corrupt => ApiError::internal(corrupt),
+        }
+    }
+}

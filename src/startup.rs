@@ -12,11 +12,14 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
+use crate::auth::{AuthState, JwtKeys};
 use crate::configuration::Settings;
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
 use crate::routes;
 use crate::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
+use crate::routes::LoginPolicy;
 use crate::telemetry::{request_id_middleware, RequestIdRootSpan};
+use crate::wechat::WechatClient;
 
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -168,6 +171,20 @@ fn run(
 ) -> anyhow::Result<Server> {
     let info = web::Data::new(AppInfo::from_settings(settings));
     let store = web::Data::new(store);
+    let auth = web::Data::new(AuthState {
+        keys: JwtKeys::from_settings(settings),
+        trust_cloudrun_headers: settings.wechat_trust_cloudrun_headers,
+    });
+    let login_policy = web::Data::new(LoginPolicy::from_settings(settings));
+    if login_policy.dev_login {
+        tracing::warn!("WECHAT_APPID is not set: development login is on (code \"dev:<name>\")");
+    }
+    let wechat = web::Data::new(WechatClient::new(
+        settings.wechat_api_base.clone(),
+        settings.wechat_appid.clone(),
+        settings.wechat_secret.clone(),
+        Duration::from_millis(settings.wechat_timeout_ms),
+    )?);
     let body_limit = settings.body_limit_bytes;
     let server = HttpServer::new(move || {
         App::new()
@@ -182,8 +199,17 @@ fn run(
             .app_data(info.clone())
             .app_data(store.clone())
             .app_data(lifecycle.clone())
+            .app_data(auth.clone())
+            .app_data(login_policy.clone())
+            .app_data(wechat.clone())
             .service(web::resource("/health").get(routes::health))
             .service(web::resource("/ready").get(routes::ready))
+            .service(
+                web::scope("/api")
+                    .service(web::resource("/auth/login").post(routes::login))
+                    .service(web::resource("/auth/refresh").post(routes::refresh))
+                    .service(web::resource("/me").get(routes::get_me).patch(routes::patch_me)),
+            )
     })
     .disable_signals()
     .shutdown_timeout(settings.shutdown_grace_secs)

@@ -6,9 +6,22 @@ use serde::{Deserialize, Serialize};
 macro_rules! object_id_newtype {
     ($name:ident) => {
         /// An ObjectId: time-ordered, so sorting by id is sorting by creation.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
+        /// Serialized as its 24-digit hex string.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(ObjectId);
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0.to_hex())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                Self::parse(&raw).ok_or_else(|| serde::de::Error::custom("not a 24-digit hex id"))
+            }
+        }
 
         impl $name {
             pub fn new() -> Self {

@@ -2,5 +2,7 @@
 //! `scripts/test.sh`), fake WeChat and DeepSeek servers on 127.0.0.1.
 mod configuration;
 mod health;
+mod login;
+mod sessions;
 mod helpers;
 mod store_contract;

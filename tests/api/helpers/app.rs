@@ -6,6 +6,13 @@ use companion_backend::startup::Application;
 use companion_backend::store::{DynStore, MongoStore, MongoStoreOptions};
 use companion_backend::telemetry::{get_subscriber, init_subscriber};
 use secrecy::SecretString;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub const TEST_APPID: &str = "wx00000000test0001";
+pub const TEST_APP_SECRET: &str = "app-secret-that-must-never-leak-0001";
+pub const TEST_JWT_SECRET: &str = "jwt-secret-for-tests-only-0123456789abcdef";
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
@@ -52,6 +59,10 @@ pub fn base_settings() -> Settings {
     settings.mongodb_min_pool_size = 0;
     settings.mongodb_max_pool_size = 5;
     settings.wechat_api_base = "http://127.0.0.1:9".into();
+    settings.wechat_appid = Some(TEST_APPID.into());
+    settings.wechat_secret = Some(SecretString::from(TEST_APP_SECRET));
+    settings.wechat_timeout_ms = 1000;
+    settings.jwt_secret = Some(SecretString::from(TEST_JWT_SECRET));
     settings.deepseek_api_url = "http://127.0.0.1:9".into();
     settings.shutdown_grace_secs = 2;
     settings
@@ -59,10 +70,10 @@ pub fn base_settings() -> Settings {
 
 pub struct TestApp {
     pub address: String,
-    pub port: u16,
     pub client: reqwest::Client,
     pub store: DynStore,
     pub db_name: String,
+    pub wechat: MockServer,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -71,7 +82,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     LazyLock::force(&TRACING);
+    let wechat = MockServer::start().await;
     let mut settings = base_settings();
+    settings.wechat_api_base = wechat.uri();
     configure(&mut settings);
     let db_name = settings.mongodb_db.clone();
     let application = Application::build(settings).await.expect("build application");
@@ -80,14 +93,23 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let store: DynStore = mongo_store(&db_name).await;
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
-        port,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
         store,
         db_name,
+        wechat,
     }
+}
+
+/// An app as a newcomer runs it: no WeChat credentials, so `dev:<name>` logs in.
+pub async fn spawn_dev_app() -> TestApp {
+    spawn_app_with(|s| {
+        s.wechat_appid = None;
+        s.wechat_secret = None;
+    })
+    .await
 }
 
 impl TestApp {
@@ -101,6 +123,50 @@ impl TestApp {
 
     pub async fn get_ready(&self) -> reqwest::Response {
         self.client.get(self.url("/ready")).send().await.expect("GET /ready")
+    }
+
+    pub async fn post_login(&self, body: &Value) -> reqwest::Response {
+        self.client.post(self.url("/api/auth/login")).json(body).send().await.expect("POST login")
+    }
+
+    pub async fn post_refresh(&self, token: &str) -> reqwest::Response {
+        self.client.post(self.url("/api/auth/refresh")).bearer_auth(token).send().await.expect("POST refresh")
+    }
+
+    pub async fn get_me(&self, token: &str) -> reqwest::Response {
+        self.client.get(self.url("/api/me")).bearer_auth(token).send().await.expect("GET /api/me")
+    }
+
+    pub async fn patch_me(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.client.patch(self.url("/api/me")).bearer_auth(token).json(body).send().await.expect("PATCH /api/me")
+    }
+
+    /// Makes the fake WeChat answer `code` with a raw body (as text/plain, like WeChat).
+    pub async fn wechat_answers(&self, code: &str, status: u16, body: &str) {
+        Mock::given(method("GET"))
+            .and(path("/sns/jscode2session"))
+            .and(query_param("appid", TEST_APPID))
+            .and(query_param("secret", TEST_APP_SECRET))
+            .and(query_param("js_code", code))
+            .and(query_param("grant_type", "authorization_code"))
+            .respond_with(ResponseTemplate::new(status).set_body_raw(body.to_owned(), "text/plain"))
+            .mount(&self.wechat)
+            .await;
+    }
+
+    pub async fn wechat_knows(&self, code: &str, openid: &str) {
+        let body = json!({"openid": openid, "session_key": "SESSION-KEY-MUST-NOT-LEAK", "unionid": null}).to_string();
+        self.wechat_answers(code, 200, &body).await;
+    }
+
+    /// Logs in through the fake WeChat; returns (token, user id).
+    pub async fn login_as(&self, openid: &str) -> (String, String) {
+        let code = format!("code-{}", uuid::Uuid::new_v4().simple());
+        self.wechat_knows(&code, openid).await;
+        let response = self.post_login(&json!({"code": code})).await;
+        assert_eq!(response.status(), 200, "login failed");
+        let body: Value = response.json().await.unwrap();
+        (body["token"].as_str().unwrap().to_string(), body["user"]["id"].as_str().unwrap().to_string())
     }
 }
 

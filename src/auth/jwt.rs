@@ -1,0 +1,119 @@
+use std::collections::HashSet;
+
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::configuration::Settings;
+use crate::domain::UserId;
+
+/// HS256 keys: new tokens are signed with the current secret; tokens signed with the
+/// previous one (`JWT_SECRET_PREVIOUS`) still verify during a rotation.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: Vec<DecodingKey>,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl_secs: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iat: u64,
+    exp: u64,
+    iss: String,
+    aud: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: u64,
+}
+
+/// Why a token was refused: for debug logs only; clients see one uniform 401.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token rejected: {0}")]
+    Rejected(#[from] jsonwebtoken::errors::Error),
+    #[error("token subject is not a user id")]
+    BadSubject,
+}
+
+impl JwtKeys {
+    pub fn from_settings(settings: &Settings) -> JwtKeys {
+        let current = settings.jwt_secret.clone().unwrap_or_else(|| {
+            // Development only (production refuses to start without JWT_SECRET).
+            tracing::warn!("JWT_SECRET is not set: using a random secret; tokens die with this process");
+            let mut bytes = [0u8; 48];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            SecretString::from(hex::encode(bytes))
+        });
+        Self::new(
+            &current,
+            settings.jwt_secret_previous.as_ref(),
+            &settings.jwt_issuer,
+            &settings.jwt_audience,
+            settings.jwt_expires_in,
+        )
+    }
+
+    pub fn new(
+        current: &SecretString,
+        previous: Option<&SecretString>,
+        issuer: &str,
+        audience: &str,
+        ttl_secs: u64,
+    ) -> JwtKeys {
+        let mut decoding = vec![DecodingKey::from_secret(current.expose_secret().as_bytes())];
+        if let Some(previous) = previous {
+            decoding.push(DecodingKey::from_secret(previous.expose_secret().as_bytes()));
+        }
+        // Pinned to HS256: `alg: none` and every other algorithm are refused.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.required_spec_claims =
+            HashSet::from(["exp", "iat", "iss", "aud", "sub"].map(String::from));
+        validation.leeway = 30;
+        JwtKeys {
+            encoding: EncodingKey::from_secret(current.expose_secret().as_bytes()),
+            decoding,
+            validation,
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+            ttl_secs,
+        }
+    }
+
+    pub fn issue(&self, user: UserId) -> anyhow::Result<IssuedToken> {
+        let iat = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: user.to_string(),
+            iat,
+            exp: iat + self.ttl_secs,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok(IssuedToken { token, expires_in: self.ttl_secs })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<UserId, TokenError> {
+        let mut last_error = None;
+        for key in &self.decoding {
+            match decode::<Claims>(token, key, &self.validation) {
+                Ok(data) => return UserId::parse(&data.claims.sub).ok_or(TokenError::BadSubject),
+                // Only a signature mismatch is worth trying the next key for.
+                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+                    last_error = Some(e)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_error.map(TokenError::from).unwrap_or(TokenError::BadSubject))
+    }
+}

@@ -1,0 +1,130 @@
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{AuthState, AuthenticatedUser, CloudRunIdentity};
+use crate::configuration::Settings;
+use crate::domain::{LoginCode, OpenId, User};
+use crate::errors::ApiError;
+use crate::store::DynStore;
+use crate::wechat::{Code2SessionError, WechatClient};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    code: Option<String>,
+}
+
+/// Whether development login is on; copied from settings at startup.
+#[derive(Clone, Copy)]
+pub struct LoginPolicy {
+    pub dev_login: bool,
+}
+
+impl LoginPolicy {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self { dev_login: settings.dev_login_enabled() }
+    }
+}
+
+/// `POST /api/auth/login`: a `wx.login` code (or, behind Cloud Run with trusted
+/// headers, no code at all) becomes a user and a session token.
+#[tracing::instrument(name = "login", skip_all)]
+pub async fn login(
+    req: HttpRequest,
+    body: web::Json<LoginBody>,
+    policy: web::Data<LoginPolicy>,
+    auth: web::Data<AuthState>,
+    wechat: web::Data<WechatClient>,
+    store: web::Data<DynStore>,
+) -> Result<HttpResponse, ApiError> {
+    let code = body
+        .code
+        .as_deref()
+        .map(LoginCode::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
+    let openid = resolve_openid(&req, code, &policy, &auth, &wechat).await?;
+    let user = store.find_or_create_user(&openid).await?;
+    session_response(&auth, &user)
+}
+
+/// `POST /api/auth/refresh`: a valid session gets a fresh token.
+pub async fn refresh(
+    user: AuthenticatedUser,
+    auth: web::Data<AuthState>,
+    store: web::Data<DynStore>,
+) -> Result<HttpResponse, ApiError> {
+    let user = store.get_user(user.user_id).await?.ok_or_else(ApiError::unauthorized)?;
+    session_response(&auth, &user)
+}
+
+fn session_response(auth: &AuthState, user: &User) -> Result<HttpResponse, ApiError> {
+    let issued = auth.keys.issue(user.id).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "token": issued.token,
+        "expires_in": issued.expires_in,
+        "user": user,
+    })))
+}
+
+async fn resolve_openid(
+    req: &HttpRequest,
+    code: Option<LoginCode>,
+    policy: &LoginPolicy,
+    auth: &AuthState,
+    wechat: &WechatClient,
+) -> Result<OpenId, ApiError> {
+    let Some(code) = code else {
+        return CloudRunIdentity::openid(req, auth.trust_cloudrun_headers).ok_or_else(|| {
+            ApiError::bad_request("missing_code", "send the code from wx.login() as {\"code\": \"…\"}")
+        });
+    };
+    if policy.dev_login {
+        let Some(name) = code.dev_name() else {
+            return Err(ApiError::bad_request(
+                "invalid_code",
+                "development login (no WECHAT_APPID configured) expects a code like dev:<name>",
+            ));
+        };
+        return OpenId::for_dev_name(name).map_err(|e| ApiError::bad_request("invalid_code", e.to_string()));
+    }
+    let session = wechat.code2session(&code).await.map_err(login_error)?;
+    Ok(session.openid)
+}
+
+fn login_error(e: Code2SessionError) -> ApiError {
+    use Code2SessionError::*;
+    match &e {
+        InvalidCode => ApiError::bad_request("invalid_code", "the login code is invalid; call wx.login() again"),
+        CodeAlreadyUsed => ApiError::bad_request(
+            "code_already_used",
+            "the login code was already used; call wx.login() again for a new one",
+        ),
+        RateLimited => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "login_rate_limited",
+            "too many login attempts; please wait a minute",
+        )
+        .with_retry_after(60),
+        HighRiskUser => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "user_blocked",
+            "WeChat has restricted this account from logging in",
+        ),
+        Busy | Timeout | Unreachable(_) => {
+            tracing::warn!(error = ?e, "code2session failed");
+            ApiError::unavailable("wechat_unavailable", "WeChat login is temporarily unavailable; please retry", 2)
+        }
+        BadStatus(_) | MalformedBody(_) | Other { .. } => {
+            tracing::error!(error = ?e, "code2session failed");
+            ApiError::new(StatusCode::BAD_GATEWAY, "wechat_error", "WeChat login failed; please retry")
+                .with_retry_after(5)
+        }
+        BadCredentials { .. } | NotConfigured => {
+            tracing::error!(error = ?e, "WeChat login is misconfigured: check WECHAT_APPID and WECHAT_SECRET");
+            ApiError::unavailable("login_unavailable", "login is not available right now", 30)
+        }
+    }
+}
