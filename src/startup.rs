@@ -13,7 +13,9 @@ use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::{AuthState, JwtKeys};
+use crate::chat::{ChatConfig, ChatService, GenerationHub, Personas};
 use crate::configuration::Settings;
+use crate::llm::{DeepSeekClient, DeepSeekOptions, LlmClient, OfflineCompanion};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
 use crate::routes;
 use crate::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
@@ -22,6 +24,7 @@ use crate::telemetry::{request_id_middleware, RequestIdRootSpan};
 use crate::wechat::WechatClient;
 
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
+const DEFAULT_PERSONAS_FILE: &str = "config/personas.toml";
 
 /// What `/health` and the `X-App-Version` header report.
 #[derive(Debug, Clone)]
@@ -68,6 +71,7 @@ pub struct Application {
     port: u16,
     server: Server,
     lifecycle: web::Data<Lifecycle>,
+    hub: Arc<GenerationHub>,
     shutdown_grace: Duration,
 }
 
@@ -84,8 +88,10 @@ impl Application {
             .with_context(|| format!("could not listen on {address}"))?;
         let port = listener.local_addr()?.port();
         let lifecycle = web::Data::new(Lifecycle::default());
-        let server = run(listener, &settings, store, lifecycle.clone())?;
-        Ok(Application { port, server, lifecycle, shutdown_grace: settings.shutdown_grace() })
+        let hub = Arc::new(GenerationHub::new());
+        let chat = build_chat(&settings, store.clone(), hub.clone())?;
+        let server = run(listener, &settings, store, chat, lifecycle.clone())?;
+        Ok(Application { port, server, lifecycle, hub, shutdown_grace: settings.shutdown_grace() })
     }
 
     pub fn port(&self) -> u16 {
@@ -93,20 +99,17 @@ impl Application {
     }
 
     /// Serves until SIGTERM/SIGINT, then drains: readiness fails at once, new
-    /// connections are refused, in-flight requests get the grace period.
+    /// connections are refused, replies being generated get the grace period and are
+    /// then stored as `incomplete`, and in-flight requests finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
-        let lifecycle = self.lifecycle.clone();
-        let grace = self.shutdown_grace;
         let server = tokio::spawn(self.server);
-        tokio::select! {
-            result = wait_for_signal() => {
-                result?;
-                tracing::info!(grace_secs = grace.as_secs(), "shutdown signal received; draining");
-                lifecycle.begin_shutdown();
-                handle.stop(true).await;
-            }
-        }
+        wait_for_signal().await?;
+        tracing::info!(grace_secs = self.shutdown_grace.as_secs(), "shutdown signal received; draining");
+        self.lifecycle.begin_shutdown();
+        let stopping = tokio::spawn(async move { handle.stop(true).await });
+        self.hub.drain(self.shutdown_grace).await;
+        stopping.await.context("server stop panicked")?;
         server.await.context("server task panicked")??;
         tracing::info!("server stopped");
         Ok(())
@@ -163,12 +166,42 @@ async fn build_store(settings: &Settings) -> anyhow::Result<DynStore> {
     Ok(store)
 }
 
+fn build_llm(settings: &Settings) -> anyhow::Result<LlmClient> {
+    let Some(api_key) = settings.deepseek_api_key.clone() else {
+        tracing::warn!("DEEPSEEK_API_KEY is not set: replies come from the OFFLINE demo companion, not DeepSeek");
+        return Ok(LlmClient::Offline(OfflineCompanion { chunk_delay: Duration::from_millis(40) }));
+    };
+    Ok(LlmClient::DeepSeek(DeepSeekClient::new(DeepSeekOptions {
+        base_url: settings.deepseek_api_url.clone(),
+        api_key,
+        connect_timeout: Duration::from_millis(settings.deepseek_connect_timeout_ms),
+        idle_timeout: Duration::from_millis(settings.deepseek_idle_timeout_ms),
+        deadline: Duration::from_secs(settings.deepseek_deadline_secs),
+        max_retries: settings.deepseek_max_retries,
+        retry_base: Duration::from_millis(settings.deepseek_retry_base_ms),
+    })?))
+}
+
+fn build_chat(settings: &Settings, store: DynStore, hub: Arc<GenerationHub>) -> anyhow::Result<ChatService> {
+    let is_default = settings.personas_file.as_os_str() == DEFAULT_PERSONAS_FILE;
+    let personas = Personas::load(&settings.personas_file, is_default)?;
+    Ok(ChatService {
+        store,
+        llm: Arc::new(build_llm(settings)?),
+        personas: Arc::new(personas),
+        hub,
+        config: ChatConfig::from_settings(settings),
+    })
+}
+
 fn run(
     listener: TcpListener,
     settings: &Settings,
     store: DynStore,
+    chat: ChatService,
     lifecycle: web::Data<Lifecycle>,
 ) -> anyhow::Result<Server> {
+    let chat = web::Data::new(chat);
     let info = web::Data::new(AppInfo::from_settings(settings));
     let store = web::Data::new(store);
     let auth = web::Data::new(AuthState {
@@ -202,13 +235,35 @@ fn run(
             .app_data(auth.clone())
             .app_data(login_policy.clone())
             .app_data(wechat.clone())
+            .app_data(chat.clone())
             .service(web::resource("/health").get(routes::health))
             .service(web::resource("/ready").get(routes::ready))
             .service(
                 web::scope("/api")
                     .service(web::resource("/auth/login").post(routes::login))
                     .service(web::resource("/auth/refresh").post(routes::refresh))
-                    .service(web::resource("/me").get(routes::get_me).patch(routes::patch_me)),
+                    .service(web::resource("/me").get(routes::get_me).patch(routes::patch_me))
+                    .service(web::resource("/personas").get(routes::list_personas))
+                    .service(
+                        web::resource("/conversations")
+                            .get(routes::list_conversations)
+                            .post(routes::create_conversation),
+                    )
+                    .service(
+                        web::resource("/conversations/{id}")
+                            .get(routes::get_conversation)
+                            .patch(routes::rename_conversation)
+                            .delete(routes::delete_conversation),
+                    )
+                    .service(
+                        web::resource("/conversations/{id}/messages")
+                            .get(routes::list_messages)
+                            .post(routes::send_message),
+                    )
+                    .service(web::resource("/conversations/{id}/messages/{message_id}").get(routes::get_message))
+                    .service(
+                        web::resource("/conversations/{id}/messages/{message_id}/stream").get(routes::reattach),
+                    ),
             )
     })
     .disable_signals()

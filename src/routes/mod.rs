@@ -1,7 +1,16 @@
 mod auth;
+mod conversations;
 mod health;
 mod me;
+mod messages;
+mod personas;
+mod sse;
 
 pub use auth::{login, refresh, LoginPolicy};
+pub use conversations::{
+    create_conversation, delete_conversation, get_conversation, list_conversations, rename_conversation,
+};
 pub use health::{health, ready};
 pub use me::{get_me, patch_me};
+pub use messages::{get_message, list_messages, reattach, send_message};
+pub use personas::list_personas;

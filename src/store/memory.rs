@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{ConversationCursor, GenerationClaim, Store, StoreError};
 use crate::domain::{
     now, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress,
-    OpenId, ProfilePatch, User, UserId,
+    MessageStatus, OpenId, ProfilePatch, User, UserId,
 };
 
 #[derive(Default)]
@@ -240,5 +240,26 @@ impl Store for InMemoryStore {
             message.apply(progress, now);
         }
         Ok(())
+    }
+
+    async fn interrupt_abandoned_replies(
+        &self,
+        conversation: ConversationId,
+        except: MessageId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut marked = 0;
+        for message in self.lock().messages.values_mut() {
+            if message.conversation_id == conversation
+                && message.id != except
+                && message.status == MessageStatus::Streaming
+            {
+                message.status = MessageStatus::Incomplete;
+                message.error = Some(super::interrupted_error());
+                message.updated_at = now;
+                marked += 1;
+            }
+        }
+        Ok(marked)
     }
 }

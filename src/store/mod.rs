@@ -132,4 +132,21 @@ pub trait Store: Send + Sync + 'static {
         progress: &MessageProgress,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+    /// Marks replies still `streaming` in this conversation, other than `except`, as
+    /// interrupted: called by the holder of a fresh claim, so no live generation owns them
+    /// (their replica died before finishing). Returns how many were marked.
+    async fn interrupt_abandoned_replies(
+        &self,
+        conversation: ConversationId,
+        except: MessageId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+}
+
+/// The error stored on a reply whose generation died with its replica.
+pub fn interrupted_error() -> crate::domain::MessageError {
+    crate::domain::MessageError {
+        code: "generation_interrupted".into(),
+        message: "the reply was interrupted; the part received is kept".into(),
+    }
 }

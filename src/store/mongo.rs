@@ -573,6 +573,31 @@ impl Store for MongoStore {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    async fn interrupt_abandoned_replies(
+        &self,
+        conversation: ConversationId,
+        except: MessageId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let result = self
+            .messages()
+            .update_many(
+                doc! {
+                    "conversation_id": conversation.to_string(),
+                    "status": bson_of(&MessageStatus::Streaming)?,
+                    "_id": {"$ne": except.to_string()},
+                },
+                doc! {"$set": {
+                    "status": bson_of(&MessageStatus::Incomplete)?,
+                    "error": bson_of(&super::interrupted_error())?,
+                    "updated_ms": now.timestamp_millis(),
+                }},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(result.modified_count)
+    }
 }
 
 fn bson_of<T: Serialize>(value: &T) -> Result<Bson, StoreError> {

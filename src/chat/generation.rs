@@ -1,0 +1,198 @@
+//! The task that owns one reply: it reads the upstream to the end whether or not anyone
+//! is watching, saves progress at least every `save_interval`, and stores the final
+//! state before it tells watchers the reply is over.
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::live::{GenerationHub, LiveReply, Outcome};
+use crate::domain::{now, ConversationId, MessageError, MessageId, MessageProgress, MessageStatus, Usage};
+use crate::llm::{ChatRequest, LlmClient, LlmError, LlmEvent};
+use crate::store::DynStore;
+
+pub struct GenerationJob {
+    pub store: DynStore,
+    pub llm: Arc<LlmClient>,
+    pub hub: Arc<GenerationHub>,
+    pub conversation_id: ConversationId,
+    pub assistant_id: MessageId,
+    pub request: ChatRequest,
+    pub save_interval: Duration,
+    pub lease: Duration,
+}
+
+/// What the upstream said besides text.
+#[derive(Default)]
+struct Tail {
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+}
+
+enum Ending {
+    Finished(Result<(), LlmError>),
+    Shutdown,
+}
+
+/// Starts the generation; the returned receiver sees every change.
+pub fn spawn(job: GenerationJob) -> watch::Receiver<LiveReply> {
+    let tx = job.hub.register(job.assistant_id);
+    let rx = tx.subscribe();
+    let span = tracing::info_span!("generation", message_id = %job.assistant_id, conversation_id = %job.conversation_id);
+    tokio::spawn(tracing::Instrument::instrument(run(job, tx), span));
+    rx
+}
+
+async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
+    let stop_saving = CancellationToken::new();
+    let persister = tokio::spawn(persist_progress(
+        job.store.clone(),
+        job.conversation_id,
+        job.assistant_id,
+        tx.subscribe(),
+        job.save_interval,
+        job.lease,
+        stop_saving.clone(),
+    ));
+
+    let mut tail = Tail::default();
+    let shutdown = job.hub.shutdown_token();
+    let ending = tokio::select! {
+        result = pump(&job.llm, job.request.clone(), &tx, &mut tail) => Ending::Finished(result),
+        _ = shutdown.cancelled() => Ending::Shutdown,
+    };
+
+    stop_saving.cancel();
+    if let Err(e) = persister.await {
+        tracing::error!(error = %e, "progress saver panicked");
+    }
+    let (progress, outcome) = conclude(&tx.borrow(), ending, tail);
+    save_final(&job.store, job.assistant_id, &progress).await;
+    if let Err(e) = job.store.release_generation(job.conversation_id, job.assistant_id, now()).await {
+        // The lease expires on its own; the next send waits at most that long.
+        tracing::error!(error = ?e, "could not release the conversation");
+    }
+    tracing::info!(status = ?progress.status, chars = progress.content.chars().count(), "reply finished");
+    tx.send_modify(|state| state.outcome = Some(outcome));
+    job.hub.finish(job.assistant_id);
+}
+
+async fn pump(
+    llm: &LlmClient,
+    request: ChatRequest,
+    tx: &watch::Sender<LiveReply>,
+    tail: &mut Tail,
+) -> Result<(), LlmError> {
+    let mut stream = llm.stream_chat(request).await?;
+    while let Some(event) = stream.next().await {
+        match event? {
+            LlmEvent::Content(text) => tx.send_modify(|state| state.content.push_str(&text)),
+            LlmEvent::Reasoning(text) => tx.send_modify(|state| state.reasoning.push_str(&text)),
+            LlmEvent::Finish(reason) => tail.finish_reason = Some(reason),
+            LlmEvent::Usage(usage) => tail.usage = Some(usage),
+        }
+    }
+    Ok(())
+}
+
+/// The stored final state and the event watchers get.
+fn conclude(state: &LiveReply, ending: Ending, tail: Tail) -> (MessageProgress, Outcome) {
+    let has_text = !state.content.is_empty();
+    let partial = if has_text { MessageStatus::Incomplete } else { MessageStatus::Failed };
+    let failure = |code: &str, message: &str| (partial, Some(MessageError { code: code.into(), message: message.into() }));
+    let (status, error) = match (&ending, tail.finish_reason.as_deref()) {
+        (Ending::Shutdown, _) => failure("server_shutdown", "the server restarted mid-reply; the part received is kept"),
+        (Ending::Finished(Err(e)), _) => failure(e.code(), e.user_message()),
+        (Ending::Finished(Ok(())), Some("content_filter")) => {
+            failure("content_filtered", "the reply was stopped by the content filter")
+        }
+        (Ending::Finished(Ok(())), Some("insufficient_system_resource")) => {
+            failure("upstream_insufficient_resource", "the model service ran out of capacity mid-reply")
+        }
+        (Ending::Finished(Ok(())), Some("length")) => (MessageStatus::Incomplete, None),
+        (Ending::Finished(Ok(())), _) if !has_text => {
+            failure("empty_reply", "the companion returned an empty reply; please try again")
+        }
+        (Ending::Finished(Ok(())), _) => (MessageStatus::Complete, None),
+    };
+    let finish_reason = tail.finish_reason.or_else(|| (status == MessageStatus::Complete).then(|| "stop".into()));
+    let progress = MessageProgress {
+        content: state.content.clone(),
+        reasoning_content: (!state.reasoning.is_empty()).then(|| state.reasoning.clone()),
+        status,
+        usage: tail.usage.clone(),
+        finish_reason: finish_reason.clone(),
+        error: error.clone(),
+    };
+    let outcome = match error {
+        Some(e) => Outcome::Failed { code: e.code, message: e.message },
+        None => Outcome::Done { finish_reason: finish_reason.unwrap_or_else(|| "stop".into()), usage: tail.usage },
+    };
+    (progress, outcome)
+}
+
+/// Saves the final state, retrying: losing it would leave the reply `streaming`.
+async fn save_final(store: &DynStore, id: MessageId, progress: &MessageProgress) {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match store.save_progress(id, progress, now()).await {
+            Ok(()) => return,
+            Err(e) => tracing::error!(error = ?e, attempt, "could not store the final reply"),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 3;
+    }
+}
+
+/// Saves progress whenever it changed, at most once per `interval`, and keeps the
+/// conversation's lease alive.
+async fn persist_progress(
+    store: DynStore,
+    conversation: ConversationId,
+    id: MessageId,
+    rx: watch::Receiver<LiveReply>,
+    interval: Duration,
+    lease: Duration,
+    stop: CancellationToken,
+) {
+    let mut saved = (0, 0);
+    let mut last_renewal = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        // A renewal also re-saves, so `updated_at` shows watchers elsewhere we are alive.
+        let renewal_due = last_renewal.elapsed() >= lease / 3;
+        let progress = {
+            let state = rx.borrow();
+            let lengths = (state.content.len(), state.reasoning.len());
+            (lengths != saved || renewal_due).then(|| {
+                saved = lengths;
+                MessageProgress {
+                    content: state.content.clone(),
+                    reasoning_content: (!state.reasoning.is_empty()).then(|| state.reasoning.clone()),
+                    status: MessageStatus::Streaming,
+                    usage: None,
+                    finish_reason: None,
+                    error: None,
+                }
+            })
+        };
+        if let Some(progress) = progress {
+            if let Err(e) = store.save_progress(id, &progress, now()).await {
+                tracing::warn!(error = ?e, "could not save progress; will retry");
+                saved = (0, 0);
+            }
+        }
+        if renewal_due {
+            let until = now() + chrono::Duration::from_std(lease).unwrap_or_default();
+            match store.renew_generation(conversation, id, until).await {
+                Ok(()) => last_renewal = tokio::time::Instant::now(),
+                Err(e) => tracing::warn!(error = ?e, "could not renew the conversation lease"),
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Starting replies and watching them: the steps behind every chat transport.
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use tokio::sync::watch;
+
+use super::context::{build_messages, upstream_user_hash};
+use super::generation::{self, GenerationJob};
+use super::live::{GenerationHub, LiveReply, ReplyWatcher};
+use super::personas::{Persona, Personas};
+use crate::configuration::Settings;
+use crate::domain::{
+    now, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role, UserId,
+};
+use crate::errors::ApiError;
+use crate::llm::{ChatRequest, LlmClient};
+use crate::store::{DynStore, GenerationClaim, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    pub default_model: String,
+    pub message_max_chars: usize,
+    pub context_token_budget: usize,
+    pub context_max_messages: usize,
+    pub wait_timeout: Duration,
+    pub keepalive: Duration,
+    pub save_interval: Duration,
+    pub lease: Duration,
+    pub max_tokens: Option<u32>,
+}
+
+impl ChatConfig {
+    pub fn from_settings(s: &Settings) -> Self {
+        ChatConfig {
+            default_model: s.deepseek_model.clone(),
+            message_max_chars: s.message_max_chars,
+            context_token_budget: s.context_token_budget,
+            context_max_messages: s.context_max_messages,
+            wait_timeout: Duration::from_millis(s.chat_wait_timeout_ms),
+            keepalive: Duration::from_secs(s.sse_keepalive_secs.max(1)),
+            save_interval: Duration::from_millis(s.progress_save_interval_ms.max(50)),
+            lease: Duration::from_secs(s.generation_lease_secs.max(5)),
+            max_tokens: s.deepseek_max_tokens,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("{0}")]
+    InvalidContent(String),
+    #[error("no such conversation")]
+    ConversationNotFound,
+    #[error("a reply is still being generated in this conversation")]
+    ReplyInProgress,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::InvalidContent(message) => ApiError::bad_request("invalid_content", message),
+            ChatError::ConversationNotFound => ApiError::not_found("no such conversation"),
+            ChatError::ReplyInProgress => ApiError::new(
+                StatusCode::CONFLICT,
+                "reply_in_progress",
+                "a reply is still being generated in this conversation; wait for it or reattach",
+            ),
+            ChatError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A reply that has started: both messages are stored, the generation runs.
+pub struct StartedReply {
+    pub user_message: Message,
+    pub assistant_message: Message,
+    pub live: watch::Receiver<LiveReply>,
+}
+
+pub struct ChatService {
+    pub store: DynStore,
+    pub llm: Arc<LlmClient>,
+    pub personas: Arc<Personas>,
+    pub hub: Arc<GenerationHub>,
+    pub config: ChatConfig,
+}
+
+impl ChatService {
+    pub fn persona_for(&self, conversation: &Conversation) -> &Persona {
+        self.personas.get(&conversation.persona_id).unwrap_or_else(|| {
+            tracing::warn!(persona_id = %conversation.persona_id, "persona no longer configured; using the default");
+            self.personas.default_persona()
+        })
+    }
+
+    /// Stores the user's message, then starts the reply. Nothing reaches the model
+    /// before the message is stored; a second send while a reply runs is refused.
+    #[tracing::instrument(name = "chat.start_reply", skip_all, fields(conversation_id = %conversation_id))]
+    pub async fn start_reply(
+        &self,
+        user: UserId,
+        conversation_id: ConversationId,
+        raw_content: &str,
+    ) -> Result<StartedReply, ChatError> {
+        let content = MessageContent::parse(raw_content, self.config.message_max_chars)
+            .map_err(|e| ChatError::InvalidContent(e.to_string()))?;
+        let conversation = self
+            .store
+            .get_conversation(user, conversation_id)
+            .await?
+            .ok_or(ChatError::ConversationNotFound)?;
+        let user_message = new_message(&conversation, Role::User, content.as_str(), MessageStatus::Complete);
+        let assistant_message = new_message(&conversation, Role::Assistant, "", MessageStatus::Streaming);
+
+        self.claim(user, conversation_id, assistant_message.id).await?;
+        if let Err(e) = self.store.insert_message(&user_message).await {
+            self.release(conversation_id, assistant_message.id).await;
+            return Err(e.into());
+        }
+        let request = match self.prepare(&conversation, &assistant_message).await {
+            Ok(request) => request,
+            Err(e) => {
+                self.release(conversation_id, assistant_message.id).await;
+                return Err(e);
+            }
+        };
+        let live = generation::spawn(GenerationJob {
+            store: self.store.clone(),
+            llm: self.llm.clone(),
+            hub: self.hub.clone(),
+            conversation_id,
+            assistant_id: assistant_message.id,
+            request,
+            save_interval: self.config.save_interval,
+            lease: self.config.lease,
+        });
+        Ok(StartedReply { user_message, assistant_message, live })
+    }
+
+    async fn claim(&self, user: UserId, conversation: ConversationId, reply: MessageId) -> Result<(), ChatError> {
+        let at = now();
+        let until = at + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+        match self.store.claim_generation(user, conversation, reply, at, until).await? {
+            GenerationClaim::Claimed => Ok(()),
+            GenerationClaim::Busy => Err(ChatError::ReplyInProgress),
+            GenerationClaim::NoSuchConversation => Err(ChatError::ConversationNotFound),
+        }
+    }
+
+    async fn release(&self, conversation: ConversationId, reply: MessageId) {
+        if let Err(e) = self.store.release_generation(conversation, reply, now()).await {
+            tracing::error!(error = ?e, "could not release the conversation");
+        }
+    }
+
+    /// Stores the reply placeholder and builds the upstream request from history.
+    async fn prepare(&self, conversation: &Conversation, reply: &Message) -> Result<ChatRequest, ChatError> {
+        let marked = self.store.interrupt_abandoned_replies(conversation.id, reply.id, now()).await?;
+        if marked > 0 {
+            tracing::warn!(marked, "replies abandoned by a stopped replica were marked interrupted");
+        }
+        let history = self.store.list_messages(conversation.id, self.config.context_max_messages, None).await?;
+        self.store.insert_message(reply).await?;
+        let persona = self.persona_for(conversation);
+        Ok(ChatRequest {
+            model: persona.model.clone().unwrap_or_else(|| self.config.default_model.clone()),
+            messages: build_messages(&persona.system_prompt, &history, self.config.context_token_budget),
+            thinking: persona.thinking,
+            reasoning_effort: persona.reasoning_effort.clone(),
+            temperature: persona.temperature,
+            max_tokens: self.config.max_tokens,
+            user_hash: upstream_user_hash(conversation.user_id),
+        })
+    }
+
+    /// Waits up to the configured bound for the reply to end; returns the reply as it
+    /// then stands (final, or still `streaming`).
+    pub async fn wait_for_reply(&self, started: &mut StartedReply) -> Result<(bool, Message), ChatError> {
+        let finished = tokio::time::timeout(
+            self.config.wait_timeout,
+            started.live.wait_for(|state| state.outcome.is_some()),
+        )
+        .await
+        .is_ok();
+        let id = started.assistant_message.id;
+        let conversation = started.assistant_message.conversation_id;
+        let current = self.store.get_message(conversation, id).await?;
+        let mut message = current.unwrap_or_else(|| started.assistant_message.clone());
+        if !finished {
+            // Show the freshest text, not the last periodic save.
+            message.content = started.live.borrow().content.clone();
+        }
+        Ok((finished, message))
+    }
+
+    /// A watcher for a reply: live when this process generates it, otherwise following
+    /// what the generating replica stores.
+    pub fn watch(&self, message: &Message) -> ReplyWatcher {
+        match self.hub.subscribe(message.id) {
+            Some(rx) => ReplyWatcher::live(message.id, rx),
+            None => ReplyWatcher::stored(
+                message.id,
+                self.store.clone(),
+                message.conversation_id,
+                Duration::from_millis(500),
+                self.config.lease * 2,
+            ),
+        }
+    }
+}
+
+fn new_message(conversation: &Conversation, role: Role, content: &str, status: MessageStatus) -> Message {
+    let at = now();
+    Message {
+        id: MessageId::new(),
+        conversation_id: conversation.id,
+        user_id: conversation.user_id,
+        role,
+        content: content.to_string(),
+        status,
+        created_at: at,
+        reasoning_content: None,
+        usage: None,
+        finish_reason: None,
+        error: None,
+        updated_at: at,
+    }
+}
+
+/// The greeting that opens a new conversation.
+pub fn greeting_message(conversation: &Conversation, persona: &Persona) -> Message {
+    let mut message = new_message(conversation, Role::Assistant, &persona.greeting, MessageStatus::Complete);
+    message.finish_reason = Some("stop".into());
+    message
+}
