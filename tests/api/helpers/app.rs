@@ -10,8 +10,11 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use super::fake_deepseek::FakeDeepSeek;
+
 pub const TEST_APPID: &str = "wx00000000test0001";
 pub const TEST_APP_SECRET: &str = "app-secret-that-must-never-leak-0001";
+pub const TEST_DEEPSEEK_KEY: &str = "sk-deepseek-key-that-must-never-leak";
 pub const TEST_JWT_SECRET: &str = "jwt-secret-for-tests-only-0123456789abcdef";
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -64,6 +67,9 @@ pub fn base_settings() -> Settings {
     settings.wechat_timeout_ms = 1000;
     settings.jwt_secret = Some(SecretString::from(TEST_JWT_SECRET));
     settings.deepseek_api_url = "http://127.0.0.1:9".into();
+    settings.deepseek_api_key = Some(SecretString::from(TEST_DEEPSEEK_KEY));
+    settings.deepseek_idle_timeout_ms = 3000;
+    settings.deepseek_retry_base_ms = 20;
     settings.shutdown_grace_secs = 2;
     settings
 }
@@ -74,6 +80,7 @@ pub struct TestApp {
     pub store: DynStore,
     pub db_name: String,
     pub wechat: MockServer,
+    pub deepseek: FakeDeepSeek,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -83,8 +90,10 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     LazyLock::force(&TRACING);
     let wechat = MockServer::start().await;
+    let deepseek = FakeDeepSeek::start().await;
     let mut settings = base_settings();
     settings.wechat_api_base = wechat.uri();
+    settings.deepseek_api_url = deepseek.url.clone();
     configure(&mut settings);
     let db_name = settings.mongodb_db.clone();
     let application = Application::build(settings).await.expect("build application");
@@ -100,6 +109,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         store,
         db_name,
         wechat,
+        deepseek,
     }
 }
 

@@ -1,0 +1,232 @@
+//! A fake DeepSeek on 127.0.0.1, written on raw TCP so a test controls every byte:
+//! HTTP chunk boundaries (also inside a multi-byte character), pauses, keep-alive
+//! comments and connections dropped mid-stream.
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// One HTTP chunk, written and flushed on its own.
+    Bytes(Vec<u8>),
+    Pause(Duration),
+    /// Close the connection without finishing the response.
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status { code: u16, body: String, retry_after: Option<u64> },
+    Stream(Vec<Step>),
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub path: String,
+    pub authorization: String,
+    pub body: Value,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    replies: Arc<Mutex<VecDeque<Reply>>>,
+    fallback: Arc<Mutex<Option<Reply>>>,
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+}
+
+pub struct FakeDeepSeek {
+    pub url: String,
+    shared: Shared,
+}
+
+impl FakeDeepSeek {
+    pub async fn start() -> FakeDeepSeek {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Shared::default();
+        let serving = shared.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(serve(socket, serving.clone()));
+            }
+        });
+        FakeDeepSeek { url, shared }
+    }
+
+    /// Answers the next request with `reply` (replies queue up in order).
+    pub fn enqueue(&self, reply: Reply) {
+        self.shared.replies.lock().unwrap().push_back(reply);
+    }
+
+    /// Answers every request the queue does not cover.
+    pub fn always(&self, reply: Reply) {
+        *self.shared.fallback.lock().unwrap() = Some(reply);
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+}
+
+async fn serve(mut socket: TcpStream, shared: Shared) {
+    let Some(request) = read_request(&mut socket).await else { return };
+    shared.requests.lock().unwrap().push(request);
+    let reply = shared.replies.lock().unwrap().pop_front().or_else(|| shared.fallback.lock().unwrap().clone());
+    let reply = reply.unwrap_or(Reply::Status {
+        code: 500,
+        body: r#"{"error":{"message":"no scripted reply","type":"test"}}"#.into(),
+        retry_after: None,
+    });
+    match reply {
+        Reply::Status { code, body, retry_after } => {
+            let retry = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+            let head = format!(
+                "HTTP/1.1 {code} Status\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+        }
+        Reply::Stream(steps) => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            for step in steps {
+                match step {
+                    Step::Bytes(bytes) => {
+                        let mut chunk = format!("{:x}\r\n", bytes.len()).into_bytes();
+                        chunk.extend_from_slice(&bytes);
+                        chunk.extend_from_slice(b"\r\n");
+                        if socket.write_all(&chunk).await.is_err() || socket.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                    Step::Pause(duration) => tokio::time::sleep(duration).await,
+                    Step::Drop => {
+                        let _ = socket.shutdown().await;
+                        return;
+                    }
+                }
+            }
+            let _ = socket.write_all(b"0\r\n\r\n").await;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+async fn read_request(socket: &mut TcpStream) -> Option<RecordedRequest> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        if let Some(position) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break position + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).to_string();
+    let header = |name: &str| {
+        head.lines()
+            .find(|line| line.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .map(|line| line[name.len() + 1..].trim().to_string())
+    };
+    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    while buffer.len() < header_end + length {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    let body = serde_json::from_slice(&buffer[header_end..header_end + length]).unwrap_or(Value::Null);
+    Some(RecordedRequest { path, authorization: header("authorization").unwrap_or_default(), body })
+}
+
+// ---- Building DeepSeek's stream, byte for byte ----
+
+pub fn data(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+fn chunk(delta: Value, finish_reason: Value) -> Value {
+    json!({
+        "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_790_000_000,
+        "model": "deepseek-v4-flash", "system_fingerprint": "fp_test",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+        "usage": null
+    })
+}
+
+pub fn role_chunk() -> String {
+    data(&chunk(json!({"role": "assistant", "content": ""}), Value::Null))
+}
+
+pub fn content_chunk(text: &str) -> String {
+    data(&chunk(json!({"content": text}), Value::Null))
+}
+
+pub fn reasoning_chunk(text: &str) -> String {
+    data(&chunk(json!({"content": null, "reasoning_content": text}), Value::Null))
+}
+
+pub fn finish_chunk(reason: &str) -> String {
+    data(&chunk(json!({"content": ""}), json!(reason)))
+}
+
+pub fn usage_chunk(prompt: u64, completion: u64) -> String {
+    data(&json!({
+        "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_790_000_000,
+        "model": "deepseek-v4-flash", "choices": [],
+        "usage": {
+            "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_cache_hit_tokens": 0, "prompt_cache_miss_tokens": prompt,
+        }
+    }))
+}
+
+pub const DONE: &str = "data: [DONE]\n\n";
+pub const KEEP_ALIVE: &str = ": keep-alive\n\n";
+
+/// The whole SSE body of a normal reply made of `pieces`, ending with `finish_reason`.
+pub fn reply_body(pieces: &[&str], finish_reason: &str) -> String {
+    let mut body = role_chunk();
+    for piece in pieces {
+        body.push_str(&content_chunk(piece));
+    }
+    body.push_str(&finish_chunk(finish_reason));
+    body.push_str(&usage_chunk(20, pieces.len() as u64));
+    body.push_str(DONE);
+    body
+}
+
+/// Each SSE event in its own HTTP chunk, `pause` apart.
+pub fn paced(body: &str, pause: Duration) -> Reply {
+    let mut steps = Vec::new();
+    for event in body.split_inclusive("\n\n") {
+        steps.push(Step::Bytes(event.as_bytes().to_vec()));
+        steps.push(Step::Pause(pause));
+    }
+    Reply::Stream(steps)
+}
+
+/// A normal reply, one event per chunk.
+pub fn text_reply(pieces: &[&str]) -> Reply {
+    paced(&reply_body(pieces, "stop"), Duration::from_millis(5))
+}
+
+/// `bytes` cut every `every` bytes, wherever that falls (inside characters too).
+pub fn cut_every(bytes: &[u8], every: usize, pause: Duration) -> Vec<Step> {
+    bytes
+        .chunks(every)
+        .flat_map(|piece| [Step::Bytes(piece.to_vec()), Step::Pause(pause)])
+        .collect()
+}
