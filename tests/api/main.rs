@@ -1,6 +1,8 @@
 //! API tests: one binary, real MongoDB wire protocol (nx-27017 started by
 //! `scripts/test.sh`), fake WeChat and DeepSeek servers on 127.0.0.1.
 mod configuration;
+mod conversations;
+mod chat_failures;
 mod chat_stream;
 mod health;
 mod login;

@@ -4,11 +4,30 @@ use serde_json::{json, Value};
 
 use crate::helpers::{error_code, spawn_app, spawn_app_with, TestApp, TEST_JWT_SECRET};
 
-/// Every route behind the authenticated-user extractor.
-pub const PROTECTED_ROUTES: &[(&str, &str)] = &[
+/// Routes that answer 200 for any logged-in user.
+const USER_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/auth/refresh"),
     ("GET", "/api/me"),
     ("PATCH", "/api/me"),
+    ("GET", "/api/personas"),
+    ("GET", "/api/conversations"),
+];
+
+/// Every route behind the authenticated-user extractor.
+const PROTECTED_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/auth/refresh"),
+    ("GET", "/api/me"),
+    ("PATCH", "/api/me"),
+    ("GET", "/api/personas"),
+    ("GET", "/api/conversations"),
+    ("POST", "/api/conversations"),
+    ("GET", "/api/conversations/0123456789abcdef01234567"),
+    ("PATCH", "/api/conversations/0123456789abcdef01234567"),
+    ("DELETE", "/api/conversations/0123456789abcdef01234567"),
+    ("GET", "/api/conversations/0123456789abcdef01234567/messages"),
+    ("POST", "/api/conversations/0123456789abcdef01234567/messages"),
+    ("GET", "/api/conversations/0123456789abcdef01234567/messages/0123456789abcdef01234568"),
+    ("GET", "/api/conversations/0123456789abcdef01234567/messages/0123456789abcdef01234568/stream"),
 ];
 
 fn now() -> u64 {
@@ -34,7 +53,7 @@ async fn a_token_from_login_opens_every_protected_route() {
     let app = spawn_app().await;
     let (token, user_id) = app.login_as("oUser_routes").await;
 
-    for (method, path) in PROTECTED_ROUTES {
+    for (method, path) in USER_ROUTES {
         let response = app
             .client
             .request(method.parse().unwrap(), app.url(path))
