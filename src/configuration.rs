@@ -48,6 +48,7 @@ pub struct Settings {
     pub app_env: AppEnv,
     pub body_limit_bytes: usize,
     pub shutdown_grace_secs: u64,
+    pub shutdown_readiness_delay_ms: u64,
     pub ready_timeout_ms: u64,
 
     pub mongodb_uri: Option<SecretString>,
@@ -87,6 +88,10 @@ pub struct Settings {
     pub sse_keepalive_secs: u64,
     pub progress_save_interval_ms: u64,
     pub generation_lease_secs: u64,
+
+    /// Comma-separated openids that see `preview` personas and `PREVIEW_MODEL`.
+    pub preview_openids: Option<String>,
+    pub preview_model: Option<String>,
 }
 
 const DEFAULTS: &str = r#"
@@ -94,7 +99,8 @@ host = "0.0.0.0"
 port = 80
 app_env = "development"
 body_limit_bytes = 65536
-shutdown_grace_secs = 30
+shutdown_grace_secs = 25
+shutdown_readiness_delay_ms = 2000
 ready_timeout_ms = 1000
 
 mongodb_db = "companion"
@@ -230,6 +236,17 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn preview_openid_list(&self) -> Vec<String> {
+        self.preview_openids
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Development login (`dev:<name>`) is allowed only without WeChat credentials,

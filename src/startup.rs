@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::{AuthState, JwtKeys};
-use crate::chat::{ChatConfig, ChatService, GenerationHub, Personas};
+use crate::chat::{ChatConfig, ChatService, GenerationHub, Personas, PreviewAccess};
 use crate::configuration::Settings;
 use crate::llm::{DeepSeekClient, DeepSeekOptions, LlmClient, OfflineCompanion};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
@@ -73,6 +73,7 @@ pub struct Application {
     lifecycle: web::Data<Lifecycle>,
     hub: Arc<GenerationHub>,
     shutdown_grace: Duration,
+    readiness_delay: Duration,
 }
 
 impl Application {
@@ -91,22 +92,32 @@ impl Application {
         let hub = Arc::new(GenerationHub::new());
         let chat = build_chat(&settings, store.clone(), hub.clone())?;
         let server = run(listener, &settings, store, chat, lifecycle.clone())?;
-        Ok(Application { port, server, lifecycle, hub, shutdown_grace: settings.shutdown_grace() })
+        Ok(Application {
+            port,
+            server,
+            lifecycle,
+            hub,
+            shutdown_grace: settings.shutdown_grace(),
+            readiness_delay: Duration::from_millis(settings.shutdown_readiness_delay_ms),
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until SIGTERM/SIGINT, then drains: readiness fails at once, new
-    /// connections are refused, replies being generated get the grace period and are
-    /// then stored as `incomplete`, and in-flight requests finish.
+    /// Serves until SIGTERM/SIGINT, then shuts down without dropping replies:
+    /// `/ready` answers 503 at once, and for `SHUTDOWN_READINESS_DELAY_MS` the server still
+    /// accepts (so the platform can route new traffic elsewhere); then it stops accepting,
+    /// replies being generated get `SHUTDOWN_GRACE_SECS` and are then stored as
+    /// `incomplete`, and in-flight requests finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         wait_for_signal().await?;
         tracing::info!(grace_secs = self.shutdown_grace.as_secs(), "shutdown signal received; draining");
         self.lifecycle.begin_shutdown();
+        tokio::time::sleep(self.readiness_delay).await;
         let stopping = tokio::spawn(async move { handle.stop(true).await });
         self.hub.drain(self.shutdown_grace).await;
         stopping.await.context("server stop panicked")?;
@@ -191,6 +202,7 @@ fn build_chat(settings: &Settings, store: DynStore, hub: Arc<GenerationHub>) -> 
         personas: Arc::new(personas),
         hub,
         config: ChatConfig::from_settings(settings),
+        preview: PreviewAccess::new(settings.preview_openid_list(), settings.preview_model.clone()),
     })
 }
 
@@ -267,7 +279,8 @@ fn run(
             )
     })
     .disable_signals()
-    .shutdown_timeout(settings.shutdown_grace_secs)
+    // Longer than the generation grace, so streams can send their final event.
+    .shutdown_timeout(settings.shutdown_grace_secs + 5)
     .listen(listener)?
     .run();
     Ok(server)

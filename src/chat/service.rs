@@ -9,6 +9,7 @@ use super::context::{build_messages, upstream_user_hash};
 use super::generation::{self, GenerationJob};
 use super::live::{GenerationHub, LiveReply, ReplyWatcher};
 use super::personas::{Persona, Personas};
+use super::preview::PreviewAccess;
 use crate::configuration::Settings;
 use crate::domain::{
     now, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role, UserId,
@@ -86,14 +87,25 @@ pub struct ChatService {
     pub personas: Arc<Personas>,
     pub hub: Arc<GenerationHub>,
     pub config: ChatConfig,
+    pub preview: PreviewAccess,
 }
 
 impl ChatService {
-    pub fn persona_for(&self, conversation: &Conversation) -> &Persona {
-        self.personas.get(&conversation.persona_id).unwrap_or_else(|| {
-            tracing::warn!(persona_id = %conversation.persona_id, "persona no longer configured; using the default");
-            self.personas.default_persona()
-        })
+    /// The conversation's persona, if this user may use it; otherwise the default one
+    /// (a persona removed from the file, or a preview persona after its tester left).
+    pub fn persona_for(&self, conversation: &Conversation, tester: bool) -> &Persona {
+        match self.personas.get(&conversation.persona_id) {
+            Some(persona) if tester || !persona.preview => persona,
+            _ => {
+                tracing::warn!(persona_id = %conversation.persona_id, "persona unavailable; using the default");
+                self.personas.default_persona()
+            }
+        }
+    }
+
+    /// The personas this user may see and choose.
+    pub fn personas_for(&self, tester: bool) -> Vec<&Persona> {
+        self.personas.all().iter().filter(|p| tester || !p.preview).collect()
     }
 
     /// Stores the user's message, then starts the reply. Nothing reaches the model
@@ -164,9 +176,16 @@ impl ChatService {
         }
         let history = self.store.list_messages(conversation.id, self.config.context_max_messages, None).await?;
         self.store.insert_message(reply).await?;
-        let persona = self.persona_for(conversation);
+        let tester = self.preview.is_tester(&self.store, conversation.user_id).await?;
+        let persona = self.persona_for(conversation, tester);
+        let model = self
+            .preview
+            .model_for(tester)
+            .or(persona.model.as_deref())
+            .unwrap_or(&self.config.default_model)
+            .to_string();
         Ok(ChatRequest {
-            model: persona.model.clone().unwrap_or_else(|| self.config.default_model.clone()),
+            model,
             messages: build_messages(&persona.system_prompt, &history, self.config.context_token_budget),
             thinking: persona.thinking,
             reasoning_effort: persona.reasoning_effort.clone(),

@@ -52,11 +52,13 @@ pub async fn create_conversation(
 ) -> Result<HttpResponse, ApiError> {
     let persona = match body.persona_id.as_deref() {
         None => chat.personas.default_persona(),
-        Some(id) => chat
-            .personas
-            .get(id)
-            .filter(|p| !p.preview)
-            .ok_or_else(|| ApiError::bad_request("unknown_persona", format!("no persona {id:?}")))?,
+        Some(id) => {
+            let tester = chat.preview.is_tester(&chat.store, user.user_id).await?;
+            chat.personas_for(tester)
+                .into_iter()
+                .find(|p| p.id == id)
+                .ok_or_else(|| ApiError::bad_request("unknown_persona", format!("no persona {id:?}")))?
+        }
     };
     let title = match body.title.as_deref() {
         Some(raw) => parse_title(raw)?,

@@ -2,10 +2,12 @@
 //! `scripts/test.sh`), fake WeChat and DeepSeek servers on 127.0.0.1.
 mod configuration;
 mod conversations;
+mod gray_release;
 mod chat_failures;
 mod chat_stream;
 mod health;
 mod login;
+mod packaging;
 mod sessions;
 mod helpers;
 mod store_contract;

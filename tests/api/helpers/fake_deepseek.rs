@@ -34,7 +34,6 @@ pub struct RecordedRequest {
 #[derive(Clone, Default)]
 struct Shared {
     replies: Arc<Mutex<VecDeque<Reply>>>,
-    fallback: Arc<Mutex<Option<Reply>>>,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
 }
 
@@ -62,11 +61,6 @@ impl FakeDeepSeek {
         self.shared.replies.lock().unwrap().push_back(reply);
     }
 
-    /// Answers every request the queue does not cover.
-    pub fn always(&self, reply: Reply) {
-        *self.shared.fallback.lock().unwrap() = Some(reply);
-    }
-
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests.lock().unwrap().clone()
     }
@@ -75,7 +69,7 @@ impl FakeDeepSeek {
 async fn serve(mut socket: TcpStream, shared: Shared) {
     let Some(request) = read_request(&mut socket).await else { return };
     shared.requests.lock().unwrap().push(request);
-    let reply = shared.replies.lock().unwrap().pop_front().or_else(|| shared.fallback.lock().unwrap().clone());
+    let reply = shared.replies.lock().unwrap().pop_front();
     let reply = reply.unwrap_or(Reply::Status {
         code: 500,
         body: r#"{"error":{"message":"no scripted reply","type":"test"}}"#.into(),
