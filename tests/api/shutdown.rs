@@ -1,0 +1,164 @@
+//! Zero-downtime shutdown, tested on the real binary with a real SIGTERM.
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::fake_deepseek::{paced, reply_body, FakeDeepSeek};
+use crate::helpers::{closed_port, mongo_store, mongodb_uri, text_of, unique_db_name, EventReader};
+
+struct RunningBinary {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+    db_name: String,
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn start_binary(deepseek: &FakeDeepSeek, grace_secs: u64) -> RunningBinary {
+    let port = closed_port();
+    let db_name = unique_db_name();
+    let child = Command::new(env!("CARGO_BIN_EXE_companion-backend"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_CONFIG_FILE", "/nonexistent/app.toml")
+        .env("PORT", port.to_string())
+        .env("MONGODB_URI", mongodb_uri())
+        .env("MONGODB_DB", &db_name)
+        .env("DEEPSEEK_API_URL", &deepseek.url)
+        .env("DEEPSEEK_API_KEY", "sk-test")
+        .env("JWT_SECRET", "a-secret-for-the-shutdown-test-0123456789")
+        .env("SHUTDOWN_GRACE_SECS", grace_secs.to_string())
+        .env("SHUTDOWN_READINESS_DELAY_MS", "700")
+        .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let binary = RunningBinary { child, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new(), db_name };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while binary.client.get(format!("{}/health", binary.base)).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the binary did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    binary
+}
+
+impl RunningBinary {
+    async fn login_and_stream(&self, content: &str) -> (String, String, EventReader) {
+        let login: Value = self
+            .client
+            .post(format!("{}/api/auth/login", self.base))
+            .json(&json!({"code": "dev:shutdown"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"].as_str().unwrap().to_string();
+        let conversation: Value = self
+            .client
+            .post(format!("{}/api/conversations", self.base))
+            .bearer_auth(&token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let conversation = conversation["id"].as_str().unwrap().to_string();
+        let response = self
+            .client
+            .post(format!("{}/api/conversations/{conversation}/messages", self.base))
+            .bearer_auth(&token)
+            .json(&json!({"content": content}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        (token, conversation, EventReader::new(response))
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    async fn wait_for_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the binary did not exit in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stored_reply(&self, conversation: &str, message: &str) -> companion_backend::domain::Message {
+        let store = mongo_store(&self.db_name).await;
+        let conversation = companion_backend::domain::ConversationId::parse(conversation).unwrap();
+        let message = companion_backend::domain::MessageId::parse(message).unwrap();
+        companion_backend::store::Store::get_message(&*store, conversation, message).await.unwrap().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn sigterm_fails_readiness_and_lets_a_reply_in_flight_finish_and_be_stored() {
+    let deepseek = FakeDeepSeek::start().await;
+    let pieces = ["关机前", "也要", "把话", "说完", "。"];
+    deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(300)));
+    let mut binary = start_binary(&deepseek, 20).await;
+    let (_, conversation, mut reader) = binary.login_and_stream("hi").await;
+    let start = reader.next().await.unwrap();
+    let message = start.data["assistant_message_id"].as_str().unwrap().to_string();
+
+    binary.sigterm();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = binary.client.get(format!("{}/ready", binary.base)).send().await.unwrap();
+    let (events, _) = reader.all().await;
+    let status = binary.wait_for_exit(Duration::from_secs(20)).await;
+
+    assert_eq!(ready.status(), 503, "readiness fails as soon as shutdown begins");
+    assert_eq!(text_of(&events), pieces.concat());
+    assert_eq!(events.last().unwrap().name, "done");
+    assert!(status.success(), "{status:?}");
+    let stored = binary.stored_reply(&conversation, &message).await;
+    assert_eq!(stored.status, companion_backend::domain::MessageStatus::Complete);
+    assert_eq!(stored.content, pieces.concat());
+}
+
+#[tokio::test]
+async fn a_reply_longer_than_the_grace_period_is_stored_incomplete_before_exit() {
+    let deepseek = FakeDeepSeek::start().await;
+    let pieces: Vec<String> = (0..40).map(|i| format!("第{i}句。")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(200)));
+    let mut binary = start_binary(&deepseek, 1).await;
+    let (_, conversation, mut reader) = binary.login_and_stream("hi").await;
+    let start = reader.next().await.unwrap();
+    let message = start.data["assistant_message_id"].as_str().unwrap().to_string();
+    reader.next().await.unwrap();
+
+    binary.sigterm();
+    let (events, _) = reader.all().await;
+    let status = binary.wait_for_exit(Duration::from_secs(20)).await;
+
+    assert!(status.success(), "{status:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last.name, "error");
+    assert_eq!(last.data["code"], "server_shutdown");
+    let stored = binary.stored_reply(&conversation, &message).await;
+    assert_eq!(stored.status, companion_backend::domain::MessageStatus::Incomplete);
+    assert_eq!(stored.error.unwrap().code, "server_shutdown");
+    assert!(!stored.content.is_empty() && stored.content.len() < pieces.concat().len());
+    assert!(pieces.concat().starts_with(&stored.content), "the stored part is a prefix of the reply");
+}
