@@ -88,6 +88,7 @@ pub struct Settings {
     pub sse_keepalive_secs: u64,
     pub progress_save_interval_ms: u64,
     pub generation_lease_secs: u64,
+    pub ws_auth_timeout_ms: u64,
 
     /// Comma-separated openids that see `preview` personas and `PREVIEW_MODEL`.
     pub preview_openids: Option<String>,
@@ -133,6 +134,7 @@ chat_wait_timeout_ms = 10000
 sse_keepalive_secs = 15
 progress_save_interval_ms = 1000
 generation_lease_secs = 90
+ws_auth_timeout_ms = 10000
 "#;
 
 #[derive(Debug, thiserror::Error)]

@@ -256,6 +256,7 @@ fn run(
                     .service(web::resource("/auth/refresh").post(routes::refresh))
                     .service(web::resource("/me").get(routes::get_me).patch(routes::patch_me))
                     .service(web::resource("/personas").get(routes::list_personas))
+                    .service(web::resource("/ws").get(routes::chat_socket))
                     .service(
                         web::resource("/conversations")
                             .get(routes::list_conversations)

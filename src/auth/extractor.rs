@@ -49,6 +49,36 @@ fn bearer_token(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
+impl AuthenticatedUser {
+    /// Identifies the caller from trusted Cloud Run headers or a bearer token;
+    /// `Ok(None)` when the request carries neither.
+    pub async fn identify(req: &HttpRequest) -> Result<Option<AuthenticatedUser>, ApiError> {
+        let state = req
+            .app_data::<web::Data<AuthState>>()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AuthState missing")))?;
+        if let Some(openid) = CloudRunIdentity::openid(req, state.trust_cloudrun_headers) {
+            let store = req
+                .app_data::<web::Data<DynStore>>()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("store missing")))?;
+            let user = store.find_or_create_user(&openid).await?;
+            return Ok(Some(AuthenticatedUser { user_id: user.id, source: IdentitySource::CloudRunHeaders }));
+        }
+        match bearer_token(req) {
+            Some(token) => Self::from_token(&state.keys, token).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn from_token(keys: &JwtKeys, token: &str) -> Result<AuthenticatedUser, ApiError> {
+        keys.verify(token)
+            .map(|user_id| AuthenticatedUser { user_id, source: IdentitySource::Token })
+            .map_err(|e| {
+                tracing::debug!(reason = %e, "token refused");
+                ApiError::unauthorized()
+            })
+    }
+}
+
 impl FromRequest for AuthenticatedUser {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
@@ -56,27 +86,10 @@ impl FromRequest for AuthenticatedUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let state = req
-                .app_data::<web::Data<AuthState>>()
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AuthState missing")))?;
-            if let Some(openid) = CloudRunIdentity::openid(&req, state.trust_cloudrun_headers) {
-                let store = req
-                    .app_data::<web::Data<DynStore>>()
-                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("store missing")))?;
-                let user = store.find_or_create_user(&openid).await.map_err(ApiError::internal)?;
-                return Ok(AuthenticatedUser { user_id: user.id, source: IdentitySource::CloudRunHeaders });
-            }
-            let Some(token) = bearer_token(&req) else {
-                tracing::debug!("no bearer token");
-                return Err(ApiError::unauthorized());
-            };
-            match state.keys.verify(token) {
-                Ok(user_id) => Ok(AuthenticatedUser { user_id, source: IdentitySource::Token }),
-                Err(e) => {
-                    tracing::debug!(reason = %e, "token refused");
-                    Err(ApiError::unauthorized())
-                }
-            }
+            Self::identify(&req).await?.ok_or_else(|| {
+                tracing::debug!("no credentials");
+                ApiError::unauthorized()
+            })
         })
     }
 }

@@ -29,6 +29,8 @@ pub struct ChatConfig {
     pub save_interval: Duration,
     pub lease: Duration,
     pub max_tokens: Option<u32>,
+    /// How long a WebSocket may stay open without authenticating.
+    pub ws_auth_timeout: Duration,
 }
 
 impl ChatConfig {
@@ -43,6 +45,7 @@ impl ChatConfig {
             save_interval: Duration::from_millis(s.progress_save_interval_ms.max(50)),
             lease: Duration::from_secs(s.generation_lease_secs.max(5)),
             max_tokens: s.deepseek_max_tokens,
+            ws_auth_timeout: Duration::from_millis(s.ws_auth_timeout_ms),
         }
     }
 }

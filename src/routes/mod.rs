@@ -5,6 +5,7 @@ mod me;
 mod messages;
 mod personas;
 mod sse;
+mod ws;
 
 pub use auth::{login, refresh, LoginPolicy};
 pub use conversations::{
@@ -14,3 +15,4 @@ pub use health::{health, ready};
 pub use me::{get_me, patch_me};
 pub use messages::{get_message, list_messages, reattach, send_message};
 pub use personas::list_personas;
+pub use ws::chat_socket;

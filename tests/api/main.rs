@@ -12,3 +12,4 @@ mod shutdown;
 mod sessions;
 mod helpers;
 mod store_contract;
+mod websocket;

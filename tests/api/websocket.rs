@@ -1,0 +1,207 @@
+//! The WebSocket transport (`wx.cloud.connectContainer`), tested like the SSE path.
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::helpers::fake_deepseek::{paced, reply_body, text_reply};
+use crate::helpers::{spawn_app_with, TestApp};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn trusting_app() -> TestApp {
+    spawn_app_with(|s| {
+        s.wechat_trust_cloudrun_headers = true;
+        s.ws_auth_timeout_ms = 800;
+    })
+    .await
+}
+
+/// Opens `/api/ws`, with the identity headers Cloud Run injects when `openid` is given.
+async fn connect(app: &TestApp, openid: Option<&str>) -> Socket {
+    let mut request = format!("ws://127.0.0.1:{}/api/ws", app.address.rsplit(':').next().unwrap())
+        .into_client_request()
+        .unwrap();
+    if let Some(openid) = openid {
+        request.headers_mut().insert("x-wx-source", "wx_client".parse().unwrap());
+        request.headers_mut().insert("x-wx-openid", openid.parse().unwrap());
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("websocket upgrade");
+    socket
+}
+
+async fn send(socket: &mut Socket, frame: Value) {
+    socket.send(Frame::text(frame.to_string())).await.unwrap();
+}
+
+/// The next JSON frame (control frames skipped); `None` once closed.
+async fn next(socket: &mut Socket) -> Option<Value> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), socket.next()).await.expect("no frame for 15 s")?;
+        match frame.ok()? {
+            Frame::Text(text) => return Some(serde_json::from_str(&text).unwrap()),
+            Frame::Close(_) => return None,
+            _ => continue,
+        }
+    }
+}
+
+/// Frames until the reply's `done` or `error`.
+async fn reply(socket: &mut Socket) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while let Some(frame) = next(socket).await {
+        let end = frame["type"] == "done" || frame["type"] == "error";
+        frames.push(frame);
+        if end {
+            break;
+        }
+    }
+    frames
+}
+
+fn text(frames: &[Value]) -> String {
+    frames.iter().filter(|f| f["type"] == "delta").map(|f| f["content"].as_str().unwrap()).collect()
+}
+
+async fn conversation_for(app: &TestApp, openid: &str) -> String {
+    let response = app
+        .client
+        .post(app.url("/api/conversations"))
+        .header("x-wx-source", "wx_client")
+        .header("x-wx-openid", openid)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_reply_streams_over_the_websocket_with_platform_identity_headers() {
+    let app = trusting_app().await;
+    let conversation = conversation_for(&app, "o_ws_headers").await;
+    app.deepseek.enqueue(text_reply(&["通过", "WebSocket", "回复"]));
+    let mut socket = connect(&app, Some("o_ws_headers")).await;
+
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "你好", "request_id": "r1"})).await;
+    let frames = reply(&mut socket).await;
+
+    let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"start"));
+    assert_eq!(kinds.last(), Some(&"done"));
+    assert_eq!(text(&frames), "通过WebSocket回复");
+    let id = frames[0]["assistant_message_id"].as_str().unwrap();
+    assert!(frames.iter().all(|f| f["message_id"] == id && f["request_id"] == "r1"));
+    let stored: Value = app
+        .client
+        .get(app.url(&format!("/api/conversations/{conversation}/messages/{id}")))
+        .header("x-wx-source", "wx_client")
+        .header("x-wx-openid", "o_ws_headers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["status"], "complete");
+    assert_eq!(stored["content"], "通过WebSocket回复");
+}
+
+#[tokio::test]
+async fn without_identity_headers_the_first_frame_authenticates_with_the_jwt() {
+    let app = trusting_app().await;
+    let (token, conversation) = app.user_with_conversation("ws_token").await;
+    app.deepseek.enqueue(text_reply(&["高性能模式"]));
+    let mut socket = connect(&app, None).await;
+
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "hi"})).await;
+    let refused = next(&mut socket).await.unwrap();
+    send(&mut socket, json!({"type": "auth", "token": token})).await;
+    let ready = next(&mut socket).await.unwrap();
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "hi"})).await;
+    let frames = reply(&mut socket).await;
+
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], "unauthorized");
+    assert_eq!(ready["type"], "ready");
+    assert_eq!(text(&frames), "高性能模式");
+    assert_eq!(app.messages(&token, &conversation).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_bad_token_closes_the_socket_and_silence_times_out() {
+    let app = trusting_app().await;
+
+    let mut bad = connect(&app, None).await;
+    send(&mut bad, json!({"type": "auth", "token": "not-a-jwt"})).await;
+    let error = next(&mut bad).await.unwrap();
+    let after = next(&mut bad).await;
+    // A connection that never authenticates (like the platform's health-check sockets).
+    let mut silent = connect(&app, None).await;
+    let closed = next(&mut silent).await;
+
+    assert_eq!(error["code"], "unauthorized");
+    assert!(after.is_none(), "closed after a bad token");
+    assert!(closed.is_none(), "closed after the auth timeout");
+    assert_eq!(app.get_health().await.status(), 200);
+}
+
+#[tokio::test]
+async fn pings_invalid_frames_and_busy_conversations_get_answers_on_an_open_socket() {
+    let app = trusting_app().await;
+    let conversation = conversation_for(&app, "o_ws_misc").await;
+    app.deepseek.enqueue(paced(&reply_body(&["慢", "慢", "说"], "stop"), Duration::from_millis(250)));
+    let mut socket = connect(&app, Some("o_ws_misc")).await;
+
+    send(&mut socket, json!({"type": "ping"})).await;
+    let pong = next(&mut socket).await.unwrap();
+    socket.send(Frame::text("{not json")).await.unwrap();
+    let invalid = next(&mut socket).await.unwrap();
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "一"})).await;
+    let start = next(&mut socket).await.unwrap();
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "二", "request_id": "second"})).await;
+    let mut frames = reply(&mut socket).await;
+    let busy_position = frames.iter().position(|f| f["request_id"] == "second").expect("an answer to the second send");
+    let busy = frames.remove(busy_position);
+    if busy_position == frames.len() {
+        frames.extend(reply(&mut socket).await);
+    }
+    let empty = {
+        send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "  "})).await;
+        next(&mut socket).await.unwrap()
+    };
+
+    assert_eq!(pong["type"], "pong");
+    assert_eq!(invalid["code"], "invalid_frame");
+    assert_eq!(start["type"], "start");
+    assert_eq!(busy["type"], "error");
+    assert_eq!(busy["code"], "reply_in_progress");
+    assert_eq!(text(&frames), "慢慢说");
+    assert_eq!(empty["code"], "invalid_content");
+}
+
+#[tokio::test]
+async fn reattach_over_the_websocket_after_the_first_socket_dropped() {
+    let app = trusting_app().await;
+    let conversation = conversation_for(&app, "o_ws_reattach").await;
+    let pieces = ["断线", "之后", "还能", "接上", "。"];
+    app.deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(200)));
+    let mut first = connect(&app, Some("o_ws_reattach")).await;
+    send(&mut first, json!({"type": "send", "conversation_id": conversation, "content": "hi"})).await;
+    let start = next(&mut first).await.unwrap();
+    next(&mut first).await.unwrap();
+    drop(first);
+    let id = start["assistant_message_id"].as_str().unwrap();
+
+    let mut second = connect(&app, Some("o_ws_reattach")).await;
+    send(&mut second, json!({"type": "reattach", "conversation_id": conversation, "message_id": id})).await;
+    let frames = reply(&mut second).await;
+
+    assert_eq!(text(&frames), pieces.concat());
+    assert_eq!(frames.last().unwrap()["type"], "done");
+    send(&mut second, json!({"type": "reattach", "conversation_id": conversation, "message_id": "0123456789abcdef01234567"})).await;
+    assert_eq!(next(&mut second).await.unwrap()["code"], "not_found");
+}
