@@ -3,8 +3,9 @@
 #  1. installs the MongoDB wire-protocol test server (PyPI nx-27017) into .tools/venv,
 #  2. starts it on a free loopback port with a throw-away data directory,
 #  3. runs the Rust tests against it (each test uses its own database),
-#  4. runs the mini-program's JavaScript tests (Node's built-in runner), if present,
-#  5. stops the server, whatever happened, and exits non-zero on any failure.
+#  4. starts the real server (dev login, offline companion) and runs the mini-program's
+#     JavaScript tests against it (Node's built-in runner),
+#  5. stops both servers, whatever happened, and exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +22,12 @@ MONGO_PORT="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("
 "$VENV/bin/nx-27017" --data-dir "$DATA_DIR" --host 127.0.0.1 --port "$MONGO_PORT" \
   --log-file "$DATA_DIR/nx.log" --pid-file "$DATA_DIR/nx.pid" >"$DATA_DIR/stdout.log" 2>&1 &
 MONGO_PID=$!
+SERVER_PID=""
 cleanup() {
-  kill "$MONGO_PID" 2>/dev/null || true
-  wait "$MONGO_PID" 2>/dev/null || true
+  for pid in $SERVER_PID $MONGO_PID; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$DATA_DIR"
 }
 trap cleanup EXIT
@@ -47,7 +51,26 @@ export TEST_MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT"
 # The test server is slow (SQLite behind the wire protocol): keep concurrency modest.
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
 
-if [ -d miniprogram/tests ]; then
-  echo "==> mini-program tests"
-  node --test miniprogram/tests/
-fi
+free_port() {
+  "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+echo "==> mini-program tests"
+(cd miniprogram/tests && npm ci --no-audit --no-fund --loglevel=error)
+E2E_PORT="$(free_port)"
+E2E_JWT_SECRET="e2e-secret-$(date +%s)-0123456789abcdefghijklmnop"
+SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/companion-backend"
+# The embedded defaults: development login and the offline companion (empty = unset),
+# run away from the checkout so a developer's own .env is not read.
+(cd "$DATA_DIR" && exec env PORT="$E2E_PORT" APP_ENV=development APP_CONFIG_FILE=/nonexistent \
+  MONGODB_URI="$TEST_MONGODB_URI" MONGODB_DB="e2e_$(date +%s)" \
+  WECHAT_APPID= WECHAT_SECRET= DEEPSEEK_API_KEY= JWT_SECRET="$E2E_JWT_SECRET" \
+  CHAT_WAIT_TIMEOUT_MS=200 SHUTDOWN_READINESS_DELAY_MS=0 RUST_LOG=warn \
+  "$SERVER_BIN" >"$DATA_DIR/e2e-server.log" 2>&1) &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+  if PORT="$E2E_PORT" APP_CONFIG_FILE=/nonexistent "$SERVER_BIN" healthcheck 2>/dev/null; then break; fi
+  sleep 0.1
+done
+E2E_BASE_URL="http://127.0.0.1:$E2E_PORT" E2E_JWT_SECRET="$E2E_JWT_SECRET" \
+  node --test miniprogram/tests/ || { echo "--- e2e server log"; tail -50 "$DATA_DIR/e2e-server.log"; exit 1; }

@@ -358,8 +358,8 @@ impl Store for MongoStore {
         let mut filter = doc! {"user_id": user.to_string()};
         if let Some(cursor) = after {
             let at = cursor.last_active_at.timestamp_millis();
-            filter.insert(
-                "$or",
+            filter = and_any(
+                filter,
                 vec![
                     doc! {"last_active_ms": {"$lt": at}},
                     doc! {"last_active_ms": at, "_id": {"$lt": cursor.id.to_string()}},
@@ -439,9 +439,8 @@ impl Store for MongoStore {
         lease_until: DateTime<Utc>,
     ) -> Result<GenerationClaim, StoreError> {
         let owned = doc! {"_id": id.to_string(), "user_id": user.to_string()};
-        let mut claimable = owned.clone();
-        claimable.insert(
-            "$or",
+        let claimable = and_any(
+            owned.clone(),
             vec![
                 doc! {"generation": Bson::Null},
                 doc! {"generation.expires_ms": {"$lt": now.timestamp_millis()}},
@@ -516,8 +515,8 @@ impl Store for MongoStore {
                 return Ok(Vec::new());
             };
             let at = to_bson_date(anchor.created_at);
-            filter.insert(
-                "$or",
+            filter = and_any(
+                filter,
                 vec![
                     doc! {"created_at": {"$lt": at}},
                     doc! {"created_at": at, "_id": {"$lt": before.to_string()}},
@@ -598,6 +597,12 @@ impl Store for MongoStore {
             .map_err(unavailable)?;
         Ok(result.modified_count)
     }
+}
+
+/// `all` AND (any of `alternatives`), spelled with an explicit `$and`: the test server
+/// drops top-level fields that sit beside a multi-branch `$or`.
+fn and_any(all: Document, alternatives: Vec<Document>) -> Document {
+    doc! {"$and": [all, {"$or": alternatives}]}
 }
 
 fn bson_of<T: Serialize>(value: &T) -> Result<Bson, StoreError> {

@@ -119,6 +119,10 @@ async fn conversations_list_newest_activity_first_with_a_cursor(store: DynStore)
     let user = UserId::new();
     let base = now();
     let mut created = Vec::new();
+    // Another user's conversations at the same instants must never leak into the pages.
+    for i in 0..5 {
+        store.insert_conversation(&conversation(UserId::new(), "theirs", base + Duration::seconds(i))).await.unwrap();
+    }
     for i in 0..5 {
         // Two share a timestamp, so the id must break the tie.
         let at = base + Duration::seconds(if i == 3 { 2 } else { i });
@@ -183,10 +187,14 @@ async fn deleting_a_conversation_removes_its_messages(store: DynStore) {
 
 async fn messages_list_chronologically_and_page_backwards(store: DynStore) {
     let c = conversation(UserId::new(), "chat", now());
+    let other = conversation(UserId::new(), "other", now());
     store.insert_conversation(&c).await.unwrap();
+    store.insert_conversation(&other).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..5 {
         let role = if i % 2 == 0 { Role::User } else { Role::Assistant };
+        // Interleaved with another conversation's messages, which must never show up.
+        store.insert_message(&message(&other, role, "not yours")).await.unwrap();
         let m = message(&c, role, &format!("m{i}"));
         store.insert_message(&m).await.unwrap();
         ids.push(m.id);
@@ -232,7 +240,9 @@ async fn progress_is_saved_and_read_back(store: DynStore) {
 async fn only_one_generation_claims_a_conversation_until_released_or_expired(store: DynStore) {
     let user = UserId::new();
     let c = conversation(user, "chat", now());
+    let neighbour = conversation(user, "neighbour", now());
     store.insert_conversation(&c).await.unwrap();
+    store.insert_conversation(&neighbour).await.unwrap();
     let (first, second, third) = (MessageId::new(), MessageId::new(), MessageId::new());
     let t0 = now();
 
@@ -249,6 +259,12 @@ async fn only_one_generation_claims_a_conversation_until_released_or_expired(sto
         .await
         .unwrap();
 
+    // Claims are per conversation: the neighbour is free and claiming it leaves `c` alone.
+    let neighbour_claim = store
+        .claim_generation(user, neighbour.id, MessageId::new(), t0, t0 + Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(neighbour_claim, GenerationClaim::Claimed);
     assert_eq!(claimed, GenerationClaim::Claimed);
     assert_eq!(blocked, GenerationClaim::Busy);
     assert_eq!(still_blocked, GenerationClaim::Busy);

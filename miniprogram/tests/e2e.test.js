@@ -1,0 +1,158 @@
+// End to end: the mini-program's own modules and pages, driven through a Node `wx`, against
+// the real Rust server that scripts/test.sh starts (E2E_BASE_URL), on all three transports.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const path = require('node:path');
+const { createWx, loadPage } = require('./wx-shim.js');
+const { createApi, TOKEN_KEY } = require('../utils/api.js');
+
+const baseUrl = process.env.E2E_BASE_URL;
+const jwtSecret = process.env.E2E_JWT_SECRET;
+const PAGES = path.join(__dirname, '..', 'pages');
+
+const last = (items) => items[items.length - 1];
+
+async function waitFor(predicate, what, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for ' + what);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function finalMessage(api, conversationId, messageId) {
+  for (let i = 0; i < 300; i++) {
+    const message = await api.get(`/api/conversations/${conversationId}/messages/${messageId}`);
+    if (message.status !== 'streaming') return message;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('message never finished');
+}
+
+function base64url(value) {
+  return Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+}
+
+function expiredToken(userId) {
+  const now = Math.floor(Date.now() / 1000);
+  const header = base64url({ alg: 'HS256', typ: 'JWT' });
+  const claims = base64url({ sub: userId, iat: now - 7200, exp: now - 3600, iss: 'companion-backend', aud: 'companion-miniprogram' });
+  const signature = crypto.createHmac('sha256', jwtSecret).update(header + '.' + claims).digest('base64url');
+  return header + '.' + claims + '.' + signature;
+}
+
+test('the end-to-end environment is provided by scripts/test.sh', () => {
+  assert.ok(baseUrl, 'E2E_BASE_URL is not set: run ./scripts/test.sh');
+  assert.ok(jwtSecret, 'E2E_JWT_SECRET is not set: run ./scripts/test.sh');
+});
+
+for (const transport of ['sse', 'websocket', 'callContainer']) {
+  test(`${transport}: login, personas, streamed reply, stop, reattach, history, re-login`, { skip: !baseUrl, timeout: 60000 }, async (t) => {
+    const wx = createWx({ baseUrl, devName: `e2e_${transport}_${Date.now()}` });
+    t.after(() => wx.sockets.forEach((socket) => socket.terminate()));
+    global.wx = wx;
+    const api = createApi({ transport, baseUrl, cloudEnv: 'test-env', service: 'companion-backend', pollIntervalMs: 100 });
+    const app = { api };
+
+    // Development login happens on first use; the personas page lists companions.
+    const personas = loadPage(path.join(PAGES, 'personas/index.js'), app);
+    await personas.load();
+    assert.ok(personas.data.personas.length >= 2, 'personas listed');
+    assert.equal(personas.data.errorText, '');
+    assert.ok(wx.getStorageSync(TOKEN_KEY), 'token stored');
+    const conversation = await personas.choose({ currentTarget: { dataset: { id: 'xiaoxi' } } });
+    assert.ok(wx.lastNavigation.includes(conversation.id));
+
+    // A reply, delta by delta, through the chat page.
+    const chat = loadPage(path.join(PAGES, 'chat/index.js'), app);
+    await chat.onLoad({ id: conversation.id, title: encodeURIComponent(conversation.title) });
+    assert.equal(chat.data.messages.length, 1, 'the greeting');
+    assert.equal(chat.transport.name, transport);
+    let updates = 0;
+    const setData = chat.setData;
+    chat.setData = (patch, cb) => { if (Object.keys(patch).some((k) => k.endsWith('.content'))) updates += 1; setData(patch, cb); };
+    chat.onInput({ detail: { value: '你好，我是测试用户' } });
+    chat.send();
+    await chat.whenIdle();
+    const reply = last(chat.data.messages);
+    assert.equal(reply.status, 'complete', JSON.stringify(reply));
+    const stored = await api.get(`/api/conversations/${conversation.id}/messages/${reply.id}`);
+    assert.equal(reply.content, stored.content);
+    assert.match(stored.content, /离线演示回复/);
+    if (transport !== 'callContainer') assert.ok(updates > 3, `streamed in pieces (${updates} updates)`);
+    if (transport === 'sse') assert.ok(wx.stats.chunks > 3, 'the server\'s chunks arrived one by one');
+
+    // Stop mid-stream: the page stops watching, the server still stores the whole reply.
+    chat.startReply('再讲一遍');
+    await waitFor(() => last(chat.data.messages).content.length > 0 && !last(chat.data.messages).id.startsWith('local'), 'a first delta');
+    chat.stop();
+    const stopped = last(chat.data.messages);
+    assert.equal(stopped.stopped, true);
+    assert.equal(chat.data.sending, false);
+    const full = await finalMessage(api, conversation.id, stopped.id);
+    assert.equal(full.status, 'complete');
+    assert.ok(full.content.startsWith(stopped.content) && full.content.length >= stopped.content.length);
+
+    // Reattach: watch a stopped reply again, and reopen the page on an unfinished one.
+    chat.startReply('第三个问题');
+    await waitFor(() => last(chat.data.messages).content.length > 0 && !last(chat.data.messages).id.startsWith('local'), 'a first delta');
+    chat.stop();
+    const index = chat.data.messages.length - 1;
+    const reopened = loadPage(path.join(PAGES, 'chat/index.js'), app);
+    await reopened.onLoad({ id: conversation.id });
+    chat.refresh({ currentTarget: { dataset: { index } } });
+    await chat.whenIdle();
+    await reopened.whenIdle();
+    const third = await finalMessage(api, conversation.id, chat.data.messages[index].id);
+    assert.equal(chat.data.messages[index].content, third.content, 'reattached text equals the stored reply');
+    assert.equal(chat.data.messages[index].status, 'complete');
+    assert.equal(last(reopened.data.messages).content, third.content, 'the reopened page shows the whole reply');
+
+    // Earlier messages load on scroll-up (with a small page).
+    const messagesBefore = (await api.get(`/api/conversations/${conversation.id}/messages?limit=100`)).items.length;
+    assert.equal(messagesBefore, 7);
+
+    // History lists the conversation.
+    const history = loadPage(path.join(PAGES, 'history/index.js'), app);
+    await history.refresh();
+    assert.ok(history.data.conversations.some((c) => c.id === conversation.id));
+
+    // An expired token: the next request logs in again once and succeeds. (An open
+    // WebSocket stays authenticated, so it is closed first and the client reconnects.)
+    const open = wx.sockets.filter((socket) => socket.readyState === socket.OPEN);
+    if (transport === 'websocket') assert.ok(open.length > 0, 'the pages talk over WebSockets');
+    await Promise.all(open.map((socket) => new Promise((resolve) => { socket.once('close', resolve); socket.close(); })));
+    const me = await api.get('/api/me');
+    const expired = expiredToken(me.id);
+    wx.setStorageSync(TOKEN_KEY, expired);
+    chat.startReply('令牌过期以后');
+    await chat.whenIdle();
+    assert.equal(last(chat.data.messages).status, 'complete');
+    assert.notEqual(wx.getStorageSync(TOKEN_KEY), expired, 'a new token was stored');
+    assert.equal((await api.get('/api/me')).id, me.id, 'the same user');
+  });
+}
+
+test('the chat page loads earlier messages on scroll-up', { skip: !baseUrl, timeout: 60000 }, async () => {
+  const wx = createWx({ baseUrl, devName: `e2e_scroll_${Date.now()}` });
+  global.wx = wx;
+  const api = createApi({ transport: 'sse', baseUrl });
+  const conversation = await api.post('/api/conversations', {});
+  for (let i = 0; i < 3; i++) {
+    await api.requestFull('POST', `/api/conversations/${conversation.id}/messages`, { content: `问题${i}`, stream: false });
+    const all = (await api.get(`/api/conversations/${conversation.id}/messages?limit=100`)).items;
+    await finalMessage(api, conversation.id, last(all).id);
+  }
+  const chat = loadPage(path.join(PAGES, 'chat/index.js'), { api });
+  chat.data.pageSize = 3;
+  await chat.onLoad({ id: conversation.id });
+  assert.equal(chat.data.messages.length, 3);
+  await chat.loadEarlier();
+  assert.equal(chat.data.messages.length, 6);
+  await chat.loadEarlier();
+  assert.equal(chat.data.messages.length, 7, 'everything, oldest first: ' + JSON.stringify(chat.data.messages.map((m) => [m.id.slice(-6), m.role, m.content.slice(0, 8)])));
+  assert.equal(chat.data.messages[0].role, 'assistant', 'the greeting comes first');
+  assert.equal(chat.data.messages[1].content, '问题0');
+  assert.equal(chat.data.nextCursor, null);
+});
