@@ -47,6 +47,7 @@ pub struct Settings {
     pub port: u16,
     pub app_env: AppEnv,
     pub body_limit_bytes: usize,
+    pub max_header_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub shutdown_readiness_delay_ms: u64,
     pub ready_timeout_ms: u64,
@@ -90,6 +91,18 @@ pub struct Settings {
     pub generation_lease_secs: u64,
     pub ws_auth_timeout_ms: u64,
 
+    /// Requests per user (and, with the `_ip_` variants, per client IP); 0 turns a limit off.
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_per_hour: u32,
+    pub rate_limit_ip_per_minute: u32,
+    pub rate_limit_ip_per_hour: u32,
+    pub rate_limit_login_per_minute: u32,
+    /// How many proxies in front of us append to X-Forwarded-For (Cloud Run: 1).
+    pub trusted_proxy_depth: usize,
+    pub daily_message_quota: i64,
+    pub daily_token_quota: i64,
+    pub cors_allowed_origins: Option<String>,
+
     /// Comma-separated openids that see `preview` personas and `PREVIEW_MODEL`.
     pub preview_openids: Option<String>,
     pub preview_model: Option<String>,
@@ -100,6 +113,7 @@ host = "0.0.0.0"
 port = 80
 app_env = "development"
 body_limit_bytes = 65536
+max_header_bytes = 16384
 shutdown_grace_secs = 25
 shutdown_readiness_delay_ms = 2000
 ready_timeout_ms = 1000
@@ -135,6 +149,15 @@ sse_keepalive_secs = 15
 progress_save_interval_ms = 1000
 generation_lease_secs = 90
 ws_auth_timeout_ms = 10000
+
+rate_limit_per_minute = 60
+rate_limit_per_hour = 1000
+rate_limit_ip_per_minute = 300
+rate_limit_ip_per_hour = 5000
+rate_limit_login_per_minute = 10
+trusted_proxy_depth = 1
+daily_message_quota = 300
+daily_token_quota = 500000
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +246,14 @@ impl Settings {
                 }
             }
         }
+        if self.cors_origin_list().iter().any(|o| o == "*") {
+            problems.push("CORS_ALLOWED_ORIGINS must list origins; \"*\" is refused in production".into());
+        }
         problems
+    }
+
+    pub fn cors_origin_list(&self) -> Vec<String> {
+        split_list(self.cors_allowed_origins.as_deref())
     }
 
     /// Fails with one message listing every production problem.
@@ -241,14 +271,7 @@ impl Settings {
     }
 
     pub fn preview_openid_list(&self) -> Vec<String> {
-        self.preview_openids
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned)
-            .collect()
+        split_list(self.preview_openids.as_deref())
     }
 
     /// Development login (`dev:<name>`) is allowed only without WeChat credentials,
@@ -256,6 +279,10 @@ impl Settings {
     pub fn dev_login_enabled(&self) -> bool {
         !self.is_production() && self.wechat_appid.is_none()
     }
+}
+
+fn split_list(raw: Option<&str>) -> Vec<String> {
+    raw.unwrap_or_default().split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
 }
 
 /// Accepts `https://api.deepseek.com`, `https://api.deepseek.com/` and the older

@@ -6,6 +6,7 @@ pub mod domain;
 pub mod errors;
 pub mod healthcheck;
 pub mod llm;
+pub mod protection;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::header;
-use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlers};
+use actix_web::middleware::{from_fn, Condition, DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -19,6 +19,9 @@ use crate::llm::{DeepSeekClient, DeepSeekOptions, LlmClient, OfflineCompanion};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
 use crate::routes;
 use crate::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
+use crate::protection::{
+    cors, header_limit_middleware, rate_limit_middleware, security_headers, DailyQuota, HeaderLimit, RateLimiter,
+};
 use crate::routes::LoginPolicy;
 use crate::telemetry::{request_id_middleware, RequestIdRootSpan};
 use crate::wechat::WechatClient;
@@ -203,6 +206,7 @@ fn build_chat(settings: &Settings, store: DynStore, hub: Arc<GenerationHub>) -> 
         hub,
         config: ChatConfig::from_settings(settings),
         preview: PreviewAccess::new(settings.preview_openid_list(), settings.preview_model.clone()),
+        quota: DailyQuota { messages: settings.daily_message_quota, tokens: settings.daily_token_quota },
     })
 }
 
@@ -214,6 +218,10 @@ fn run(
     lifecycle: web::Data<Lifecycle>,
 ) -> anyhow::Result<Server> {
     let chat = web::Data::new(chat);
+    let limiter = web::Data::new(RateLimiter::from_settings(settings, store.clone()));
+    let cors_origins = settings.cors_origin_list();
+    let production = settings.is_production();
+    let header_limit = web::Data::new(HeaderLimit(settings.max_header_bytes));
     let info = web::Data::new(AppInfo::from_settings(settings));
     let store = web::Data::new(store);
     let auth = web::Data::new(AuthState {
@@ -233,9 +241,12 @@ fn run(
     let body_limit = settings.body_limit_bytes;
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(Condition::new(!cors_origins.is_empty(), cors(&cors_origins)))
             .wrap(ErrorHandlers::new().default_handler(envelope_for_bare_errors))
             .wrap(TracingLogger::<RequestIdRootSpan>::new())
             .wrap(DefaultHeaders::new().add((header::HeaderName::from_static("x-app-version"), APP_VERSION)))
+            .wrap(security_headers(production))
+            .wrap(from_fn(header_limit_middleware))
             .wrap(from_fn(request_id_middleware))
             .app_data(web::JsonConfig::default().limit(body_limit).error_handler(json_error_handler))
             .app_data(web::PayloadConfig::default().limit(body_limit))
@@ -248,13 +259,17 @@ fn run(
             .app_data(login_policy.clone())
             .app_data(wechat.clone())
             .app_data(chat.clone())
+            .app_data(limiter.clone())
+            .app_data(header_limit.clone())
             .service(web::resource("/health").get(routes::health))
             .service(web::resource("/ready").get(routes::ready))
             .service(
                 web::scope("/api")
+                    .wrap(from_fn(rate_limit_middleware))
                     .service(web::resource("/auth/login").post(routes::login))
                     .service(web::resource("/auth/refresh").post(routes::refresh))
                     .service(web::resource("/me").get(routes::get_me).patch(routes::patch_me))
+                    .service(web::resource("/me/usage").get(routes::get_usage))
                     .service(web::resource("/personas").get(routes::list_personas))
                     .service(web::resource("/ws").get(routes::chat_socket))
                     .service(

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::live::{GenerationHub, LiveReply, Outcome};
-use crate::domain::{now, ConversationId, MessageError, MessageId, MessageProgress, MessageStatus, Usage};
+use crate::domain::{now, ConversationId, MessageError, MessageId, MessageProgress, MessageStatus, Usage, UserId};
+use crate::protection::DailyQuota;
 use crate::llm::{ChatRequest, LlmClient, LlmError, LlmEvent};
 use crate::store::DynStore;
 
@@ -22,6 +23,8 @@ pub struct GenerationJob {
     pub request: ChatRequest,
     pub save_interval: Duration,
     pub lease: Duration,
+    /// Whose daily token quota the reply's usage counts against.
+    pub quota: Option<(DailyQuota, UserId)>,
 }
 
 /// What the upstream said besides text.
@@ -73,6 +76,11 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
     if let Err(e) = job.store.release_generation(job.conversation_id, job.assistant_id, now()).await {
         // The lease expires on its own; the next send waits at most that long.
         tracing::error!(error = ?e, "could not release the conversation");
+    }
+    if let (Some((quota, user)), Some(usage)) = (&job.quota, &progress.usage) {
+        if let Err(e) = quota.record_tokens(&job.store, *user, usage.total_tokens as i64).await {
+            tracing::warn!(error = ?e, "could not count tokens against the daily quota");
+        }
     }
     tracing::info!(status = ?progress.status, chars = progress.content.chars().count(), "reply finished");
     tx.send_modify(|state| state.outcome = Some(outcome));

@@ -16,6 +16,7 @@ use crate::domain::{
 };
 use crate::errors::ApiError;
 use crate::llm::{ChatRequest, LlmClient};
+use crate::protection::DailyQuota;
 use crate::store::{DynStore, GenerationClaim, StoreError};
 
 #[derive(Debug, Clone)]
@@ -58,6 +59,8 @@ pub enum ChatError {
     ConversationNotFound,
     #[error("a reply is still being generated in this conversation")]
     ReplyInProgress,
+    #[error("today's quota is used up")]
+    QuotaExceeded { retry_after: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -72,6 +75,12 @@ impl From<ChatError> for ApiError {
                 "reply_in_progress",
                 "a reply is still being generated in this conversation; wait for it or reattach",
             ),
+            ChatError::QuotaExceeded { retry_after } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                "today's chat quota is used up; it resets at midnight (China time)",
+            )
+            .with_retry_after(retry_after),
             ChatError::Store(e) => e.into(),
         }
     }
@@ -91,6 +100,7 @@ pub struct ChatService {
     pub hub: Arc<GenerationHub>,
     pub config: ChatConfig,
     pub preview: PreviewAccess,
+    pub quota: DailyQuota,
 }
 
 impl ChatService {
@@ -127,6 +137,11 @@ impl ChatService {
             .get_conversation(user, conversation_id)
             .await?
             .ok_or(ChatError::ConversationNotFound)?;
+        let usage = self.quota.usage(&self.store, user).await?;
+        if usage.exhausted() {
+            let retry_after = (usage.resets_at - now()).num_seconds().max(1) as u64;
+            return Err(ChatError::QuotaExceeded { retry_after });
+        }
         let user_message = new_message(&conversation, Role::User, content.as_str(), MessageStatus::Complete);
         let assistant_message = new_message(&conversation, Role::Assistant, "", MessageStatus::Streaming);
 
@@ -134,6 +149,9 @@ impl ChatService {
         if let Err(e) = self.store.insert_message(&user_message).await {
             self.release(conversation_id, assistant_message.id).await;
             return Err(e.into());
+        }
+        if let Err(e) = self.quota.record_message(&self.store, user).await {
+            tracing::warn!(error = ?e, "could not count the message against the daily quota");
         }
         let request = match self.prepare(&conversation, &assistant_message).await {
             Ok(request) => request,
@@ -151,6 +169,7 @@ impl ChatService {
             request,
             save_interval: self.config.save_interval,
             lease: self.config.lease,
+            quota: Some((self.quota, user)),
         });
         Ok(StartedReply { user_message, assistant_message, live })
     }

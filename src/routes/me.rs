@@ -2,6 +2,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use crate::auth::AuthenticatedUser;
+use crate::chat::ChatService;
 use crate::domain::{AvatarUrl, Nickname, ProfilePatch};
 use crate::errors::ApiError;
 use crate::store::DynStore;
@@ -41,4 +42,9 @@ pub async fn patch_me(
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     Ok(HttpResponse::Ok().json(me))
+}
+
+/// `GET /api/me/usage`: today's use of the daily quotas (China time) and their limits.
+pub async fn get_usage(user: AuthenticatedUser, chat: web::Data<ChatService>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(chat.quota.usage(&chat.store, user.user_id).await?))
 }

@@ -12,7 +12,7 @@ pub use conversations::{
     create_conversation, delete_conversation, get_conversation, list_conversations, rename_conversation,
 };
 pub use health::{health, ready};
-pub use me::{get_me, patch_me};
+pub use me::{get_me, get_usage, patch_me};
 pub use messages::{get_message, list_messages, reattach, send_message};
 pub use personas::list_personas;
 pub use ws::chat_socket;

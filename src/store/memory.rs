@@ -18,6 +18,7 @@ struct Inner {
     conversations: HashMap<ConversationId, Conversation>,
     leases: HashMap<ConversationId, (MessageId, DateTime<Utc>)>,
     messages: HashMap<MessageId, Message>,
+    counters: HashMap<String, (i64, DateTime<Utc>)>,
 }
 
 #[derive(Default)]
@@ -261,5 +262,20 @@ impl Store for InMemoryStore {
             }
         }
         Ok(marked)
+    }
+
+    async fn increment_counter(&self, key: &str, by: i64, expires_at: DateTime<Utc>) -> Result<i64, StoreError> {
+        let mut inner = self.lock();
+        let at = now();
+        inner.counters.retain(|_, (_, expiry)| *expiry > at);
+        let entry = inner.counters.entry(key.to_string()).or_insert((0, expires_at));
+        entry.0 += by;
+        entry.1 = expires_at;
+        Ok(entry.0)
+    }
+
+    async fn read_counter(&self, key: &str) -> Result<i64, StoreError> {
+        let at = now();
+        Ok(self.lock().counters.get(key).filter(|(_, expiry)| *expiry > at).map_or(0, |(count, _)| *count))
     }
 }

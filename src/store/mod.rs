@@ -141,6 +141,12 @@ pub trait Store: Send + Sync + 'static {
         except: MessageId,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
+
+    /// Adds `by` to the counter `key` (created at 0) and returns the new value. Counters
+    /// are shared by every replica and vanish after `expires_at`.
+    async fn increment_counter(&self, key: &str, by: i64, expires_at: DateTime<Utc>) -> Result<i64, StoreError>;
+    /// The counter's value (0 when absent or expired).
+    async fn read_counter(&self, key: &str) -> Result<i64, StoreError>;
 }
 
 /// The error stored on a reply whose generation died with its replica.

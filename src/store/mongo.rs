@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +111,14 @@ struct MessageDoc {
     updated_ms: Option<i64>,
     #[serde(default = "schema_v0")]
     schema_version: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CounterDoc {
+    #[serde(rename = "_id")]
+    key: String,
+    #[serde(default)]
+    count: i64,
 }
 
 fn complete() -> MessageStatus {
@@ -237,6 +245,9 @@ impl MongoStore {
     fn messages(&self) -> Collection<MessageDoc> {
         self.db.collection("messages")
     }
+    fn counters(&self) -> Collection<CounterDoc> {
+        self.db.collection("counters")
+    }
 
     /// Creates the indexes the queries rely on; repeating it is harmless.
     pub async fn ensure_indexes(&self) -> anyhow::Result<()> {
@@ -259,6 +270,12 @@ impl MongoStore {
             )
             .await
             .context("creating messages index")?;
+        // Rate-limit and quota windows delete themselves once over.
+        let ttl = IndexOptions::builder().expire_after(Duration::from_secs(0)).build();
+        self.counters()
+            .create_index(IndexModel::builder().keys(doc! {"expires_at": 1}).options(ttl).build())
+            .await
+            .context("creating counters TTL index")?;
         Ok(())
     }
 
@@ -596,6 +613,34 @@ impl Store for MongoStore {
             .await
             .map_err(unavailable)?;
         Ok(result.modified_count)
+    }
+
+    async fn increment_counter(&self, key: &str, by: i64, expires_at: DateTime<Utc>) -> Result<i64, StoreError> {
+        match self.try_increment(key, by, expires_at).await {
+            Ok(count) => Ok(count),
+            // Two first increments raced to create the counter: the loser updates it.
+            Err(e) if is_duplicate_key(&e) => self.try_increment(key, by, expires_at).await.map_err(unavailable),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn read_counter(&self, key: &str) -> Result<i64, StoreError> {
+        Ok(self.counters().find_one(doc! {"_id": key}).await.map_err(unavailable)?.map_or(0, |c| c.count))
+    }
+}
+
+impl MongoStore {
+    async fn try_increment(&self, key: &str, by: i64, expires_at: DateTime<Utc>) -> mongodb::error::Result<i64> {
+        let updated = self
+            .counters()
+            .find_one_and_update(
+                doc! {"_id": key},
+                doc! {"$inc": {"count": by}, "$set": {"expires_at": to_bson_date(expires_at)}},
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await?;
+        Ok(updated.map_or(by, |c| c.count))
     }
 }
 

@@ -8,6 +8,7 @@ mod chat_stream;
 mod health;
 mod login;
 mod packaging;
+mod protection;
 mod shutdown;
 mod sessions;
 mod helpers;

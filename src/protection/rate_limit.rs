@@ -1,0 +1,149 @@
+//! Fixed-window request limits per user and per client IP, counted in MongoDB.
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpRequest};
+use chrono::{DateTime, Utc};
+
+use crate::auth::{AuthState, CloudRunIdentity};
+use crate::configuration::Settings;
+use crate::domain::now;
+use crate::errors::ApiError;
+use crate::store::DynStore;
+
+pub struct RateLimiter {
+    store: DynStore,
+    per_minute: u32,
+    per_hour: u32,
+    ip_per_minute: u32,
+    ip_per_hour: u32,
+    login_per_minute: u32,
+    proxy_depth: usize,
+}
+
+struct Window {
+    name: &'static str,
+    seconds: i64,
+}
+
+const MINUTE: Window = Window { name: "m", seconds: 60 };
+const HOUR: Window = Window { name: "h", seconds: 3600 };
+
+/// The client's address: the entry `depth` proxies from the right of X-Forwarded-For
+/// (entries further left can be forged by the client), else the peer address.
+pub fn client_ip(req: &HttpRequest, depth: usize) -> String {
+    let peer = || req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    if depth == 0 {
+        return peer();
+    }
+    let forwarded: Vec<String> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    forwarded.len().checked_sub(depth).and_then(|i| forwarded.get(i).cloned()).unwrap_or_else(peer)
+}
+
+impl RateLimiter {
+    pub fn from_settings(settings: &Settings, store: DynStore) -> Self {
+        RateLimiter {
+            store,
+            per_minute: settings.rate_limit_per_minute,
+            per_hour: settings.rate_limit_per_hour,
+            ip_per_minute: settings.rate_limit_ip_per_minute,
+            ip_per_hour: settings.rate_limit_ip_per_hour,
+            login_per_minute: settings.rate_limit_login_per_minute,
+            proxy_depth: settings.trusted_proxy_depth,
+        }
+    }
+
+    async fn count(&self, subject: &str, window: &Window, limit: u32, at: DateTime<Utc>) -> Result<(), u64> {
+        self.count_at(subject, window.name, window.seconds, limit, at).await
+    }
+
+    /// Counts one request against `subject`'s window of `window_secs` containing `at`;
+    /// `Err` with the seconds to wait when over `limit` (0 = no limit). A store failure
+    /// lets the request through (and is logged): availability over strictness.
+    pub async fn count_at(
+        &self,
+        subject: &str,
+        window_name: &str,
+        window_secs: i64,
+        limit: u32,
+        at: DateTime<Utc>,
+    ) -> Result<(), u64> {
+        if limit == 0 {
+            return Ok(());
+        }
+        let index = at.timestamp().div_euclid(window_secs);
+        let window_end = DateTime::from_timestamp((index + 1) * window_secs, 0).unwrap_or(at);
+        let key = format!("rl:{subject}:{window_name}:{index}");
+        match self.store.increment_counter(&key, 1, window_end + chrono::Duration::seconds(60)).await {
+            Ok(count) if count > i64::from(limit) => Err((window_end - at).num_seconds().max(1) as u64),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = ?e, "rate limit unavailable; letting the request through");
+                Ok(())
+            }
+        }
+    }
+
+    async fn check(&self, req: &ServiceRequest) -> Result<(), u64> {
+        let at = now();
+        let ip = client_ip(req.request(), self.proxy_depth);
+        if req.path() == "/api/auth/login" {
+            self.count(&format!("login-ip:{ip}"), &MINUTE, self.login_per_minute, at).await?;
+        }
+        self.count(&format!("ip:{ip}"), &MINUTE, self.ip_per_minute, at).await?;
+        self.count(&format!("ip:{ip}"), &HOUR, self.ip_per_hour, at).await?;
+        if let Some(user) = subject(req) {
+            self.count(&format!("user:{user}"), &MINUTE, self.per_minute, at).await?;
+            self.count(&format!("user:{user}"), &HOUR, self.per_hour, at).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Who the request acts for, without touching the store: a verified token's subject,
+/// or a trusted Cloud Run openid.
+fn subject(req: &ServiceRequest) -> Option<String> {
+    let auth = req.app_data::<web::Data<AuthState>>()?;
+    if let Some(openid) = CloudRunIdentity::openid(req.request(), auth.trust_cloudrun_headers) {
+        return Some(format!("openid:{}", openid.as_str()));
+    }
+    let header = req.headers().get("authorization")?.to_str().ok()?;
+    let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?;
+    auth.keys.verify(token.trim()).ok().map(|id| id.to_string())
+}
+
+/// Polling a reply (`GET …/messages/{id}`) is what `callContainer` clients must do once a
+/// second; it is a cheap indexed read and is not counted.
+fn exempt(req: &ServiceRequest) -> bool {
+    req.method() == Method::GET
+        && req.match_pattern().as_deref() == Some("/api/conversations/{id}/messages/{message_id}")
+}
+
+pub async fn rate_limit_middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let limiter = req.app_data::<web::Data<RateLimiter>>().cloned();
+    if let Some(limiter) = limiter {
+        if !exempt(&req) {
+            if let Err(retry_after) = limiter.check(&req).await {
+                let error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests; please slow down",
+                )
+                .with_retry_after(retry_after);
+                return Err(error.into());
+            }
+        }
+    }
+    next.call(req).await
+}
