@@ -102,6 +102,16 @@ pub struct Settings {
     pub daily_message_quota: i64,
     pub daily_token_quota: i64,
     pub cors_allowed_origins: Option<String>,
+    /// msgSecCheck on input and output; unset = on whenever WeChat is configured.
+    pub content_check: Option<bool>,
+    /// `allow` or `block` for `review` verdicts.
+    pub content_check_review: String,
+    /// Let text through when WeChat cannot be asked; unset = only outside production.
+    pub content_check_fail_open: Option<bool>,
+    pub content_check_scene: u8,
+    pub content_check_window_chars: usize,
+    /// `token` (stable_token) or `cloudrun` (开放接口服务: no token).
+    pub wechat_openapi_mode: String,
 
     /// Comma-separated openids that see `preview` personas and `PREVIEW_MODEL`.
     pub preview_openids: Option<String>,
@@ -158,6 +168,10 @@ rate_limit_login_per_minute = 10
 trusted_proxy_depth = 1
 daily_message_quota = 300
 daily_token_quota = 500000
+content_check_review = "allow"
+content_check_scene = 2
+content_check_window_chars = 300
+wechat_openapi_mode = "token"
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +264,14 @@ impl Settings {
             problems.push("CORS_ALLOWED_ORIGINS must list origins; \"*\" is refused in production".into());
         }
         problems
+    }
+
+    pub fn content_check_enabled(&self) -> bool {
+        self.content_check.unwrap_or(self.wechat_appid.is_some())
+    }
+
+    pub fn content_check_fails_open(&self) -> bool {
+        self.content_check_fail_open.unwrap_or(!self.is_production())
     }
 
     pub fn cors_origin_list(&self) -> Vec<String> {

@@ -20,11 +20,12 @@ use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_han
 use crate::routes;
 use crate::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
 use crate::protection::{
-    cors, header_limit_middleware, rate_limit_middleware, security_headers, DailyQuota, HeaderLimit, RateLimiter,
+    cors, header_limit_middleware, rate_limit_middleware, security_headers, DailyQuota, HeaderLimit, ModerationPolicy,
+    Moderator, RateLimiter,
 };
 use crate::routes::LoginPolicy;
 use crate::telemetry::{request_id_middleware, RequestIdRootSpan};
-use crate::wechat::WechatClient;
+use crate::wechat::{AccessTokens, ContentChecker, WechatClient};
 
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
 const DEFAULT_PERSONAS_FILE: &str = "config/personas.toml";
@@ -196,6 +197,43 @@ fn build_llm(settings: &Settings) -> anyhow::Result<LlmClient> {
     })?))
 }
 
+fn build_moderator(settings: &Settings) -> anyhow::Result<Option<Arc<Moderator>>> {
+    if !settings.content_check_enabled() {
+        tracing::warn!("content checking (msgSecCheck) is OFF");
+        return Ok(None);
+    }
+    let timeout = Duration::from_millis(settings.wechat_timeout_ms);
+    let tokens = match settings.wechat_openapi_mode.as_str() {
+        "cloudrun" => AccessTokens::cloud_run(),
+        "token" => AccessTokens::stable(
+            reqwest::Client::builder().timeout(timeout).build()?,
+            settings.wechat_api_base.clone(),
+            settings.wechat_appid.clone(),
+            settings.wechat_secret.clone(),
+        ),
+        other => anyhow::bail!("WECHAT_OPENAPI_MODE must be token or cloudrun, not {other:?}"),
+    };
+    let review_blocks = match settings.content_check_review.as_str() {
+        "block" => true,
+        "allow" => false,
+        other => anyhow::bail!("CONTENT_CHECK_REVIEW must be allow or block, not {other:?}"),
+    };
+    let checker = ContentChecker::new(
+        settings.wechat_api_base.clone(),
+        Arc::new(tokens),
+        settings.content_check_scene,
+        timeout,
+    )?;
+    Ok(Some(Arc::new(Moderator {
+        checker,
+        policy: ModerationPolicy {
+            review_blocks,
+            fail_open: settings.content_check_fails_open(),
+            window_chars: settings.content_check_window_chars,
+        },
+    })))
+}
+
 fn build_chat(settings: &Settings, store: DynStore, hub: Arc<GenerationHub>) -> anyhow::Result<ChatService> {
     let is_default = settings.personas_file.as_os_str() == DEFAULT_PERSONAS_FILE;
     let personas = Personas::load(&settings.personas_file, is_default)?;
@@ -207,6 +245,7 @@ fn build_chat(settings: &Settings, store: DynStore, hub: Arc<GenerationHub>) -> 
         config: ChatConfig::from_settings(settings),
         preview: PreviewAccess::new(settings.preview_openid_list(), settings.preview_model.clone()),
         quota: DailyQuota { messages: settings.daily_message_quota, tokens: settings.daily_token_quota },
+        moderator: build_moderator(settings)?,
     })
 }
 

@@ -9,6 +9,7 @@ var MESSAGES = {
   quota_exceeded: '今天的聊天次数已用完，明天再来吧',
   content_rejected: '内容未通过安全检查，请修改后再发',
   content_blocked: '回复内容未通过安全检查，已停止显示',
+  content_check_unavailable: '内容安全检查暂时不可用，请稍后再试',
   content_filtered: '回复内容被安全过滤，已停止',
   insufficient_balance: '服务暂时不可用（余额不足），请稍后再试',
   upstream_rate_limited: 'AI 伙伴太忙了，请稍后再试',

@@ -1,7 +1,7 @@
 //! The task that owns one reply: it reads the upstream to the end whether or not anyone
 //! is watching, saves progress at least every `save_interval`, and stores the final
 //! state before it tells watchers the reply is over.
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::live::{GenerationHub, LiveReply, Outcome};
 use crate::domain::{now, ConversationId, MessageError, MessageId, MessageProgress, MessageStatus, Usage, UserId};
-use crate::protection::DailyQuota;
+use crate::protection::{DailyQuota, Decision, OutputModeration};
 use crate::llm::{ChatRequest, LlmClient, LlmError, LlmEvent};
 use crate::store::DynStore;
 
@@ -25,6 +25,8 @@ pub struct GenerationJob {
     pub lease: Duration,
     /// Whose daily token quota the reply's usage counts against.
     pub quota: Option<(DailyQuota, UserId)>,
+    /// Checks the reply's text with msgSecCheck while it streams and at the end.
+    pub moderation: Option<OutputModeration>,
 }
 
 /// What the upstream said besides text.
@@ -37,6 +39,9 @@ struct Tail {
 enum Ending {
     Finished(Result<(), LlmError>),
     Shutdown,
+    /// The content-safety check withheld the reply (`content_blocked`, or
+    /// `content_check_unavailable` when failing closed).
+    Blocked(&'static str),
 }
 
 /// Starts the generation; the returned receiver sees every change.
@@ -62,10 +67,20 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
 
     let mut tail = Tail::default();
     let shutdown = job.hub.shutdown_token();
+    let blocked = Arc::new(OnceLock::new());
+    let block_signal = CancellationToken::new();
+    let output_checks = job.moderation.clone().map(|moderation| {
+        tokio::spawn(check_output_windows(moderation, tx.subscribe(), block_signal.clone(), blocked.clone()))
+    });
     let ending = tokio::select! {
         result = pump(&job.llm, job.request.clone(), &tx, &mut tail) => Ending::Finished(result),
         _ = shutdown.cancelled() => Ending::Shutdown,
+        _ = block_signal.cancelled() => Ending::Blocked(blocked.get().copied().unwrap_or("content_blocked")),
     };
+    if let Some(task) = output_checks {
+        task.abort();
+    }
+    let ending = final_output_check(&job, &tx, ending).await;
 
     stop_saving.cancel();
     if let Err(e) = persister.await {
@@ -111,6 +126,10 @@ fn conclude(state: &LiveReply, ending: Ending, tail: Tail) -> (MessageProgress, 
     let partial = if has_text { MessageStatus::Incomplete } else { MessageStatus::Failed };
     let failure = |code: &str, message: &str| (partial, Some(MessageError { code: code.into(), message: message.into() }));
     let (status, error) = match (&ending, tail.finish_reason.as_deref()) {
+        (Ending::Blocked(code), _) => (
+            MessageStatus::Failed,
+            Some(MessageError { code: (*code).into(), message: "the reply was withheld by the content-safety check".into() }),
+        ),
         (Ending::Shutdown, _) => failure("server_shutdown", "the server restarted mid-reply; the part received is kept"),
         (Ending::Finished(Err(e)), _) => failure(e.code(), e.user_message()),
         (Ending::Finished(Ok(())), Some("content_filter")) => {
@@ -126,9 +145,11 @@ fn conclude(state: &LiveReply, ending: Ending, tail: Tail) -> (MessageProgress, 
         (Ending::Finished(Ok(())), _) => (MessageStatus::Complete, None),
     };
     let finish_reason = tail.finish_reason.or_else(|| (status == MessageStatus::Complete).then(|| "stop".into()));
+    // Withheld text is not kept where a client could read it.
+    let withheld = matches!(ending, Ending::Blocked(_));
     let progress = MessageProgress {
-        content: state.content.clone(),
-        reasoning_content: (!state.reasoning.is_empty()).then(|| state.reasoning.clone()),
+        content: if withheld { String::new() } else { state.content.clone() },
+        reasoning_content: (!withheld && !state.reasoning.is_empty()).then(|| state.reasoning.clone()),
         status,
         usage: tail.usage.clone(),
         finish_reason: finish_reason.clone(),
@@ -139,6 +160,48 @@ fn conclude(state: &LiveReply, ending: Ending, tail: Tail) -> (MessageProgress, 
         None => Outcome::Done { finish_reason: finish_reason.unwrap_or_else(|| "stop".into()), usage: tail.usage },
     };
     (progress, outcome)
+}
+
+/// Checks each new window of the reply (overlapping the previous one a little, so text
+/// across a window edge is seen whole); signals `block` on a blocking verdict.
+async fn check_output_windows(
+    moderation: OutputModeration,
+    mut rx: watch::Receiver<LiveReply>,
+    block: CancellationToken,
+    code: Arc<OnceLock<&'static str>>,
+) {
+    let window = moderation.moderator.policy.window_chars.max(20);
+    let mut checked = 0usize;
+    while rx.changed().await.is_ok() {
+        let (text, total) = {
+            let state = rx.borrow_and_update();
+            let total = state.content.chars().count();
+            if total < checked + window {
+                continue;
+            }
+            let start = checked.saturating_sub(window / 4);
+            (state.content.chars().skip(start).collect::<String>(), total)
+        };
+        checked = total;
+        if let Decision::Block { code: reason, .. } = moderation.moderator.screen_output(&moderation.openid, &text, false).await {
+            let _ = code.set(reason);
+            block.cancel();
+            return;
+        }
+    }
+}
+
+/// A reply that finished normally is checked whole before it counts as complete.
+async fn final_output_check(job: &GenerationJob, tx: &watch::Sender<LiveReply>, ending: Ending) -> Ending {
+    let (Ending::Finished(Ok(())), Some(moderation)) = (&ending, &job.moderation) else { return ending };
+    let content = tx.borrow().content.clone();
+    if content.is_empty() {
+        return ending;
+    }
+    match moderation.moderator.screen_output(&moderation.openid, &content, true).await {
+        Decision::Allow => ending,
+        Decision::Block { code, .. } => Ending::Blocked(code),
+    }
 }
 
 /// Saves the final state, retrying: losing it would leave the reply `streaming`.

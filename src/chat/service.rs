@@ -12,11 +12,11 @@ use super::personas::{Persona, Personas};
 use super::preview::PreviewAccess;
 use crate::configuration::Settings;
 use crate::domain::{
-    now, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role, UserId,
+    now, Conversation, ConversationId, Message, MessageContent, MessageError, MessageId, MessageStatus, Role, UserId,
 };
 use crate::errors::ApiError;
 use crate::llm::{ChatRequest, LlmClient};
-use crate::protection::DailyQuota;
+use crate::protection::{DailyQuota, Decision, Moderator, OutputModeration};
 use crate::store::{DynStore, GenerationClaim, StoreError};
 
 #[derive(Debug, Clone)]
@@ -61,6 +61,10 @@ pub enum ChatError {
     ReplyInProgress,
     #[error("today's quota is used up")]
     QuotaExceeded { retry_after: u64 },
+    #[error("the message did not pass the content-safety check")]
+    ContentRejected,
+    #[error("the content-safety check is unavailable")]
+    ModerationUnavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -81,6 +85,16 @@ impl From<ChatError> for ApiError {
                 "today's chat quota is used up; it resets at midnight (China time)",
             )
             .with_retry_after(retry_after),
+            ChatError::ContentRejected => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "content_rejected",
+                "the message did not pass the content-safety check; please rephrase it",
+            ),
+            ChatError::ModerationUnavailable => ApiError::unavailable(
+                "content_check_unavailable",
+                "messages cannot be checked right now; please retry shortly",
+                5,
+            ),
             ChatError::Store(e) => e.into(),
         }
     }
@@ -101,6 +115,8 @@ pub struct ChatService {
     pub config: ChatConfig,
     pub preview: PreviewAccess,
     pub quota: DailyQuota,
+    /// msgSecCheck on input and output; `None` when content checking is off.
+    pub moderator: Option<Arc<Moderator>>,
 }
 
 impl ChatService {
@@ -142,6 +158,7 @@ impl ChatService {
             let retry_after = (usage.resets_at - now()).num_seconds().max(1) as u64;
             return Err(ChatError::QuotaExceeded { retry_after });
         }
+        let moderation = self.screen_input(&conversation, &content).await?;
         let user_message = new_message(&conversation, Role::User, content.as_str(), MessageStatus::Complete);
         let assistant_message = new_message(&conversation, Role::Assistant, "", MessageStatus::Streaming);
 
@@ -170,8 +187,37 @@ impl ChatService {
             save_interval: self.config.save_interval,
             lease: self.config.lease,
             quota: Some((self.quota, user)),
+            moderation,
         });
         Ok(StartedReply { user_message, assistant_message, live })
+    }
+
+    /// Checks the user's text before anything reaches the model. A rejected message is
+    /// stored (as `failed`, `content_rejected`, never sent upstream) and counted.
+    async fn screen_input(
+        &self,
+        conversation: &Conversation,
+        content: &MessageContent,
+    ) -> Result<Option<OutputModeration>, ChatError> {
+        let Some(moderator) = &self.moderator else { return Ok(None) };
+        let user = self.store.get_user(conversation.user_id).await?.ok_or(ChatError::ConversationNotFound)?;
+        match moderator.screen_input(&user.openid, content.as_str()).await {
+            Err(()) => Err(ChatError::ModerationUnavailable),
+            Ok(Decision::Allow) => Ok(Some(OutputModeration { moderator: moderator.clone(), openid: user.openid })),
+            Ok(Decision::Block { label, .. }) => {
+                tracing::info!(?label, "a message was rejected by the content check");
+                let mut rejected = new_message(conversation, Role::User, content.as_str(), MessageStatus::Failed);
+                rejected.error = Some(MessageError {
+                    code: "content_rejected".into(),
+                    message: "the message did not pass the content-safety check".into(),
+                });
+                self.store.insert_message(&rejected).await?;
+                if let Err(e) = self.quota.record_message(&self.store, conversation.user_id).await {
+                    tracing::warn!(error = ?e, "could not count the message against the daily quota");
+                }
+                Err(ChatError::ContentRejected)
+            }
+        }
     }
 
     async fn claim(&self, user: UserId, conversation: ConversationId, reply: MessageId) -> Result<(), ChatError> {

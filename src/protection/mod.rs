@@ -1,9 +1,11 @@
 //! Abuse protection: request rate limits and daily quotas, both kept in MongoDB so every
 //! replica shares them, plus security headers and CORS.
 mod headers;
+mod moderation;
 mod quota;
 mod rate_limit;
 
 pub use headers::{cors, header_limit_middleware, security_headers, HeaderLimit};
+pub use moderation::{Decision, ModerationPolicy, Moderator, OutputModeration};
 pub use quota::{DailyQuota, QuotaUsage};
 pub use rate_limit::{client_ip, rate_limit_middleware, RateLimiter};

@@ -7,6 +7,7 @@ mod chat_failures;
 mod chat_stream;
 mod health;
 mod login;
+mod moderation;
 mod packaging;
 mod protection;
 mod shutdown;

@@ -134,7 +134,10 @@ Page({
         this.watching = this.transport.send(this.conversationId, content, this.handlers(index, content));
         return;
       }
-      patch[key + '.status'] = message.content ? 'incomplete' : 'failed';
+      var withheld = data.code === 'content_blocked' || data.code === 'content_check_unavailable';
+      // Text the safety check withheld is removed from the screen too.
+      if (withheld) patch[key + '.content'] = '';
+      patch[key + '.status'] = message.content && !withheld ? 'incomplete' : 'failed';
       patch[key + '.errorText'] = data.message;
       patch.sending = false;
     }

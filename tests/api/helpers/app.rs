@@ -72,6 +72,7 @@ pub fn base_settings() -> Settings {
     settings.deepseek_retry_base_ms = 20;
     settings.shutdown_grace_secs = 2;
     settings.shutdown_readiness_delay_ms = 0;
+    settings.content_check = Some(false);
     settings
 }
 

@@ -101,3 +101,22 @@ impl TestApp {
         panic!("message {message} never finished");
     }
 }
+
+impl TestApp {
+    /// A session for `openid` made directly in the store, for tests where WeChat is down.
+    pub async fn store_user_token(&self, openid: &str) -> (String, String) {
+        let user = self
+            .store
+            .find_or_create_user(&companion_backend::domain::OpenId::parse(openid).unwrap())
+            .await
+            .unwrap();
+        let keys = companion_backend::auth::JwtKeys::new(
+            &secrecy::SecretString::from(super::TEST_JWT_SECRET),
+            None,
+            "companion-backend",
+            "companion-miniprogram",
+            3600,
+        );
+        (keys.issue(user.id).unwrap().token, user.id.to_string())
+    }
+}

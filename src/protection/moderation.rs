@@ -1,0 +1,76 @@
+//! What the service does with msgSecCheck verdicts: user input is checked before it
+//! reaches DeepSeek; replies are checked in windows while streaming and whole at the end.
+use std::sync::Arc;
+
+use crate::domain::OpenId;
+use crate::wechat::{ContentChecker, Suggest};
+
+#[derive(Debug, Clone)]
+pub struct ModerationPolicy {
+    /// `review` verdicts block (`CONTENT_CHECK_REVIEW=block`) or pass (`allow`).
+    pub review_blocks: bool,
+    /// When WeChat cannot be asked: let text through (fail open) or refuse it.
+    pub fail_open: bool,
+    /// Replies are checked every this many new characters while streaming.
+    pub window_chars: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Block { code: &'static str, label: Option<i64> },
+}
+
+pub struct Moderator {
+    pub checker: ContentChecker,
+    pub policy: ModerationPolicy,
+}
+
+impl Moderator {
+    fn decide(&self, suggest: Suggest, label: Option<i64>, code: &'static str) -> Decision {
+        let blocks = suggest == Suggest::Risky || (suggest == Suggest::Review && self.policy.review_blocks);
+        if blocks {
+            Decision::Block { code, label }
+        } else {
+            Decision::Allow
+        }
+    }
+
+    /// `Err(())` when WeChat could not be asked and the policy is to fail closed.
+    pub async fn screen_input(&self, openid: &OpenId, text: &str) -> Result<Decision, ()> {
+        match self.checker.check(openid, text).await {
+            Ok(verdict) => Ok(self.decide(verdict.suggest, verdict.label, "content_rejected")),
+            Err(e) if self.policy.fail_open => {
+                tracing::warn!(error = %e, "content check unavailable; failing open");
+                Ok(Decision::Allow)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "content check unavailable; failing closed");
+                Err(())
+            }
+        }
+    }
+
+    /// Mid-stream windows tolerate a check failure (the final check decides); the final
+    /// check fails closed when the policy says so.
+    pub async fn screen_output(&self, openid: &OpenId, text: &str, is_final: bool) -> Decision {
+        match self.checker.check(openid, text).await {
+            Ok(verdict) => self.decide(verdict.suggest, verdict.label, "content_blocked"),
+            Err(e) if !is_final || self.policy.fail_open => {
+                tracing::warn!(error = %e, is_final, "reply check unavailable; letting it through");
+                Decision::Allow
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reply check unavailable; withholding the reply");
+                Decision::Block { code: "content_check_unavailable", label: None }
+            }
+        }
+    }
+}
+
+/// The reply's author, for checking its output.
+#[derive(Clone)]
+pub struct OutputModeration {
+    pub moderator: Arc<Moderator>,
+    pub openid: OpenId,
+}
