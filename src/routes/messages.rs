@@ -76,6 +76,17 @@ pub async fn list_messages(
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
+/// A message of one of `user`'s conversations, as it stands now; 404 for anything else.
+pub(super) async fn users_message(
+    chat: &ChatService,
+    user: UserId,
+    conversation: &str,
+    message: &str,
+) -> Result<Message, ApiError> {
+    let conversation = owned_conversation(chat, user, conversation).await?;
+    current_message(chat, conversation, message).await
+}
+
 /// `GET /api/conversations/{id}/messages/{message_id}`
 pub async fn get_message(
     user: AuthenticatedUser,
@@ -83,8 +94,7 @@ pub async fn get_message(
     chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     let (conversation, message) = path.into_inner();
-    let conversation = owned_conversation(&chat, user.user_id, &conversation).await?;
-    Ok(HttpResponse::Ok().json(current_message(&chat, conversation, &message).await?))
+    Ok(HttpResponse::Ok().json(users_message(&chat, user.user_id, &conversation, &message).await?))
 }
 
 /// `POST /api/conversations/{id}/messages` `{"content", "stream"?}`: streams the reply
@@ -118,8 +128,7 @@ pub async fn reattach(
     chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     let (conversation, message) = path.into_inner();
-    let conversation = owned_conversation(&chat, user.user_id, &conversation).await?;
-    let message = current_message(&chat, conversation, &message).await?;
+    let message = users_message(&chat, user.user_id, &conversation, &message).await?;
     if message.role != crate::domain::Role::Assistant {
         return Err(ApiError::bad_request("not_a_reply", "only assistant replies can be streamed"));
     }

@@ -190,23 +190,12 @@ impl ChatSocket {
     ) -> Result<(), (ApiError, Option<String>)> {
         let fail = |e: ApiError| (e, request_id.clone());
         let user = self.user().map_err(fail)?.user_id;
-        let not_found = || fail(ApiError::not_found("no such message"));
-        let conversation = ConversationId::parse(conversation).ok_or_else(not_found)?;
-        let message = MessageId::parse(message).ok_or_else(not_found)?;
-        self.chat
-            .store
-            .get_conversation(user, conversation)
+        let message = super::messages::users_message(&self.chat, user, conversation, message)
             .await
-            .map_err(|e| fail(e.into()))?
-            .ok_or_else(not_found)?;
-        let message = self
-            .chat
-            .store
-            .get_message(conversation, message)
-            .await
-            .map_err(|e| fail(e.into()))?
-            .filter(|m| m.role == Role::Assistant)
-            .ok_or_else(not_found)?;
+            .map_err(fail)?;
+        if message.role != Role::Assistant {
+            return Err(fail(ApiError::not_found("no such message")));
+        }
         let watcher = self.chat.watch(&message);
         self.watch(message.id, None, watcher, request_id);
         Ok(())
