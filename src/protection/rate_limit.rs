@@ -92,6 +92,13 @@ impl RateLimiter {
         }
     }
 
+    /// Counts one action of `user` outside an HTTP request (a WebSocket `send` frame).
+    pub async fn count_user(&self, user: &str) -> Result<(), u64> {
+        let at = now();
+        self.count(&format!("user:{user}"), &MINUTE, self.per_minute, at).await?;
+        self.count(&format!("user:{user}"), &HOUR, self.per_hour, at).await
+    }
+
     async fn check(&self, req: &ServiceRequest) -> Result<(), u64> {
         let at = now();
         let ip = client_ip(req.request(), self.proxy_depth);

@@ -6,6 +6,7 @@
 //! `reasoning`, `done`, `error`), each tagged with `message_id` (and the client's
 //! `request_id` when given), so several replies can share one socket.
 use std::collections::HashMap;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use serde::Deserialize;
@@ -16,6 +17,7 @@ use crate::auth::{AuthState, AuthenticatedUser};
 use crate::chat::{ChatService, ReplyEvent, ReplyWatcher};
 use crate::domain::{ConversationId, MessageId, Role};
 use crate::errors::ApiError;
+use crate::protection::RateLimiter;
 
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
@@ -43,7 +45,8 @@ pub async fn chat_socket(
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
-    let socket = ChatSocket { session, chat, auth, user, watchers: HashMap::new() };
+    let limiter = req.app_data::<web::Data<RateLimiter>>().cloned();
+    let socket = ChatSocket { session, chat, auth, user, watchers: HashMap::new(), limiter };
     actix_web::rt::spawn(socket.run(stream));
     Ok(response)
 }
@@ -54,6 +57,8 @@ struct ChatSocket {
     auth: web::Data<AuthState>,
     user: Option<AuthenticatedUser>,
     watchers: HashMap<MessageId, JoinHandle<()>>,
+    /// Each `send` frame counts like an HTTP request against the user's limits.
+    limiter: Option<web::Data<RateLimiter>>,
 }
 
 fn frame(kind: &str, mut payload: Value, request_id: Option<&str>) -> String {
@@ -171,6 +176,13 @@ impl ChatSocket {
     ) -> Result<(), (ApiError, Option<String>)> {
         let fail = |e: ApiError| (e, request_id.clone());
         let user = self.user().map_err(fail)?.user_id;
+        if let Some(limiter) = &self.limiter {
+            if let Err(retry_after) = limiter.count_user(&user.to_string()).await {
+                let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; please slow down")
+                    .with_retry_after(retry_after);
+                return Err(fail(error));
+            }
+        }
         let conversation = ConversationId::parse(conversation).ok_or_else(|| fail(ApiError::not_found("no such conversation")))?;
         let started = self.chat.start_reply(user, conversation, content).await.map_err(|e| fail(e.into()))?;
         let start = ReplyEvent::Start {

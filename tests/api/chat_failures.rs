@@ -281,3 +281,22 @@ async fn a_reply_abandoned_by_a_dead_replica_is_marked_interrupted_on_the_next_s
     assert_eq!(stored.content, "半句");
     assert_eq!(stored.error.unwrap().code, "generation_interrupted");
 }
+
+#[tokio::test]
+async fn an_unreachable_deepseek_is_retried_then_reported_as_unreachable() {
+    let port = crate::helpers::closed_port();
+    let app = spawn_app_with(|s| {
+        s.deepseek_api_url = format!("http://127.0.0.1:{port}");
+        s.deepseek_max_retries = 1;
+    })
+    .await;
+    let (token, conversation) = app.user_with_conversation("unreachable").await;
+
+    let (events, _) = app.stream_message(&token, &conversation, "hi").await.all().await;
+
+    assert_eq!(last(&events).name, "error");
+    assert_eq!(last(&events).data["code"], "upstream_unreachable");
+    let messages = app.messages(&token, &conversation).await;
+    assert_eq!(messages[1]["content"], "hi", "the user's message was stored first");
+    assert_eq!(messages[2]["status"], "failed");
+}

@@ -205,3 +205,28 @@ async fn reattach_over_the_websocket_after_the_first_socket_dropped() {
     send(&mut second, json!({"type": "reattach", "conversation_id": conversation, "message_id": "0123456789abcdef01234567"})).await;
     assert_eq!(next(&mut second).await.unwrap()["code"], "not_found");
 }
+
+#[tokio::test]
+async fn websocket_sends_count_against_the_users_rate_limit() {
+    let app = spawn_app_with(|s| s.rate_limit_per_minute = 3).await;
+    // Login carries no token yet; creating the conversation is the user's first request.
+    let (token, conversation) = app.user_with_conversation("ws_limited").await;
+    app.deepseek.enqueue(text_reply(&["一"]));
+    app.deepseek.enqueue(text_reply(&["二"]));
+    let mut socket = connect(&app, None).await;
+    send(&mut socket, json!({"type": "auth", "token": token})).await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "ready");
+
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "a"})).await;
+    let first = reply(&mut socket).await;
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "b"})).await;
+    let second = reply(&mut socket).await;
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "c", "request_id": "over"})).await;
+    let refused = next(&mut socket).await.unwrap();
+
+    assert_eq!(first.last().unwrap()["type"], "done");
+    assert_eq!(second.last().unwrap()["type"], "done");
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], "rate_limited");
+    assert_eq!(refused["request_id"], "over");
+}
