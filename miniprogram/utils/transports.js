@@ -18,12 +18,14 @@ function networkError(handlers) {
 // 1. wx.request with enableChunked to the custom domain: real SSE.
 function sseTransport(api) {
   function open(method, path, data, handlers, retried) {
-    var state = { stopped: false, finished: false, task: null, status: 0, errorBytes: [] };
+    var state = { stopped: false, finished: false, task: null, status: 0, errorBytes: [], sawChunk: false, assistantId: null, delivered: 0 };
     var decoder = new SseDecoder();
 
     function dispatch(name, payload) {
       if (state.finished || state.stopped) return;
       if (isTerminal(name)) state.finished = true;
+      if (name === 'start') state.assistantId = payload.assistant_message_id;
+      if (name === 'delta') state.delivered += payload.content.length;
       handlers.onEvent(name, payload);
     }
 
@@ -46,6 +48,25 @@ function sseTransport(api) {
       state.errorBytes.forEach(function (bytes) { text += utf8.decode(bytes); });
       if (!text && res.data) text = typeof res.data === 'string' ? res.data : utf8.decode(res.data);
       try { return JSON.parse(text).error || {}; } catch (e) { return {}; }
+    }
+
+    // The stream ended without `done`/`error` (a proxy cut it): the reply goes on at the
+    // server, so watch it again, passing on only the text not delivered yet.
+    function resume() {
+      if (!state.assistantId || retried) { state.finished = true; networkError(handlers); return; }
+      var skip = state.delivered;
+      var again = open('GET', '/api/conversations/' + path.split('/')[3] + '/messages/' + state.assistantId + '/stream', undefined, {
+        onEvent: function (name, payload) {
+          if (name === 'delta' && skip > 0) {
+            var rest = payload.content.slice(skip);
+            skip -= Math.min(skip, payload.content.length);
+            if (!rest) return;
+            payload = { content: rest };
+          }
+          handlers.onEvent(name, payload);
+        }
+      }, true);
+      state.task = { abort: again.stop };
     }
 
     api.ensureToken().then(function (token) {
@@ -74,8 +95,11 @@ function sseTransport(api) {
             return;
           }
           // PC WeChat may deliver everything here instead of chunk by chunk.
-          if (!state.finished && res.data && res.data.byteLength) feed(res.data);
-          if (!state.finished && !state.stopped) networkError(handlers);
+          if (!state.sawChunk && res.data && res.data.byteLength) feed(res.data);
+          // Chunk callbacks still queued run first.
+          setTimeout(function () {
+            if (!state.finished && !state.stopped) resume();
+          }, 0);
         },
         fail: function () {
           if (!state.stopped && !state.finished) { state.finished = true; networkError(handlers); }
@@ -84,7 +108,7 @@ function sseTransport(api) {
       if (state.task.onHeadersReceived) {
         state.task.onHeadersReceived(function (res) { if (res.statusCode) state.status = res.statusCode; });
       }
-      state.task.onChunkReceived(function (res) { feed(res.data); });
+      state.task.onChunkReceived(function (res) { state.sawChunk = true; feed(res.data); });
     }, function () { networkError(handlers); });
 
     return {
@@ -213,8 +237,12 @@ function websocketTransport(api) {
 
 // 3. wx.cloud.callContainer (or plain wx.request): no streaming; send, then poll.
 function pollingTransport(api) {
+  // A reply is polled for at most this long before the page is told to check back later.
+  var MAX_POLL_MS = 10 * 60 * 1000;
+
   function follow(conversationId, message, handlers, state) {
     if (state.stopped) return;
+    state.since = state.since || Date.now();
     var text = message.content || '';
     if (text.length > state.sent) {
       handlers.onEvent('delta', { content: text.slice(state.sent) });
@@ -226,6 +254,10 @@ function pollingTransport(api) {
       } else {
         handlers.onEvent('done', { assistant_message_id: message.id, finish_reason: message.finish_reason || 'stop', usage: message.usage || null });
       }
+      return;
+    }
+    if (Date.now() - state.since > MAX_POLL_MS) {
+      handlers.onEvent('error', { code: 'network', message: errors.friendlyMessage('timeout') });
       return;
     }
     state.timer = setTimeout(function () {

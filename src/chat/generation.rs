@@ -49,7 +49,8 @@ pub fn spawn(job: GenerationJob) -> watch::Receiver<LiveReply> {
     let tx = job.hub.register(job.assistant_id);
     let rx = tx.subscribe();
     let span = tracing::info_span!("generation", message_id = %job.assistant_id, conversation_id = %job.conversation_id);
-    tokio::spawn(tracing::Instrument::instrument(run(job, tx), span));
+    let hub = job.hub.clone();
+    hub.spawn(tracing::Instrument::instrument(run(job, tx), span));
     rx
 }
 
@@ -191,9 +192,13 @@ async fn check_output_windows(
     }
 }
 
-/// A reply that finished normally is checked whole before it counts as complete.
+/// Whatever text is kept (a complete reply, or the part of one that failed) is checked
+/// whole: the last window was never checked, and a window check may have failed open.
 async fn final_output_check(job: &GenerationJob, tx: &watch::Sender<LiveReply>, ending: Ending) -> Ending {
-    let (Ending::Finished(Ok(())), Some(moderation)) = (&ending, &job.moderation) else { return ending };
+    let Some(moderation) = &job.moderation else { return ending };
+    if matches!(ending, Ending::Blocked(_)) {
+        return ending;
+    }
     let content = tx.borrow().content.clone();
     if content.is_empty() {
         return ending;

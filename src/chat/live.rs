@@ -69,15 +69,32 @@ impl ReplyEvent {
 }
 
 /// Generations running in this process.
-#[derive(Default)]
 pub struct GenerationHub {
     live: Mutex<HashMap<MessageId, watch::Receiver<LiveReply>>>,
     shutdown: CancellationToken,
+    /// The application's main runtime. actix runs each worker on a runtime of its own
+    /// that is dropped when the worker stops; replies must outlive workers, so they are
+    /// spawned here.
+    runtime: tokio::runtime::Handle,
 }
 
 impl GenerationHub {
+    /// Must be called on the runtime that outlives the server (the one running `main`).
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            live: Mutex::default(),
+            shutdown: CancellationToken::new(),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Runs `task` on the main runtime, independent of any request or worker.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(task)
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, watch::Receiver<LiveReply>>> {

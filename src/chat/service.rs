@@ -12,7 +12,8 @@ use super::personas::{Persona, Personas};
 use super::preview::PreviewAccess;
 use crate::configuration::Settings;
 use crate::domain::{
-    now, Conversation, ConversationId, Message, MessageContent, MessageError, MessageId, MessageStatus, Role, UserId,
+    now, Conversation, ConversationId, Message, MessageContent, MessageError, MessageId, MessageProgress, MessageStatus,
+    Role, UserId,
 };
 use crate::errors::ApiError;
 use crate::llm::{ChatRequest, LlmClient};
@@ -67,6 +68,8 @@ pub enum ChatError {
     ModerationUnavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("starting the reply failed")]
+    Internal(#[source] anyhow::Error),
 }
 
 impl From<ChatError> for ApiError {
@@ -96,6 +99,7 @@ impl From<ChatError> for ApiError {
                 5,
             ),
             ChatError::Store(e) => e.into(),
+            ChatError::Internal(e) => ApiError::internal(e),
         }
     }
 }
@@ -139,8 +143,24 @@ impl ChatService {
 
     /// Stores the user's message, then starts the reply. Nothing reaches the model
     /// before the message is stored; a second send while a reply runs is refused.
-    #[tracing::instrument(name = "chat.start_reply", skip_all, fields(conversation_id = %conversation_id))]
+    ///
+    /// The steps run on the main runtime, not in the request: a client that disconnects
+    /// midway must not leave a claimed conversation or a reply placeholder behind.
     pub async fn start_reply(
+        self: Arc<Self>,
+        user: UserId,
+        conversation_id: ConversationId,
+        raw_content: String,
+    ) -> Result<StartedReply, ChatError> {
+        let hub = self.hub.clone();
+        let span = tracing::info_span!("chat.start_reply", conversation_id = %conversation_id);
+        let steps = async move { self.start_reply_steps(user, conversation_id, &raw_content).await };
+        hub.spawn(tracing::Instrument::instrument(steps, span))
+            .await
+            .map_err(|e| ChatError::Internal(e.into()))?
+    }
+
+    async fn start_reply_steps(
         &self,
         user: UserId,
         conversation_id: ConversationId,
@@ -243,7 +263,6 @@ impl ChatService {
             tracing::warn!(marked, "replies abandoned by a stopped replica were marked interrupted");
         }
         let history = self.store.list_messages(conversation.id, self.config.context_max_messages, None).await?;
-        self.store.insert_message(reply).await?;
         let tester = self.preview.is_tester(&self.store, conversation.user_id).await?;
         let persona = self.persona_for(conversation, tester);
         let model = self
@@ -252,7 +271,7 @@ impl ChatService {
             .or(persona.model.as_deref())
             .unwrap_or(&self.config.default_model)
             .to_string();
-        Ok(ChatRequest {
+        let request = ChatRequest {
             model,
             messages: build_messages(&persona.system_prompt, &history, self.config.context_token_budget),
             thinking: persona.thinking,
@@ -260,18 +279,28 @@ impl ChatService {
             temperature: persona.temperature,
             max_tokens: self.config.max_tokens,
             user_hash: upstream_user_hash(conversation.user_id),
-        })
+        };
+        // The placeholder goes in last: nothing after it can fail before the generation starts.
+        self.store.insert_message(reply).await?;
+        Ok(request)
     }
 
-    /// Waits up to the configured bound for the reply to end; returns the reply as it
-    /// then stands (final, or still `streaming`).
-    pub async fn wait_for_reply(&self, started: &mut StartedReply) -> Result<(bool, Message), ChatError> {
-        let finished = tokio::time::timeout(
-            self.config.wait_timeout,
-            started.live.wait_for(|state| state.outcome.is_some()),
-        )
-        .await
-        .is_ok();
+    /// Waits until the configured bound after `received` (the request's arrival, so the
+    /// answer stays under callContainer's 15 s cut) for the reply to end; returns the
+    /// reply as it then stands (final, or still `streaming`).
+    pub async fn wait_for_reply(
+        &self,
+        started: &mut StartedReply,
+        received: tokio::time::Instant,
+    ) -> Result<(bool, Message), ChatError> {
+        let finished = matches!(
+            tokio::time::timeout_at(
+                received + self.config.wait_timeout,
+                started.live.wait_for(|state| state.outcome.is_some()),
+            )
+            .await,
+            Ok(Ok(_))
+        );
         let id = started.assistant_message.id;
         let conversation = started.assistant_message.conversation_id;
         let current = self.store.get_message(conversation, id).await?;
@@ -281,6 +310,31 @@ impl ChatService {
             message.content = started.live.borrow().content.clone();
         }
         Ok((finished, message))
+    }
+
+    /// A reply still `streaming` that no process has saved for twice the lease belongs to
+    /// a generation that died (replica crash): it is stored and returned as
+    /// `incomplete`, so pollers stop waiting for it.
+    pub async fn settle_if_abandoned(&self, message: &mut Message) -> Result<(), ChatError> {
+        let stale_after = chrono::Duration::from_std(self.config.lease * 2).unwrap_or_default();
+        let abandoned = message.status == MessageStatus::Streaming
+            && self.hub.subscribe(message.id).is_none()
+            && now() - message.updated_at > stale_after;
+        if abandoned {
+            tracing::warn!(message_id = %message.id, "settling a reply abandoned by its generation");
+            let progress = MessageProgress {
+                content: message.content.clone(),
+                reasoning_content: message.reasoning_content.clone(),
+                status: MessageStatus::Incomplete,
+                usage: message.usage.clone(),
+                finish_reason: message.finish_reason.clone(),
+                error: Some(crate::store::interrupted_error()),
+            };
+            let at = now();
+            self.store.save_progress(message.id, &progress, at).await?;
+            message.apply(&progress, at);
+        }
+        Ok(())
     }
 
     /// A watcher for a reply: live when this process generates it, otherwise following

@@ -42,11 +42,14 @@ async fn current_message(chat: &ChatService, conversation: ConversationId, raw: 
         .get_message(conversation, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such message"))?;
-    if let Some(live) = chat.hub.subscribe(id) {
-        let state = live.borrow();
-        if state.outcome.is_none() && state.content.len() > message.content.len() {
-            message.content = state.content.clone();
+    match chat.hub.subscribe(id) {
+        Some(live) => {
+            let state = live.borrow();
+            if state.outcome.is_none() && state.content.len() > message.content.len() {
+                message.content = state.content.clone();
+            }
         }
+        None => chat.settle_if_abandoned(&mut message).await?,
     }
     Ok(message)
 }
@@ -105,8 +108,10 @@ pub async fn send_message(
     body: web::Json<SendMessage>,
     chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
+    let received = tokio::time::Instant::now();
     let conversation = parse_conversation_id(&path)?;
-    let mut started = chat.start_reply(user.user_id, conversation, &body.content).await?;
+    let body = body.into_inner();
+    let mut started = chat.clone().into_inner().start_reply(user.user_id, conversation, body.content).await?;
     if body.stream.unwrap_or(true) {
         let start = ReplyEvent::Start {
             user_message_id: started.user_message.id,
@@ -115,7 +120,7 @@ pub async fn send_message(
         let watcher = crate::chat::ReplyWatcher::live(started.assistant_message.id, started.live.clone());
         return Ok(reply_stream(Some(start), watcher, chat.config.keepalive));
     }
-    let (finished, assistant_message) = chat.wait_for_reply(&mut started).await?;
+    let (finished, assistant_message) = chat.wait_for_reply(&mut started, received).await?;
     let body = json!({ "user_message": started.user_message, "assistant_message": assistant_message });
     Ok(if finished { HttpResponse::Ok().json(body) } else { HttpResponse::Accepted().json(body) })
 }

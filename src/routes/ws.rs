@@ -184,7 +184,13 @@ impl ChatSocket {
             }
         }
         let conversation = ConversationId::parse(conversation).ok_or_else(|| fail(ApiError::not_found("no such conversation")))?;
-        let started = self.chat.start_reply(user, conversation, content).await.map_err(|e| fail(e.into()))?;
+        let started = self
+            .chat
+            .clone()
+            .into_inner()
+            .start_reply(user, conversation, content.to_string())
+            .await
+            .map_err(|e| fail(e.into()))?;
         let start = ReplyEvent::Start {
             user_message_id: started.user_message.id,
             assistant_message_id: started.assistant_message.id,

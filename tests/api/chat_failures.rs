@@ -300,3 +300,35 @@ async fn an_unreachable_deepseek_is_retried_then_reported_as_unreachable() {
     assert_eq!(messages[1]["content"], "hi", "the user's message was stored first");
     assert_eq!(messages[2]["status"], "failed");
 }
+
+#[tokio::test]
+async fn polling_a_reply_whose_generation_died_settles_it_as_interrupted() {
+    let app = spawn_app_with(|s| s.generation_lease_secs = 5).await;
+    let (token, conversation) = app.user_with_conversation("dead_reply").await;
+    let conversation_id = companion_backend::domain::ConversationId::parse(&conversation).unwrap();
+    let user: Value = app.get_me(&token).await.json().await.unwrap();
+    let long_ago = companion_backend::domain::now() - chrono::Duration::minutes(10);
+    let orphan = companion_backend::domain::Message {
+        id: companion_backend::domain::MessageId::new(),
+        conversation_id,
+        user_id: companion_backend::domain::UserId::parse(user["id"].as_str().unwrap()).unwrap(),
+        role: companion_backend::domain::Role::Assistant,
+        content: "写到一半".into(),
+        status: companion_backend::domain::MessageStatus::Streaming,
+        created_at: long_ago,
+        reasoning_content: None,
+        usage: None,
+        finish_reason: None,
+        error: None,
+        updated_at: long_ago,
+    };
+    app.store.insert_message(&orphan).await.unwrap();
+
+    let polled: Value = app.get_message(&token, &conversation, &orphan.id.to_string()).await.json().await.unwrap();
+
+    assert_eq!(polled["status"], "incomplete");
+    assert_eq!(polled["content"], "写到一半");
+    assert_eq!(polled["error"]["code"], "generation_interrupted");
+    let stored = app.store.get_message(conversation_id, orphan.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, companion_backend::domain::MessageStatus::Incomplete, "settled in MongoDB too");
+}

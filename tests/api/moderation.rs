@@ -319,3 +319,22 @@ async fn the_cloud_run_open_api_mode_sends_no_token() {
 fn checker(server: &MockServer, tokens: AccessTokens) -> ContentChecker {
     ContentChecker::new(server.uri(), Arc::new(tokens), 2, Duration::from_secs(2)).unwrap()
 }
+
+#[tokio::test]
+async fn the_kept_part_of_a_failed_reply_is_checked_too() {
+    let app = checking_app(|_| {}).await;
+    moderation_rules(&app.wechat, "违规", "risky").await;
+    let (token, conversation) = app.user_with_conversation("risky_partial").await;
+    app.deepseek.enqueue(crate::helpers::fake_deepseek::Reply::Stream(vec![
+        crate::helpers::fake_deepseek::Step::Bytes(crate::helpers::fake_deepseek::role_chunk().into_bytes()),
+        crate::helpers::fake_deepseek::Step::Bytes(crate::helpers::fake_deepseek::content_chunk("一句违规的半截话").into_bytes()),
+        crate::helpers::fake_deepseek::Step::Drop,
+    ]));
+
+    let (events, _) = app.stream_message(&token, &conversation, "hi").await.all().await;
+
+    assert_eq!(events.last().unwrap().data["code"], "content_blocked");
+    let reply = &app.messages(&token, &conversation).await[2];
+    assert_eq!(reply["content"], "", "no unchecked text is kept");
+    assert_eq!(reply["error"]["code"], "content_blocked");
+}

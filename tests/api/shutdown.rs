@@ -21,6 +21,10 @@ impl Drop for RunningBinary {
 }
 
 async fn start_binary(deepseek: &FakeDeepSeek, grace_secs: u64) -> RunningBinary {
+    start_binary_with(deepseek, grace_secs, &[]).await
+}
+
+async fn start_binary_with(deepseek: &FakeDeepSeek, grace_secs: u64, extra_env: &[(&str, &str)]) -> RunningBinary {
     let port = closed_port();
     let db_name = unique_db_name();
     let child = Command::new(env!("CARGO_BIN_EXE_companion-backend"))
@@ -36,12 +40,15 @@ async fn start_binary(deepseek: &FakeDeepSeek, grace_secs: u64) -> RunningBinary
         .env("SHUTDOWN_GRACE_SECS", grace_secs.to_string())
         .env("SHUTDOWN_READINESS_DELAY_MS", "700")
         .env("RUST_LOG", "warn")
+        .envs(extra_env.iter().copied())
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let binary = RunningBinary { child, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new(), db_name };
+    // No idle pooled connections: a worker with nothing open must be as idle as it gets.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let binary = RunningBinary { child, base: format!("http://127.0.0.1:{port}"), client, db_name };
     let deadline = Instant::now() + Duration::from_secs(20);
     while binary.client.get(format!("{}/health", binary.base)).send().await.is_err() {
         assert!(Instant::now() < deadline, "the binary did not start");
@@ -161,4 +168,55 @@ async fn a_reply_longer_than_the_grace_period_is_stored_incomplete_before_exit()
     assert_eq!(stored.error.unwrap().code, "server_shutdown");
     assert!(!stored.content.is_empty() && stored.content.len() < pieces.concat().len());
     assert!(pieces.concat().starts_with(&stored.content), "the stored part is a prefix of the reply");
+}
+
+#[tokio::test]
+async fn a_reply_nobody_is_watching_survives_sigterm_and_is_stored_complete() {
+    let deepseek = FakeDeepSeek::start().await;
+    let pieces = ["没人", "在看", "也要", "写完", "。"];
+    deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(300)));
+    let mut binary = start_binary_with(&deepseek, 20, &[("CHAT_WAIT_TIMEOUT_MS", "100")]).await;
+    let login: Value = binary
+        .client
+        .post(format!("{}/api/auth/login", binary.base))
+        .json(&json!({"code": "dev:unwatched"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let conversation: Value = binary
+        .client
+        .post(format!("{}/api/conversations", binary.base))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conversation = conversation["id"].as_str().unwrap().to_string();
+    // callContainer style: no stream, an early 202, and then no open connection at all.
+    let accepted = binary
+        .client
+        .post(format!("{}/api/conversations/{conversation}/messages", binary.base))
+        .bearer_auth(&token)
+        .json(&json!({"content": "hi", "stream": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let body: Value = accepted.json().await.unwrap();
+    let message = body["assistant_message"]["id"].as_str().unwrap().to_string();
+
+    binary.sigterm();
+    let status = binary.wait_for_exit(Duration::from_secs(20)).await;
+
+    assert!(status.success(), "{status:?}");
+    let stored = binary.stored_reply(&conversation, &message).await;
+    assert_eq!(stored.status, companion_backend::domain::MessageStatus::Complete);
+    assert_eq!(stored.content, pieces.concat());
 }

@@ -56,7 +56,8 @@ Page({
   // Scrolling to the top loads earlier messages.
   loadEarlier: function () {
     var page = this;
-    if (!page.data.nextCursor || page.data.loadingEarlier) return Promise.resolve();
+    // Not while a reply streams: its events address the message by position.
+    if (!page.data.nextCursor || page.data.loadingEarlier || page.data.sending) return Promise.resolve();
     page.setData({ loadingEarlier: true });
     return page.api.get(page.path('?limit=' + page.data.pageSize + '&before=' + page.data.nextCursor)).then(function (body) {
       page.setData({
@@ -132,6 +133,17 @@ Page({
         // Streaming is unavailable here (nothing was sent): fall back to send-and-poll.
         this.transport = transports.pollingTransport(this.api);
         this.watching = this.transport.send(this.conversationId, content, this.handlers(index, content));
+        return;
+      }
+      var started = String(message.id).indexOf('local') !== 0;
+      var connectionLost = data.code === 'network' || data.code === 'timeout' || data.code === 'generation_lost';
+      if (connectionLost && started) {
+        // The server is still generating and storing the reply: offer to watch it again.
+        patch[key + '.stopped'] = true;
+        patch.sending = false;
+        patch.errorText = data.message;
+        this.setData(patch);
+        this.settle();
         return;
       }
       var withheld = data.code === 'content_blocked' || data.code === 'content_check_unavailable';
