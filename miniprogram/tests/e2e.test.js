@@ -134,6 +134,25 @@ for (const transport of ['sse', 'websocket', 'callContainer']) {
   });
 }
 
+test('sse: a stream dropped midway is followed again and the page gets the whole reply', { skip: !baseUrl, timeout: 60000 }, async () => {
+  const wx = createWx({ baseUrl, devName: `e2e_drop_${Date.now()}`, dropStreamAfterChunks: 3 });
+  global.wx = wx;
+  const api = createApi({ transport: 'sse', baseUrl });
+  const conversation = await api.post('/api/conversations', {});
+  const chat = loadPage(path.join(PAGES, 'chat/index.js'), { api });
+  await chat.onLoad({ id: conversation.id });
+
+  chat.startReply('网络不好也要收到完整回复');
+  await chat.whenIdle();
+
+  assert.ok(wx.stats.dropped, 'the stream was cut');
+  const reply = last(chat.data.messages);
+  const stored = await finalMessage(api, conversation.id, reply.id);
+  assert.equal(reply.status, 'complete');
+  assert.equal(reply.content, stored.content, 'no text lost or repeated');
+  assert.match(stored.content, /离线演示回复/);
+});
+
 test('the chat page loads earlier messages on scroll-up', { skip: !baseUrl, timeout: 60000 }, async () => {
   const wx = createWx({ baseUrl, devName: `e2e_scroll_${Date.now()}` });
   global.wx = wx;

@@ -9,7 +9,7 @@ function toArrayBuffer(buf) {
   return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
 }
 
-function createWx({ baseUrl, devName, highPerformanceMode = false }) {
+function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAfterChunks = 0 }) {
   const storage = new Map();
   const openid = 'dev_' + devName;
   const platformHeaders = () => {
@@ -36,11 +36,20 @@ function createWx({ baseUrl, devName, highPerformanceMode = false }) {
     const req = http.request(url, { method: opts.method || 'GET', headers }, (res) => {
       headerListeners.forEach((cb) => cb({ statusCode: res.statusCode, header: res.headers }));
       const chunks = [];
+      let streamed = 0;
       res.on('data', (chunk) => {
         if (aborted) return;
         if (opts.enableChunked) {
           stats.chunks += 1;
           chunkListeners.forEach((cb) => cb({ data: toArrayBuffer(chunk) }));
+          streamed += 1;
+          // Simulates the network dropping a stream midway (once per shim).
+          if (dropStreamAfterChunks && streamed === dropStreamAfterChunks && !stats.dropped) {
+            stats.dropped = true;
+            aborted = true;
+            req.destroy();
+            fail('request:fail connection reset');
+          }
         } else {
           chunks.push(chunk);
         }

@@ -102,7 +102,8 @@ function sseTransport(api) {
           }, 0);
         },
         fail: function () {
-          if (!state.stopped && !state.finished) { state.finished = true; networkError(handlers); }
+          // A dropped connection mid-reply: the reply goes on at the server; follow it again.
+          if (!state.stopped && !state.finished) resume();
         }
       });
       if (state.task.onHeadersReceived) {
