@@ -118,7 +118,8 @@ pub struct Settings {
     pub preview_model: Option<String>,
 }
 
-const DEFAULTS: &str = r#"
+/// Built-in defaults (TOML); every key is documented in `.env.example`.
+pub const DEFAULTS: &str = r#"
 host = "0.0.0.0"
 port = 80
 app_env = "development"

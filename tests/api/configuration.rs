@@ -24,6 +24,26 @@ fn production_env() -> HashMap<String, String> {
 }
 
 #[test]
+fn every_setting_is_documented_in_env_example() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+    let documented: Vec<&str> = example.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+    let optional = ["MONGODB_URI", "WECHAT_APPID", "WECHAT_SECRET", "DEEPSEEK_API_KEY", "JWT_SECRET", "JWT_SECRET_PREVIOUS",
+        "DEEPSEEK_MAX_TOKENS", "CORS_ALLOWED_ORIGINS", "CONTENT_CHECK", "CONTENT_CHECK_FAIL_OPEN", "PREVIEW_OPENIDS", "PREVIEW_MODEL"];
+    let defaults = companion_backend::configuration::DEFAULTS
+        .lines()
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim().to_ascii_uppercase()));
+    for key in defaults.chain(optional.iter().map(|k| k.to_string())) {
+        assert!(documented.contains(&key.as_str()), "{key} is missing from .env.example");
+    }
+    // Every variable (or small group of related ones) sits right under its comment.
+    let lines: Vec<&str> = example.lines().collect();
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| !l.starts_with('#') && l.contains('=')) {
+        let above = lines[..i].iter().rev().find(|l| l.starts_with('#') || !l.contains('='));
+        assert!(above.is_some_and(|l| l.starts_with('#')), "{line} has no comment above it");
+    }
+}
+
+#[test]
 fn a_fresh_checkout_has_working_defaults() {
     let settings = Settings::from_sources(&HashMap::new(), None).unwrap();
 
