@@ -58,7 +58,8 @@ async fn start_binary_with(deepseek: &FakeDeepSeek, grace_secs: u64, extra_env: 
 }
 
 impl RunningBinary {
-    async fn login_and_stream(&self, content: &str) -> (String, String, EventReader) {
+    /// A development login and a fresh conversation: (token, conversation id).
+    async fn user_with_conversation(&self) -> (String, String) {
         let login: Value = self
             .client
             .post(format!("{}/api/auth/login", self.base))
@@ -81,7 +82,11 @@ impl RunningBinary {
             .json()
             .await
             .unwrap();
-        let conversation = conversation["id"].as_str().unwrap().to_string();
+        (token, conversation["id"].as_str().unwrap().to_string())
+    }
+
+    async fn login_and_stream(&self, content: &str) -> (String, String, EventReader) {
+        let (token, conversation) = self.user_with_conversation().await;
         let response = self
             .client
             .post(format!("{}/api/conversations/{conversation}/messages", self.base))
@@ -176,29 +181,7 @@ async fn a_reply_nobody_is_watching_survives_sigterm_and_is_stored_complete() {
     let pieces = ["没人", "在看", "也要", "写完", "。"];
     deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(300)));
     let mut binary = start_binary_with(&deepseek, 20, &[("CHAT_WAIT_TIMEOUT_MS", "100")]).await;
-    let login: Value = binary
-        .client
-        .post(format!("{}/api/auth/login", binary.base))
-        .json(&json!({"code": "dev:unwatched"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap().to_string();
-    let conversation: Value = binary
-        .client
-        .post(format!("{}/api/conversations", binary.base))
-        .bearer_auth(&token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let conversation = conversation["id"].as_str().unwrap().to_string();
+    let (token, conversation) = binary.user_with_conversation().await;
     // callContainer style: no stream, an early 202, and then no open connection at all.
     let accepted = binary
         .client
