@@ -17,7 +17,9 @@ function networkError(handlers) {
 
 // 1. wx.request with enableChunked to the custom domain: real SSE.
 function sseTransport(api) {
-  function open(method, path, data, handlers, retried) {
+  // `suffix` follows /api/conversations/{id}/messages: '' to send, '/{message_id}/stream' to reattach.
+  function open(conversationId, method, suffix, data, handlers, retried) {
+    var path = '/api/conversations/' + conversationId + '/messages' + suffix;
     var state = { stopped: false, finished: false, task: null, status: 0, errorBytes: [], sawChunk: false, assistantId: null, delivered: 0 };
     var decoder = new SseDecoder();
 
@@ -55,7 +57,7 @@ function sseTransport(api) {
     function resume() {
       if (!state.assistantId || retried) { state.finished = true; networkError(handlers); return; }
       var skip = state.delivered;
-      var again = open('GET', '/api/conversations/' + path.split('/')[3] + '/messages/' + state.assistantId + '/stream', undefined, {
+      var again = open(conversationId, 'GET', '/' + state.assistantId + '/stream', undefined, {
         onEvent: function (name, payload) {
           if (name === 'delta' && skip > 0) {
             var rest = payload.content.slice(skip);
@@ -84,7 +86,7 @@ function sseTransport(api) {
           if (res.statusCode === 401 && !retried) {
             api.clearToken();
             api.login().then(function () {
-              var again = open(method, path, data, handlers, true);
+              var again = open(conversationId, method, suffix, data, handlers, true);
               state.task = { abort: again.stop };
             }, function () { networkError(handlers); });
             return;
@@ -123,10 +125,10 @@ function sseTransport(api) {
   return {
     name: 'sse',
     send: function (conversationId, content, handlers) {
-      return open('POST', '/api/conversations/' + conversationId + '/messages', { content: content, stream: true }, handlers, false);
+      return open(conversationId, 'POST', '', { content: content, stream: true }, handlers, false);
     },
     reattach: function (conversationId, messageId, handlers) {
-      return open('GET', '/api/conversations/' + conversationId + '/messages/' + messageId + '/stream', undefined, handlers, false);
+      return open(conversationId, 'GET', '/' + messageId + '/stream', undefined, handlers, false);
     }
   };
 }
