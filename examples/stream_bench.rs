@@ -211,7 +211,11 @@ async fn main() -> anyhow::Result<()> {
     println!("streams opened         {}", opened.load(Ordering::Relaxed));
     println!("streams completed      {}", completed.load(Ordering::Relaxed));
     println!("pieces relayed         {} (expected {})", latencies.len(), streams * PIECES);
-    println!("wall time              {:.2} s (one reply alone: {:.1} s)", elapsed.as_secs_f64(), (PIECES as f64) * INTERVAL.as_secs_f64());
+    println!(
+        "wall time              {:.2} s (one reply alone: {:.1} s)",
+        elapsed.as_secs_f64(),
+        (PIECES as f64) * INTERVAL.as_secs_f64()
+    );
     println!("relay latency p50      {:.3} ms", percentile(&latencies, 0.50) as f64 / 1000.0);
     println!("relay latency p99      {:.3} ms", percentile(&latencies, 0.99) as f64 / 1000.0);
     println!("relay latency max      {:.3} ms", latencies.last().copied().unwrap_or(0) as f64 / 1000.0);

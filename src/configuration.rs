@@ -197,24 +197,15 @@ impl Settings {
     }
 
     /// Pure loader used by `load` and by tests: no process state is read.
-    pub fn from_sources(
-        env: &HashMap<String, String>,
-        config_file: Option<&Path>,
-    ) -> Result<Settings, ConfigError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .filter(|(_, v)| !v.trim().is_empty())
-            .map(|(k, v)| (k.clone(), v.trim().to_string()))
-            .collect();
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+    pub fn from_sources(env: &HashMap<String, String>, config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> =
+            env.iter().filter(|(_, v)| !v.trim().is_empty()).map(|(k, v)| (k.clone(), v.trim().to_string())).collect();
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = config_file {
             builder = builder.add_source(File::from(path.to_path_buf()).required(false));
         }
-        let settings: Settings = builder
-            .add_source(Environment::default().source(Some(env)))
-            .build()?
-            .try_deserialize()?;
+        let settings: Settings =
+            builder.add_source(Environment::default().source(Some(env))).build()?.try_deserialize()?;
         Ok(settings.normalized())
     }
 
@@ -252,9 +243,7 @@ impl Settings {
             Some(secret) => {
                 let secret = secret.expose_secret();
                 if secret.len() < MIN_JWT_SECRET_BYTES {
-                    problems.push(format!(
-                        "JWT_SECRET is shorter than {MIN_JWT_SECRET_BYTES} bytes"
-                    ));
+                    problems.push(format!("JWT_SECRET is shorter than {MIN_JWT_SECRET_BYTES} bytes"));
                 }
                 if PLACEHOLDER_SECRETS.contains(&secret.to_ascii_lowercase().as_str()) {
                     problems.push("JWT_SECRET is a known placeholder value".into());

@@ -19,10 +19,7 @@ pub fn envelope(status: StatusCode, code: &str, message: &str) -> HttpResponse {
 }
 
 /// Formats an error and every cause beneath it, for logs.
-pub fn error_chain_fmt(
-    e: &impl std::error::Error,
-    f: &mut std::fmt::Formatter<'_>,
-) -> std::fmt::Result {
+pub fn error_chain_fmt(e: &impl std::error::Error, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
     writeln!(f, "{e}")?;
     let mut current = e.source();
     while let Some(cause) = current {
@@ -35,12 +32,7 @@ pub fn error_chain_fmt(
 #[derive(thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    Client {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-        retry_after: Option<u64>,
-    },
+    Client { status: StatusCode, code: &'static str, message: String, retry_after: Option<u64> },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -65,11 +57,7 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing, invalid or expired credentials; log in again",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing, invalid or expired credentials; log in again")
     }
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
         ApiError::Client {
@@ -111,9 +99,7 @@ impl ResponseError for ApiError {
             ApiError::Client { status, code, message, retry_after } => {
                 let mut response = envelope(*status, code, message);
                 if let Some(seconds) = retry_after {
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
                 }
                 response
             }
@@ -142,9 +128,7 @@ pub fn json_error_handler(err: JsonPayloadError, _req: &HttpRequest) -> actix_we
         JsonPayloadError::Deserialize(e) if e.is_data() => {
             ApiError::bad_request("invalid_body", format!("request body has the wrong shape: {e}"))
         }
-        JsonPayloadError::Deserialize(_) => {
-            ApiError::bad_request("invalid_json", "request body is not valid JSON")
-        }
+        JsonPayloadError::Deserialize(_) => ApiError::bad_request("invalid_json", "request body is not valid JSON"),
         _ => ApiError::bad_request("invalid_body", "request body could not be read"),
     };
     actix_web::error::InternalError::from_response(err, api_error.error_response()).into()

@@ -7,8 +7,8 @@ use std::time::Duration;
 pub fn probe(port: u16) -> Result<(), String> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let timeout = Duration::from_secs(3);
-    let mut stream = TcpStream::connect_timeout(&address, timeout)
-        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&address, timeout).map_err(|e| format!("cannot connect to {address}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream

@@ -15,15 +15,15 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::{AuthState, JwtKeys};
 use crate::chat::{ChatConfig, ChatService, GenerationHub, Personas, PreviewAccess};
 use crate::configuration::Settings;
-use crate::llm::{DeepSeekClient, DeepSeekOptions, LlmClient, OfflineCompanion};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
-use crate::routes;
-use crate::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
+use crate::llm::{DeepSeekClient, DeepSeekOptions, LlmClient, OfflineCompanion};
 use crate::protection::{
     cors, header_limit_middleware, rate_limit_middleware, security_headers, DailyQuota, HeaderLimit, ModerationPolicy,
     Moderator, RateLimiter,
 };
+use crate::routes;
 use crate::routes::LoginPolicy;
+use crate::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
 use crate::telemetry::{request_id_middleware, RequestIdRootSpan};
 use crate::wechat::{AccessTokens, ContentChecker, WechatClient};
 
@@ -89,8 +89,7 @@ impl Application {
 
     pub async fn build_with_store(settings: Settings, store: DynStore) -> anyhow::Result<Application> {
         let address = format!("{}:{}", settings.host, settings.port);
-        let listener = TcpListener::bind(&address)
-            .with_context(|| format!("could not listen on {address}"))?;
+        let listener = TcpListener::bind(&address).with_context(|| format!("could not listen on {address}"))?;
         let port = listener.local_addr()?.port();
         let lifecycle = web::Data::new(Lifecycle::default());
         let hub = Arc::new(GenerationHub::new());
@@ -218,12 +217,8 @@ fn build_moderator(settings: &Settings) -> anyhow::Result<Option<Arc<Moderator>>
         "allow" => false,
         other => anyhow::bail!("CONTENT_CHECK_REVIEW must be allow or block, not {other:?}"),
     };
-    let checker = ContentChecker::new(
-        settings.wechat_api_base.clone(),
-        Arc::new(tokens),
-        settings.content_check_scene,
-        timeout,
-    )?;
+    let checker =
+        ContentChecker::new(settings.wechat_api_base.clone(), Arc::new(tokens), settings.content_check_scene, timeout)?;
     Ok(Some(Arc::new(Moderator {
         checker,
         policy: ModerationPolicy {
@@ -328,9 +323,7 @@ fn run(
                             .post(routes::send_message),
                     )
                     .service(web::resource("/conversations/{id}/messages/{message_id}").get(routes::get_message))
-                    .service(
-                        web::resource("/conversations/{id}/messages/{message_id}/stream").get(routes::reattach),
-                    ),
+                    .service(web::resource("/conversations/{id}/messages/{message_id}/stream").get(routes::reattach)),
             )
     })
     .disable_signals()

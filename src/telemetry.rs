@@ -14,19 +14,12 @@ use tracing_subscriber::{EnvFilter, Registry};
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-pub fn get_subscriber<Sink>(
-    name: &str,
-    default_filter: &str,
-    sink: Sink,
-) -> impl Subscriber + Send + Sync
+pub fn get_subscriber<Sink>(name: &str, default_filter: &str, sink: Sink) -> impl Subscriber + Send + Sync
 where
     Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    Registry::default()
-        .with(filter)
-        .with(JsonStorageLayer)
-        .with(BunyanFormattingLayer::new(name.into(), sink))
+    Registry::default().with(filter).with(JsonStorageLayer).with(BunyanFormattingLayer::new(name.into(), sink))
 }
 
 pub fn init_subscriber(subscriber: impl Subscriber + Send + Sync) {
@@ -41,9 +34,7 @@ pub struct RequestId(pub String);
 fn acceptable_request_id(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_REQUEST_ID_LEN
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// Outermost middleware: decides the request id and echoes it on the response.
@@ -61,8 +52,7 @@ pub async fn request_id_middleware(
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut res = next.call(req).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
-        res.headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+        res.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
     Ok(res)
 }
@@ -72,11 +62,7 @@ pub struct RequestIdRootSpan;
 
 impl RootSpanBuilder for RequestIdRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
+        let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
         tracing_actix_web::root_span!(request, app_request_id = %request_id)
     }
 

@@ -70,12 +70,10 @@ impl AuthenticatedUser {
     }
 
     pub fn from_token(keys: &JwtKeys, token: &str) -> Result<AuthenticatedUser, ApiError> {
-        keys.verify(token)
-            .map(|user_id| AuthenticatedUser { user_id, source: IdentitySource::Token })
-            .map_err(|e| {
-                tracing::debug!(reason = %e, "token refused");
-                ApiError::unauthorized()
-            })
+        keys.verify(token).map(|user_id| AuthenticatedUser { user_id, source: IdentitySource::Token }).map_err(|e| {
+            tracing::debug!(reason = %e, "token refused");
+            ApiError::unauthorized()
+        })
     }
 }
 

@@ -76,8 +76,7 @@ impl JwtKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
-        validation.required_spec_claims =
-            HashSet::from(["exp", "iat", "iss", "aud", "sub"].map(String::from));
+        validation.required_spec_claims = HashSet::from(["exp", "iat", "iss", "aud", "sub"].map(String::from));
         validation.leeway = 30;
         JwtKeys {
             encoding: EncodingKey::from_secret(current.expose_secret().as_bytes()),
@@ -108,9 +107,7 @@ impl JwtKeys {
             match decode::<Claims>(token, key, &self.validation) {
                 Ok(data) => return UserId::parse(&data.claims.sub).ok_or(TokenError::BadSubject),
                 // Only a signature mismatch is worth trying the next key for.
-                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
-                    last_error = Some(e)
-                }
+                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => last_error = Some(e),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -20,7 +20,15 @@ fn is_cjk(c: char) -> bool {
 pub fn estimate_tokens(text: &str) -> usize {
     let tenths: usize = text
         .chars()
-        .map(|c| if c.is_ascii() { 3 } else if is_cjk(c) { 6 } else { 10 })
+        .map(|c| {
+            if c.is_ascii() {
+                3
+            } else if is_cjk(c) {
+                6
+            } else {
+                10
+            }
+        })
         .sum();
     tenths.div_ceil(10) + MESSAGE_OVERHEAD_TOKENS
 }

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::live::{GenerationHub, LiveReply, Outcome};
 use crate::domain::{now, ConversationId, MessageError, MessageId, MessageProgress, MessageStatus, Usage, UserId};
-use crate::protection::{DailyQuota, Decision, OutputModeration};
 use crate::llm::{ChatRequest, LlmClient, LlmError, LlmEvent};
+use crate::protection::{DailyQuota, Decision, OutputModeration};
 use crate::store::DynStore;
 
 pub struct GenerationJob {
@@ -48,7 +48,8 @@ enum Ending {
 pub fn spawn(job: GenerationJob) -> watch::Receiver<LiveReply> {
     let tx = job.hub.register(job.assistant_id);
     let rx = tx.subscribe();
-    let span = tracing::info_span!("generation", message_id = %job.assistant_id, conversation_id = %job.conversation_id);
+    let span =
+        tracing::info_span!("generation", message_id = %job.assistant_id, conversation_id = %job.conversation_id);
     let hub = job.hub.clone();
     hub.spawn(tracing::Instrument::instrument(run(job, tx), span));
     rx
@@ -125,13 +126,19 @@ async fn pump(
 fn conclude(state: &LiveReply, ending: Ending, tail: Tail) -> (MessageProgress, Outcome) {
     let has_text = !state.content.is_empty();
     let partial = if has_text { MessageStatus::Incomplete } else { MessageStatus::Failed };
-    let failure = |code: &str, message: &str| (partial, Some(MessageError { code: code.into(), message: message.into() }));
+    let failure =
+        |code: &str, message: &str| (partial, Some(MessageError { code: code.into(), message: message.into() }));
     let (status, error) = match (&ending, tail.finish_reason.as_deref()) {
         (Ending::Blocked(code), _) => (
             MessageStatus::Failed,
-            Some(MessageError { code: (*code).into(), message: "the reply was withheld by the content-safety check".into() }),
+            Some(MessageError {
+                code: (*code).into(),
+                message: "the reply was withheld by the content-safety check".into(),
+            }),
         ),
-        (Ending::Shutdown, _) => failure("server_shutdown", "the server restarted mid-reply; the part received is kept"),
+        (Ending::Shutdown, _) => {
+            failure("server_shutdown", "the server restarted mid-reply; the part received is kept")
+        }
         (Ending::Finished(Err(e)), _) => failure(e.code(), e.user_message()),
         (Ending::Finished(Ok(())), Some("content_filter")) => {
             failure("content_filtered", "the reply was stopped by the content filter")
@@ -184,7 +191,9 @@ async fn check_output_windows(
             (state.content.chars().skip(start).collect::<String>(), total)
         };
         checked = total;
-        if let Decision::Block { code: reason, .. } = moderation.moderator.screen_output(&moderation.openid, &text, false).await {
+        if let Decision::Block { code: reason, .. } =
+            moderation.moderator.screen_output(&moderation.openid, &text, false).await
+        {
             let _ = code.set(reason);
             block.cancel();
             return;

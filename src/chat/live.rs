@@ -81,11 +81,7 @@ pub struct GenerationHub {
 impl GenerationHub {
     /// Must be called on the runtime that outlives the server (the one running `main`).
     pub fn new() -> Self {
-        Self {
-            live: Mutex::default(),
-            shutdown: CancellationToken::new(),
-            runtime: tokio::runtime::Handle::current(),
-        }
+        Self { live: Mutex::default(), shutdown: CancellationToken::new(), runtime: tokio::runtime::Handle::current() }
     }
 
     /// Runs `task` on the main runtime, independent of any request or worker.
@@ -144,9 +140,18 @@ impl GenerationHub {
 
 /// Where a watcher reads progress from.
 enum Source {
-    Live { rx: watch::Receiver<LiveReply>, closed: bool },
+    Live {
+        rx: watch::Receiver<LiveReply>,
+        closed: bool,
+    },
     /// Another replica (or an earlier process) owns the reply: follow what it stores.
-    Stored { store: DynStore, conversation: ConversationId, poll: Duration, stale_after: Duration, failures: u32 },
+    Stored {
+        store: DynStore,
+        conversation: ConversationId,
+        poll: Duration,
+        stale_after: Duration,
+        failures: u32,
+    },
 }
 
 pub struct ReplyWatcher {
@@ -171,10 +176,7 @@ impl ReplyWatcher {
         poll: Duration,
         stale_after: Duration,
     ) -> Self {
-        Self::with_source(
-            assistant_id,
-            Source::Stored { store, conversation, poll, stale_after, failures: 0 },
-        )
+        Self::with_source(assistant_id, Source::Stored { store, conversation, poll, stale_after, failures: 0 })
     }
 
     fn with_source(assistant_id: MessageId, source: Source) -> Self {
@@ -275,11 +277,9 @@ impl ReplyWatcher {
             self.sent_content += content.len();
         }
         match outcome {
-            Some(Outcome::Done { finish_reason, usage }) => self.push_terminal(ReplyEvent::Done {
-                assistant_message_id: self.assistant_id,
-                finish_reason,
-                usage,
-            }),
+            Some(Outcome::Done { finish_reason, usage }) => {
+                self.push_terminal(ReplyEvent::Done { assistant_message_id: self.assistant_id, finish_reason, usage })
+            }
             Some(Outcome::Failed { code, message }) => self.push_terminal(ReplyEvent::Error { code, message }),
             None => {}
         }

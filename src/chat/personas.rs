@@ -94,8 +94,7 @@ impl Personas {
 
 fn toml_parse<T: serde::de::DeserializeOwned>(text: &str) -> anyhow::Result<T> {
     // The `config` crate already parses TOML; reuse it rather than add a parser.
-    let parsed = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build()?;
+    let parsed =
+        config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml)).build()?;
     Ok(parsed.try_deserialize()?)
 }

@@ -12,8 +12,8 @@ use super::personas::{Persona, Personas};
 use super::preview::PreviewAccess;
 use crate::configuration::Settings;
 use crate::domain::{
-    now, Conversation, ConversationId, Message, MessageContent, MessageError, MessageId, MessageProgress, MessageStatus,
-    Role, UserId,
+    now, Conversation, ConversationId, Message, MessageContent, MessageError, MessageId, MessageProgress,
+    MessageStatus, Role, UserId,
 };
 use crate::errors::ApiError;
 use crate::llm::{ChatRequest, LlmClient};
@@ -155,9 +155,7 @@ impl ChatService {
         let hub = self.hub.clone();
         let span = tracing::info_span!("chat.start_reply", conversation_id = %conversation_id);
         let steps = async move { self.start_reply_steps(user, conversation_id, &raw_content).await };
-        hub.spawn(tracing::Instrument::instrument(steps, span))
-            .await
-            .map_err(|e| ChatError::Internal(e.into()))?
+        hub.spawn(tracing::Instrument::instrument(steps, span)).await.map_err(|e| ChatError::Internal(e.into()))?
     }
 
     async fn start_reply_steps(
@@ -168,11 +166,8 @@ impl ChatService {
     ) -> Result<StartedReply, ChatError> {
         let content = MessageContent::parse(raw_content, self.config.message_max_chars)
             .map_err(|e| ChatError::InvalidContent(e.to_string()))?;
-        let conversation = self
-            .store
-            .get_conversation(user, conversation_id)
-            .await?
-            .ok_or(ChatError::ConversationNotFound)?;
+        let conversation =
+            self.store.get_conversation(user, conversation_id).await?.ok_or(ChatError::ConversationNotFound)?;
         let usage = self.quota.usage(&self.store, user).await?;
         if usage.exhausted() {
             let retry_after = (usage.resets_at - now()).num_seconds().max(1) as u64;

@@ -6,9 +6,7 @@ mod user;
 
 pub use conversation::{Conversation, ConversationTitle};
 pub use ids::{ConversationId, MessageId, UserId};
-pub use message::{
-    Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, Usage,
-};
+pub use message::{Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, Usage};
 pub use user::{AvatarUrl, LoginCode, Nickname, OpenId, ProfilePatch, User};
 
 /// Why a value from a client was refused; the text is safe to show to that client.

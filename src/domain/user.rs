@@ -89,17 +89,12 @@ impl AvatarUrl {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let url = raw.trim();
         let valid = url.len() <= Self::MAX_LEN
-            && url.strip_prefix("https://").is_some_and(|rest| {
-                !rest.is_empty() && !rest.starts_with('/')
-            })
+            && url.strip_prefix("https://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
             && !url.chars().any(|c| c.is_whitespace() || c.is_control());
         if valid {
             Ok(Self(url.to_string()))
         } else {
-            Err(ParseError(format!(
-                "avatar_url must be an https:// URL of at most {} characters",
-                Self::MAX_LEN
-            )))
+            Err(ParseError(format!("avatar_url must be an https:// URL of at most {} characters", Self::MAX_LEN)))
         }
     }
     pub fn as_str(&self) -> &str {

@@ -28,10 +28,8 @@ impl OfflineCompanion {
     pub fn stream_chat(&self, request: ChatRequest) -> LlmStream {
         let reply = Self::reply_to(&request);
         let chars: Vec<char> = reply.chars().collect();
-        let mut events: Vec<LlmEvent> = chars
-            .chunks(6)
-            .map(|piece| LlmEvent::Content(piece.iter().collect()))
-            .collect();
+        let mut events: Vec<LlmEvent> =
+            chars.chunks(6).map(|piece| LlmEvent::Content(piece.iter().collect())).collect();
         let completion_tokens = chars.len() as u64;
         events.push(LlmEvent::Finish("stop".into()));
         events.push(LlmEvent::Usage(Usage {

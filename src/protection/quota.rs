@@ -51,7 +51,10 @@ impl DailyQuota {
     pub async fn usage(&self, store: &DynStore, user: UserId) -> Result<QuotaUsage, StoreError> {
         let (date, resets_at) = today(now());
         Ok(QuotaUsage {
-            messages: Allowance { used: store.read_counter(&key("messages", user, &date)).await?, limit: self.messages },
+            messages: Allowance {
+                used: store.read_counter(&key("messages", user, &date)).await?,
+                limit: self.messages,
+            },
             tokens: Allowance { used: store.read_counter(&key("tokens", user, &date)).await?, limit: self.tokens },
             date,
             resets_at,

@@ -142,12 +142,9 @@ pub async fn rate_limit_middleware(
     if let Some(limiter) = limiter {
         if !exempt(&req) {
             if let Err(retry_after) = limiter.check(&req).await {
-                let error = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many requests; please slow down",
-                )
-                .with_retry_after(retry_after);
+                let error =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; please slow down")
+                        .with_retry_after(retry_after);
                 return Err(error.into());
             }
         }

@@ -108,11 +108,9 @@ fn login_error(e: Code2SessionError) -> ApiError {
             "too many login attempts; please wait a minute",
         )
         .with_retry_after(60),
-        HighRiskUser => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "user_blocked",
-            "WeChat has restricted this account from logging in",
-        ),
+        HighRiskUser => {
+            ApiError::new(StatusCode::FORBIDDEN, "user_blocked", "WeChat has restricted this account from logging in")
+        }
         Busy | Timeout | Unreachable(_) => {
             tracing::warn!(error = ?e, "code2session failed");
             ApiError::unavailable("wechat_unavailable", "WeChat login is temporarily unavailable; please retry", 2)

@@ -34,11 +34,19 @@ pub async fn ready(
         })),
         Ok(Err(e)) => {
             tracing::warn!(error = ?e, "readiness check: store ping failed");
-            not_ready("dependency_unavailable", &format!("{} is unreachable", store.kind()), json!({ store.kind(): "unreachable" }))
+            not_ready(
+                "dependency_unavailable",
+                &format!("{} is unreachable", store.kind()),
+                json!({ store.kind(): "unreachable" }),
+            )
         }
         Err(_) => {
             tracing::warn!("readiness check: store ping timed out");
-            not_ready("dependency_unavailable", &format!("{} did not answer in time", store.kind()), json!({ store.kind(): "timeout" }))
+            not_ready(
+                "dependency_unavailable",
+                &format!("{} did not answer in time", store.kind()),
+                json!({ store.kind(): "timeout" }),
+            )
         }
     }
 }

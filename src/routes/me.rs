@@ -37,10 +37,7 @@ pub async fn patch_me(
     store: web::Data<DynStore>,
 ) -> Result<HttpResponse, ApiError> {
     let patch = body.parse()?;
-    let me = store
-        .update_user_profile(user.user_id, &patch)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+    let me = store.update_user_profile(user.user_id, &patch).await?.ok_or_else(ApiError::unauthorized)?;
     Ok(HttpResponse::Ok().json(me))
 }
 

@@ -37,11 +37,8 @@ async fn owned_conversation(chat: &ChatService, user: UserId, raw: &str) -> Resu
 /// The message as it stands now: a reply generated here shows its freshest text.
 async fn current_message(chat: &ChatService, conversation: ConversationId, raw: &str) -> Result<Message, ApiError> {
     let id = parse_message_id(raw)?;
-    let mut message = chat
-        .store
-        .get_message(conversation, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such message"))?;
+    let mut message =
+        chat.store.get_message(conversation, id).await?.ok_or_else(|| ApiError::not_found("no such message"))?;
     match chat.hub.subscribe(id) {
         Some(live) => {
             let state = live.borrow();
@@ -66,7 +63,8 @@ pub async fn list_messages(
     let before = match query.before.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(
-            MessageId::parse(raw).ok_or_else(|| ApiError::bad_request("invalid_cursor", "before must be a message id"))?,
+            MessageId::parse(raw)
+                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "before must be a message id"))?,
         ),
     };
     let mut items = chat.store.list_messages(conversation, limit + 1, before).await?;

@@ -41,9 +41,7 @@ pub fn reply_stream(first: Option<ReplyEvent>, watcher: ReplyWatcher, keepalive:
         }
     });
     HttpResponse::Ok()
-        .insert_header(ContentType(
-            "text/event-stream; charset=utf-8".parse().expect("static mime"),
-        ))
+        .insert_header(ContentType("text/event-stream; charset=utf-8".parse().expect("static mime")))
         .insert_header(CacheControl(vec![
             CacheDirective::NoCache,
             CacheDirective::NoStore,

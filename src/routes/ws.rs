@@ -5,12 +5,12 @@
 //! The server answers with the SSE stream's events as frames (`start`, `delta`,
 //! `reasoning`, `done`, `error`), each tagged with `message_id` (and the client's
 //! `request_id` when given), so several replies can share one socket.
-use std::collections::HashMap;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use tokio::task::JoinHandle;
 
 use crate::auth::{AuthState, AuthenticatedUser};
@@ -41,10 +41,8 @@ pub async fn chat_socket(
     // authenticates with its first frame.
     let user = AuthenticatedUser::identify(&req).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream
-        .max_frame_size(MAX_FRAME_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_FRAME_BYTES);
+    let stream =
+        stream.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
     let limiter = req.app_data::<web::Data<RateLimiter>>().cloned();
     let socket = ChatSocket { session, chat, auth, user, watchers: HashMap::new(), limiter };
     actix_web::rt::spawn(socket.run(stream));
@@ -128,7 +126,9 @@ impl ChatSocket {
     /// Handles one client frame; `Err` closes the socket.
     async fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
         let reply = match serde_json::from_str::<ClientFrame>(text) {
-            Err(e) => Some(error_frame(&ApiError::bad_request("invalid_frame", format!("unreadable frame: {e}")), None)),
+            Err(e) => {
+                Some(error_frame(&ApiError::bad_request("invalid_frame", format!("unreadable frame: {e}")), None))
+            }
             Ok(ClientFrame::Ping) => Some(frame("pong", json!({}), None)),
             Ok(ClientFrame::Auth { token }) => match AuthenticatedUser::from_token(&self.auth.keys, &token) {
                 Ok(user) => {
@@ -147,9 +147,11 @@ impl ChatSocket {
                 }
                 None
             }
-            Ok(ClientFrame::Send { conversation_id, content, request_id }) => {
-                self.send(&conversation_id, &content, request_id).await.err().map(|(e, id)| error_frame(&e, id.as_deref()))
-            }
+            Ok(ClientFrame::Send { conversation_id, content, request_id }) => self
+                .send(&conversation_id, &content, request_id)
+                .await
+                .err()
+                .map(|(e, id)| error_frame(&e, id.as_deref())),
             Ok(ClientFrame::Reattach { conversation_id, message_id, request_id }) => self
                 .reattach(&conversation_id, &message_id, request_id)
                 .await
@@ -178,12 +180,14 @@ impl ChatSocket {
         let user = self.user().map_err(fail)?.user_id;
         if let Some(limiter) = &self.limiter {
             if let Err(retry_after) = limiter.count_user(&user.to_string()).await {
-                let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; please slow down")
-                    .with_retry_after(retry_after);
+                let error =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; please slow down")
+                        .with_retry_after(retry_after);
                 return Err(fail(error));
             }
         }
-        let conversation = ConversationId::parse(conversation).ok_or_else(|| fail(ApiError::not_found("no such conversation")))?;
+        let conversation =
+            ConversationId::parse(conversation).ok_or_else(|| fail(ApiError::not_found("no such conversation")))?;
         let started = self
             .chat
             .clone()
@@ -208,9 +212,7 @@ impl ChatSocket {
     ) -> Result<(), (ApiError, Option<String>)> {
         let fail = |e: ApiError| (e, request_id.clone());
         let user = self.user().map_err(fail)?.user_id;
-        let message = super::messages::users_message(&self.chat, user, conversation, message)
-            .await
-            .map_err(fail)?;
+        let message = super::messages::users_message(&self.chat, user, conversation, message).await.map_err(fail)?;
         if message.role != Role::Assistant {
             return Err(fail(ApiError::not_found("no such message")));
         }
@@ -219,7 +221,13 @@ impl ChatSocket {
         Ok(())
     }
 
-    fn watch(&mut self, id: MessageId, first: Option<ReplyEvent>, mut watcher: ReplyWatcher, request_id: Option<String>) {
+    fn watch(
+        &mut self,
+        id: MessageId,
+        first: Option<ReplyEvent>,
+        mut watcher: ReplyWatcher,
+        request_id: Option<String>,
+    ) {
         let mut session = self.session.clone();
         let task = actix_web::rt::spawn(async move {
             let tagged = |event: &ReplyEvent| {

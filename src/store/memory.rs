@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::{ConversationCursor, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress,
-    MessageStatus, OpenId, ProfilePatch, User, UserId,
+    now, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, MessageStatus, OpenId,
+    ProfilePatch, User, UserId,
 };
 
 #[derive(Default)]
@@ -52,13 +52,8 @@ impl Store for InMemoryStore {
         if let Some(id) = inner.user_by_openid.get(openid.as_str()) {
             return Ok(inner.users[id].clone());
         }
-        let user = User {
-            id: UserId::new(),
-            openid: openid.clone(),
-            nickname: None,
-            avatar_url: None,
-            created_at: now(),
-        };
+        let user =
+            User { id: UserId::new(), openid: openid.clone(), nickname: None, avatar_url: None, created_at: now() };
         inner.user_by_openid.insert(openid.as_str().to_string(), user.id);
         inner.users.insert(user.id, user.clone());
         Ok(user)
@@ -68,11 +63,7 @@ impl Store for InMemoryStore {
         Ok(self.lock().users.get(&id).cloned())
     }
 
-    async fn update_user_profile(
-        &self,
-        id: UserId,
-        patch: &ProfilePatch,
-    ) -> Result<Option<User>, StoreError> {
+    async fn update_user_profile(&self, id: UserId, patch: &ProfilePatch) -> Result<Option<User>, StoreError> {
         let mut inner = self.lock();
         let Some(user) = inner.users.get_mut(&id) else { return Ok(None) };
         if let Some(nickname) = &patch.nickname {
@@ -107,11 +98,7 @@ impl Store for InMemoryStore {
         Ok(found)
     }
 
-    async fn get_conversation(
-        &self,
-        user: UserId,
-        id: ConversationId,
-    ) -> Result<Option<Conversation>, StoreError> {
+    async fn get_conversation(&self, user: UserId, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
         Ok(self.lock().conversations.get(&id).filter(|c| c.user_id == user).cloned())
     }
 
@@ -212,10 +199,7 @@ impl Store for InMemoryStore {
         let mut found: Vec<Message> = inner
             .messages
             .values()
-            .filter(|m| {
-                m.conversation_id == conversation
-                    && anchor.is_none_or(|anchor| (m.created_at, m.id) < anchor)
-            })
+            .filter(|m| m.conversation_id == conversation && anchor.is_none_or(|anchor| (m.created_at, m.id) < anchor))
             .cloned()
             .collect();
         found.sort_by_key(|m| (m.created_at, m.id));
@@ -223,11 +207,7 @@ impl Store for InMemoryStore {
         Ok(found.split_off(skip))
     }
 
-    async fn get_message(
-        &self,
-        conversation: ConversationId,
-        id: MessageId,
-    ) -> Result<Option<Message>, StoreError> {
+    async fn get_message(&self, conversation: ConversationId, id: MessageId) -> Result<Option<Message>, StoreError> {
         Ok(self.lock().messages.get(&id).filter(|m| m.conversation_id == conversation).cloned())
     }
 

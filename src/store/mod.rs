@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, OpenId,
-    ProfilePatch, User, UserId,
+    Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, OpenId, ProfilePatch, User,
+    UserId,
 };
 
 pub use memory::InMemoryStore;
@@ -70,8 +70,7 @@ pub trait Store: Send + Sync + 'static {
     /// The one user of this openid, created on first sight; safe under concurrency.
     async fn find_or_create_user(&self, openid: &OpenId) -> Result<User, StoreError>;
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
-    async fn update_user_profile(&self, id: UserId, patch: &ProfilePatch)
-        -> Result<Option<User>, StoreError>;
+    async fn update_user_profile(&self, id: UserId, patch: &ProfilePatch) -> Result<Option<User>, StoreError>;
 
     async fn insert_conversation(&self, conversation: &Conversation) -> Result<(), StoreError>;
     /// Most recently active first.
@@ -81,8 +80,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         after: Option<&ConversationCursor>,
     ) -> Result<Vec<Conversation>, StoreError>;
-    async fn get_conversation(&self, user: UserId, id: ConversationId)
-        -> Result<Option<Conversation>, StoreError>;
+    async fn get_conversation(&self, user: UserId, id: ConversationId) -> Result<Option<Conversation>, StoreError>;
     async fn rename_conversation(
         &self,
         user: UserId,
@@ -124,8 +122,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError>;
-    async fn get_message(&self, conversation: ConversationId, id: MessageId)
-        -> Result<Option<Message>, StoreError>;
+    async fn get_message(&self, conversation: ConversationId, id: MessageId) -> Result<Option<Message>, StoreError>;
     async fn save_progress(
         &self,
         id: MessageId,

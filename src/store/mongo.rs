@@ -24,9 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConversationCursor, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, Message, MessageError,
-    MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, User,
-    UserId,
+    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, Message, MessageError, MessageId, MessageProgress,
+    MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, User, UserId,
 };
 
 const SCHEMA_VERSION: i32 = 1;
@@ -219,14 +218,8 @@ impl MessageDoc {
 }
 
 impl MongoStore {
-    pub async fn connect(
-        uri: &str,
-        db_name: &str,
-        options: &MongoStoreOptions,
-    ) -> anyhow::Result<MongoStore> {
-        let mut client_options = ClientOptions::parse(uri)
-            .await
-            .context("MONGODB_URI could not be parsed")?;
+    pub async fn connect(uri: &str, db_name: &str, options: &MongoStoreOptions) -> anyhow::Result<MongoStore> {
+        let mut client_options = ClientOptions::parse(uri).await.context("MONGODB_URI could not be parsed")?;
         client_options.app_name = Some("companion-backend".into());
         client_options.max_pool_size = Some(options.max_pool_size);
         client_options.min_pool_size = Some(options.min_pool_size);
@@ -257,17 +250,11 @@ impl MongoStore {
             .await
             .context("creating users index")?;
         self.conversations()
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"user_id": 1, "last_active_ms": -1})
-                    .build(),
-            )
+            .create_index(IndexModel::builder().keys(doc! {"user_id": 1, "last_active_ms": -1}).build())
             .await
             .context("creating conversations index")?;
         self.messages()
-            .create_index(
-                IndexModel::builder().keys(doc! {"conversation_id": 1, "created_at": -1}).build(),
-            )
+            .create_index(IndexModel::builder().keys(doc! {"conversation_id": 1, "created_at": -1}).build())
             .await
             .context("creating messages index")?;
         // Rate-limit and quota windows delete themselves once over.
@@ -332,11 +319,7 @@ impl Store for MongoStore {
             .transpose()
     }
 
-    async fn update_user_profile(
-        &self,
-        id: UserId,
-        patch: &ProfilePatch,
-    ) -> Result<Option<User>, StoreError> {
+    async fn update_user_profile(&self, id: UserId, patch: &ProfilePatch) -> Result<Option<User>, StoreError> {
         let mut set = doc! {"updated_ms": now().timestamp_millis()};
         if let Some(nickname) = &patch.nickname {
             set.insert("nickname", nickname.as_str());
@@ -344,10 +327,7 @@ impl Store for MongoStore {
         if let Some(avatar_url) = &patch.avatar_url {
             set.insert("avatar_url", avatar_url.as_str());
         }
-        self.users()
-            .update_one(doc! {"user_id": id.to_string()}, doc! {"$set": set})
-            .await
-            .map_err(unavailable)?;
+        self.users().update_one(doc! {"user_id": id.to_string()}, doc! {"$set": set}).await.map_err(unavailable)?;
         self.get_user(id).await
     }
 
@@ -396,11 +376,7 @@ impl Store for MongoStore {
         docs.into_iter().map(ConversationDoc::into_domain).collect()
     }
 
-    async fn get_conversation(
-        &self,
-        user: UserId,
-        id: ConversationId,
-    ) -> Result<Option<Conversation>, StoreError> {
+    async fn get_conversation(&self, user: UserId, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
         Ok(self
             .conversations()
             .find_one(doc! {"_id": id.to_string(), "user_id": user.to_string()})
@@ -440,10 +416,7 @@ impl Store for MongoStore {
         if deleted.deleted_count == 0 {
             return Ok(false);
         }
-        self.messages()
-            .delete_many(doc! {"conversation_id": id.to_string()})
-            .await
-            .map_err(unavailable)?;
+        self.messages().delete_many(doc! {"conversation_id": id.to_string()}).await.map_err(unavailable)?;
         Ok(true)
     }
 
@@ -458,20 +431,13 @@ impl Store for MongoStore {
         let owned = doc! {"_id": id.to_string(), "user_id": user.to_string()};
         let claimable = and_any(
             owned.clone(),
-            vec![
-                doc! {"generation": Bson::Null},
-                doc! {"generation.expires_ms": {"$lt": now.timestamp_millis()}},
-            ],
+            vec![doc! {"generation": Bson::Null}, doc! {"generation.expires_ms": {"$lt": now.timestamp_millis()}}],
         );
         let update = doc! {"$set": {
             "generation": {"message_id": message.to_string(), "expires_ms": lease_until.timestamp_millis()},
             "last_active_ms": now.timestamp_millis(),
         }};
-        let result = self
-            .conversations()
-            .update_one(claimable, update)
-            .await
-            .map_err(unavailable)?;
+        let result = self.conversations().update_one(claimable, update).await.map_err(unavailable)?;
         if result.matched_count == 1 {
             return Ok(GenerationClaim::Claimed);
         }
@@ -512,10 +478,7 @@ impl Store for MongoStore {
     }
 
     async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
-        self.messages()
-            .insert_one(MessageDoc::from_domain(message))
-            .await
-            .map_err(unavailable)?;
+        self.messages().insert_one(MessageDoc::from_domain(message)).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -534,10 +497,7 @@ impl Store for MongoStore {
             let at = to_bson_date(anchor.created_at);
             filter = and_any(
                 filter,
-                vec![
-                    doc! {"created_at": {"$lt": at}},
-                    doc! {"created_at": at, "_id": {"$lt": before.to_string()}},
-                ],
+                vec![doc! {"created_at": {"$lt": at}}, doc! {"created_at": at, "_id": {"$lt": before.to_string()}}],
             );
         }
         let mut docs: Vec<MessageDoc> = self
@@ -554,11 +514,7 @@ impl Store for MongoStore {
         docs.into_iter().map(MessageDoc::into_domain).collect()
     }
 
-    async fn get_message(
-        &self,
-        conversation: ConversationId,
-        id: MessageId,
-    ) -> Result<Option<Message>, StoreError> {
+    async fn get_message(&self, conversation: ConversationId, id: MessageId) -> Result<Option<Message>, StoreError> {
         Ok(self
             .messages()
             .find_one(doc! {"_id": id.to_string(), "conversation_id": conversation.to_string()})
@@ -583,10 +539,7 @@ impl Store for MongoStore {
             "error": bson_of(&progress.error)?,
             "updated_ms": now.timestamp_millis(),
         };
-        self.messages()
-            .update_one(doc! {"_id": id.to_string()}, doc! {"$set": set})
-            .await
-            .map_err(unavailable)?;
+        self.messages().update_one(doc! {"_id": id.to_string()}, doc! {"$set": set}).await.map_err(unavailable)?;
         Ok(())
     }
 

@@ -45,7 +45,13 @@ pub struct AccessTokens(Inner);
 enum Inner {
     /// Cloud Run's open-API service adds credentials itself.
     CloudRun,
-    Stable { http: reqwest::Client, base_url: String, appid: Option<String>, secret: Option<SecretString>, state: Mutex<State> },
+    Stable {
+        http: reqwest::Client,
+        base_url: String,
+        appid: Option<String>,
+        secret: Option<SecretString>,
+        state: Mutex<State>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -61,7 +67,12 @@ struct TokenAnswer {
 }
 
 impl AccessTokens {
-    pub fn stable(http: reqwest::Client, base_url: String, appid: Option<String>, secret: Option<SecretString>) -> Self {
+    pub fn stable(
+        http: reqwest::Client,
+        base_url: String,
+        appid: Option<String>,
+        secret: Option<SecretString>,
+    ) -> Self {
         AccessTokens(Inner::Stable { http, base_url, appid, secret, state: Mutex::new(State::default()) })
     }
 
@@ -108,7 +119,9 @@ impl AccessTokens {
     }
 
     async fn fetch(&self, force_refresh: bool) -> Result<Cached, TokenError> {
-        let Inner::Stable { http, base_url, appid, secret, .. } = &self.0 else { return Err(TokenError::NotConfigured) };
+        let Inner::Stable { http, base_url, appid, secret, .. } = &self.0 else {
+            return Err(TokenError::NotConfigured);
+        };
         let (Some(appid), Some(secret)) = (appid, secret) else { return Err(TokenError::NotConfigured) };
         let response = http
             .post(format!("{base_url}/cgi-bin/stable_token"))

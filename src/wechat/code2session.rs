@@ -75,10 +75,8 @@ impl WechatClient {
         secret: Option<SecretString>,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .timeout(timeout)
-            .build()?;
+        let http =
+            reqwest::Client::builder().connect_timeout(timeout.min(Duration::from_secs(3))).timeout(timeout).build()?;
         Ok(Self { http, base_url, appid, secret })
     }
 
@@ -115,15 +113,8 @@ impl WechatClient {
             45011 => return Err(Code2SessionError::RateLimited),
             40226 => return Err(Code2SessionError::HighRiskUser),
             -1 => return Err(Code2SessionError::Busy),
-            errcode @ (40013 | 40125 | 41002 | 41004) => {
-                return Err(Code2SessionError::BadCredentials { errcode })
-            }
-            errcode => {
-                return Err(Code2SessionError::Other {
-                    errcode,
-                    errmsg: parsed.errmsg.unwrap_or_default(),
-                })
-            }
+            errcode @ (40013 | 40125 | 41002 | 41004) => return Err(Code2SessionError::BadCredentials { errcode }),
+            errcode => return Err(Code2SessionError::Other { errcode, errmsg: parsed.errmsg.unwrap_or_default() }),
         }
         let openid = parsed
             .openid

@@ -69,7 +69,8 @@ fn pieces(text: &str) -> Vec<String> {
 
 impl ContentChecker {
     pub fn new(base_url: String, tokens: Arc<AccessTokens>, scene: u8, timeout: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout.min(Duration::from_secs(3))).build()?;
+        let http =
+            reqwest::Client::builder().timeout(timeout).connect_timeout(timeout.min(Duration::from_secs(3))).build()?;
         Ok(Self { http, base_url, tokens, scene })
     }
 

@@ -11,7 +11,8 @@ use crate::helpers::{spawn_app, spawn_app_with, text_of, Event, TEST_DEEPSEEK_KE
 fn status(code: u16) -> Reply {
     Reply::Status {
         code,
-        body: json!({"error": {"message": "Authentication Fails (sk-***)", "type": "invalid_request_error"}}).to_string(),
+        body: json!({"error": {"message": "Authentication Fails (sk-***)", "type": "invalid_request_error"}})
+            .to_string(),
         retry_after: None,
     }
 }

@@ -239,7 +239,8 @@ async fn bad_content_is_refused_and_nothing_is_stored() {
     let app = spawn_app_with(|s| s.message_max_chars = 10).await;
     let (token, conversation) = app.user_with_conversation("bad_content").await;
 
-    for body in [json!({"content": ""}), json!({"content": "   \n "}), json!({"content": "十一个字十一个字十一个"})] {
+    for body in [json!({"content": ""}), json!({"content": "   \n "}), json!({"content": "十一个字十一个字十一个"})]
+    {
         let response = app.send_message(&token, &conversation, &body).await;
         assert_eq!(response.status(), 400, "{body}");
         assert_eq!(error_code(response).await, "invalid_content");

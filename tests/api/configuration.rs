@@ -26,9 +26,22 @@ fn production_env() -> HashMap<String, String> {
 #[test]
 fn every_setting_is_documented_in_env_example() {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
-    let documented: Vec<&str> = example.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
-    let optional = ["MONGODB_URI", "WECHAT_APPID", "WECHAT_SECRET", "DEEPSEEK_API_KEY", "JWT_SECRET", "JWT_SECRET_PREVIOUS",
-        "DEEPSEEK_MAX_TOKENS", "CORS_ALLOWED_ORIGINS", "CONTENT_CHECK", "CONTENT_CHECK_FAIL_OPEN", "PREVIEW_OPENIDS", "PREVIEW_MODEL"];
+    let documented: Vec<&str> =
+        example.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+    let optional = [
+        "MONGODB_URI",
+        "WECHAT_APPID",
+        "WECHAT_SECRET",
+        "DEEPSEEK_API_KEY",
+        "JWT_SECRET",
+        "JWT_SECRET_PREVIOUS",
+        "DEEPSEEK_MAX_TOKENS",
+        "CORS_ALLOWED_ORIGINS",
+        "CONTENT_CHECK",
+        "CONTENT_CHECK_FAIL_OPEN",
+        "PREVIEW_OPENIDS",
+        "PREVIEW_MODEL",
+    ];
     let defaults = companion_backend::configuration::DEFAULTS
         .lines()
         .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim().to_ascii_uppercase()));

@@ -82,9 +82,12 @@ async fn conversations_list_most_recently_active_first_with_cursor_pagination() 
 
     let first: Value = app.list_conversations(&token, "?limit=2").await.json().await.unwrap();
     let cursor = first["next_cursor"].as_str().unwrap();
-    let second: Value = app.list_conversations(&token, &format!("?limit=2&cursor={cursor}")).await.json().await.unwrap();
+    let second: Value =
+        app.list_conversations(&token, &format!("?limit=2&cursor={cursor}")).await.json().await.unwrap();
 
-    let titles = |page: &Value| page["items"].as_array().unwrap().iter().map(|c| c["title"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let titles = |page: &Value| {
+        page["items"].as_array().unwrap().iter().map(|c| c["title"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
     assert_eq!(titles(&first), ["一", "三"]);
     assert_eq!(titles(&second), ["二"]);
     assert!(second["next_cursor"].is_null());
@@ -113,7 +116,10 @@ async fn a_conversation_can_be_read_renamed_and_deleted_with_its_messages() {
     assert_eq!(deleted_again.status(), 404);
     let conversation_id = companion_backend::domain::ConversationId::parse(&conversation).unwrap();
     let message_id = companion_backend::domain::MessageId::parse(&message_id).unwrap();
-    assert!(app.store.get_message(conversation_id, message_id).await.unwrap().is_none(), "messages are gone from MongoDB");
+    assert!(
+        app.store.get_message(conversation_id, message_id).await.unwrap().is_none(),
+        "messages are gone from MongoDB"
+    );
 }
 
 #[tokio::test]
@@ -154,11 +160,15 @@ async fn message_history_pages_backwards_in_chronological_pages() {
 
     let newest: Value = app.list_messages(&token, &conversation, "?limit=3").await.json().await.unwrap();
     let cursor = newest["next_cursor"].as_str().unwrap();
-    let older: Value = app.list_messages(&token, &conversation, &format!("?limit=3&before={cursor}")).await.json().await.unwrap();
+    let older: Value =
+        app.list_messages(&token, &conversation, &format!("?limit=3&before={cursor}")).await.json().await.unwrap();
     let cursor = older["next_cursor"].as_str().unwrap();
-    let oldest: Value = app.list_messages(&token, &conversation, &format!("?limit=3&before={cursor}")).await.json().await.unwrap();
+    let oldest: Value =
+        app.list_messages(&token, &conversation, &format!("?limit=3&before={cursor}")).await.json().await.unwrap();
 
-    let contents = |page: &Value| page["items"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let contents = |page: &Value| {
+        page["items"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
     assert_eq!(contents(&newest), ["答1", "问2", "答2"]);
     assert_eq!(contents(&older), ["问0", "答0", "问1"]);
     assert_eq!(contents(&oldest).len(), 1, "the greeting");

@@ -33,10 +33,14 @@ async fn preview_personas_and_model_are_only_for_whitelisted_testers() {
     .await;
     let (tester, _) = app.login_as("o_tester").await;
     let (regular, _) = app.login_as("o_regular").await;
-    let ids = |body: Value| body["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let ids = |body: Value| {
+        body["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
 
-    let tester_sees: Value = app.client.get(app.url("/api/personas")).bearer_auth(&tester).send().await.unwrap().json().await.unwrap();
-    let regular_sees: Value = app.client.get(app.url("/api/personas")).bearer_auth(&regular).send().await.unwrap().json().await.unwrap();
+    let tester_sees: Value =
+        app.client.get(app.url("/api/personas")).bearer_auth(&tester).send().await.unwrap().json().await.unwrap();
+    let regular_sees: Value =
+        app.client.get(app.url("/api/personas")).bearer_auth(&regular).send().await.unwrap().json().await.unwrap();
     let tester_creates = app.create_conversation(&tester, &json!({"persona_id": "beta"})).await;
     let regular_creates = app.create_conversation(&regular, &json!({"persona_id": "beta"})).await;
 
@@ -83,7 +87,16 @@ async fn documents_in_the_older_shape_are_read_by_the_current_code() {
         .await
         .unwrap();
 
-    let conversation: Value = app.client.get(app.url(&format!("/api/conversations/{conversation_id}"))).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let conversation: Value = app
+        .client
+        .get(app.url(&format!("/api/conversations/{conversation_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let messages = app.messages(&token, conversation_id).await;
     app.deepseek.enqueue(text_reply(&["新版本的回复"]));
     let (events, _) = app.stream_message(&token, conversation_id, "继续聊").await.all().await;

@@ -68,13 +68,7 @@ async fn every_response_carries_the_app_version_and_a_generated_request_id() {
 async fn an_incoming_request_id_is_echoed_back() {
     let app = spawn_app().await;
 
-    let response = app
-        .client
-        .get(app.url("/health"))
-        .header("X-Request-Id", "trace-abc_123")
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(app.url("/health")).header("X-Request-Id", "trace-abc_123").send().await.unwrap();
 
     assert_eq!(response.headers()["x-request-id"], "trace-abc_123");
 }

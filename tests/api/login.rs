@@ -62,7 +62,14 @@ async fn each_wechat_error_maps_to_its_documented_status_and_code() {
     let cases: &[(&str, u16, &str, u16, &str, bool)] = &[
         ("c40029", 200, r#"{"errcode":40029,"errmsg":"invalid code"}"#, 400, "invalid_code", false),
         ("c40163", 200, r#"{"errcode":40163,"errmsg":"code been used"}"#, 400, "code_already_used", false),
-        ("c45011", 200, r#"{"errcode":45011,"errmsg":"api minute-quota reach limit"}"#, 429, "login_rate_limited", true),
+        (
+            "c45011",
+            200,
+            r#"{"errcode":45011,"errmsg":"api minute-quota reach limit"}"#,
+            429,
+            "login_rate_limited",
+            true,
+        ),
         ("c40226", 200, r#"{"errcode":40226,"errmsg":"high risk user"}"#, 403, "user_blocked", false),
         ("cbusy", 200, r#"{"errcode":-1,"errmsg":"system error"}"#, 503, "wechat_unavailable", true),
         ("csecret", 200, r#"{"errcode":40125,"errmsg":"invalid appsecret"}"#, 503, "login_unavailable", true),
@@ -184,7 +191,12 @@ async fn development_login_accepts_dev_codes_without_wechat_credentials() {
     assert_eq!(real_code.status(), 400);
     assert_eq!(error_code(real_code).await, "invalid_code");
     assert_eq!(bad_name.status(), 400);
-    let stored = app.store.get_user(companion_backend::domain::UserId::parse(first["user"]["id"].as_str().unwrap()).unwrap()).await.unwrap().unwrap();
+    let stored = app
+        .store
+        .get_user(companion_backend::domain::UserId::parse(first["user"]["id"].as_str().unwrap()).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.openid.as_str(), "dev_alice");
 }
 

@@ -35,8 +35,13 @@ fn verdict(suggest: &str, label: i64) -> ResponseTemplate {
 async fn token_endpoint(server: &MockServer, token: &str) {
     Mock::given(method("POST"))
         .and(path("/cgi-bin/stable_token"))
-        .and(body_partial_json(json!({"grant_type": "client_credential", "appid": TEST_APPID, "secret": TEST_APP_SECRET})))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(json!({"access_token": token, "expires_in": 7200}).to_string(), "text/plain"))
+        .and(body_partial_json(
+            json!({"grant_type": "client_credential", "appid": TEST_APPID, "secret": TEST_APP_SECRET}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(json!({"access_token": token, "expires_in": 7200}).to_string(), "text/plain"),
+        )
         .mount(server)
         .await;
 }
@@ -127,7 +132,9 @@ async fn review_verdicts_pass_by_default_and_block_when_configured() {
     let (lenient_token, lenient_conversation) = lenient.user_with_conversation("review_lenient").await;
     let (strict_token, strict_conversation) = strict.user_with_conversation("review_strict").await;
 
-    let passed = lenient.send_message(&lenient_token, &lenient_conversation, &json!({"content": "边缘话题", "stream": false})).await;
+    let passed = lenient
+        .send_message(&lenient_token, &lenient_conversation, &json!({"content": "边缘话题", "stream": false}))
+        .await;
     let blocked = strict.send_message(&strict_token, &strict_conversation, &json!({"content": "边缘话题"})).await;
 
     assert_eq!(passed.status(), 200);
@@ -237,12 +244,15 @@ async fn the_access_token_is_fetched_once_and_shared_by_concurrent_checks() {
         .respond_with(verdict("pass", 100))
         .mount(&server)
         .await;
-    let checker = Arc::new(checker(&server, AccessTokens::stable(
-        reqwest::Client::new(),
-        server.uri(),
-        Some(TEST_APPID.into()),
-        Some(SecretString::from(TEST_APP_SECRET)),
-    )));
+    let checker = Arc::new(checker(
+        &server,
+        AccessTokens::stable(
+            reqwest::Client::new(),
+            server.uri(),
+            Some(TEST_APPID.into()),
+            Some(SecretString::from(TEST_APP_SECRET)),
+        ),
+    ));
     let openid = OpenId::parse("o_concurrent").unwrap();
 
     let checks = (0..5).map(|i| {
@@ -263,21 +273,30 @@ async fn a_rejected_token_is_replaced_with_force_refresh_and_the_check_retried()
     Mock::given(method("POST"))
         .and(path("/cgi-bin/stable_token"))
         .and(body_partial_json(json!({"force_refresh": false})))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(json!({"access_token": "OLD", "expires_in": 7200}).to_string(), "application/json"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(json!({"access_token": "OLD", "expires_in": 7200}).to_string(), "application/json"),
+        )
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(path("/cgi-bin/stable_token"))
         .and(body_partial_json(json!({"force_refresh": true})))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(json!({"access_token": "NEW", "expires_in": 7200}).to_string(), "application/json"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(json!({"access_token": "NEW", "expires_in": 7200}).to_string(), "application/json"),
+        )
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(path("/wxa/msg_sec_check"))
         .and(query_param("access_token", "OLD"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(r#"{"errcode":40001,"errmsg":"invalid credential"}"#, "application/json"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(r#"{"errcode":40001,"errmsg":"invalid credential"}"#, "application/json"),
+        )
         .mount(&server)
         .await;
     Mock::given(method("POST"))
@@ -286,12 +305,15 @@ async fn a_rejected_token_is_replaced_with_force_refresh_and_the_check_retried()
         .respond_with(verdict("risky", 20002))
         .mount(&server)
         .await;
-    let checker = checker(&server, AccessTokens::stable(
-        reqwest::Client::new(),
-        server.uri(),
-        Some(TEST_APPID.into()),
-        Some(SecretString::from(TEST_APP_SECRET)),
-    ));
+    let checker = checker(
+        &server,
+        AccessTokens::stable(
+            reqwest::Client::new(),
+            server.uri(),
+            Some(TEST_APPID.into()),
+            Some(SecretString::from(TEST_APP_SECRET)),
+        ),
+    );
 
     let verdict = checker.check(&OpenId::parse("o_refresh").unwrap(), "x").await.unwrap();
 
@@ -303,7 +325,12 @@ async fn a_rejected_token_is_replaced_with_force_refresh_and_the_check_retried()
 #[tokio::test]
 async fn the_cloud_run_open_api_mode_sends_no_token() {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).and(path("/cgi-bin/stable_token")).respond_with(ResponseTemplate::new(500)).expect(0).mount(&server).await;
+    Mock::given(method("POST"))
+        .and(path("/cgi-bin/stable_token"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
     Mock::given(method("POST")).and(path("/wxa/msg_sec_check")).respond_with(verdict("pass", 100)).mount(&server).await;
     let checker = checker(&server, AccessTokens::cloud_run());
 
@@ -327,7 +354,9 @@ async fn the_kept_part_of_a_failed_reply_is_checked_too() {
     let (token, conversation) = app.user_with_conversation("risky_partial").await;
     app.deepseek.enqueue(crate::helpers::fake_deepseek::Reply::Stream(vec![
         crate::helpers::fake_deepseek::Step::Bytes(crate::helpers::fake_deepseek::role_chunk().into_bytes()),
-        crate::helpers::fake_deepseek::Step::Bytes(crate::helpers::fake_deepseek::content_chunk("一句违规的半截话").into_bytes()),
+        crate::helpers::fake_deepseek::Step::Bytes(
+            crate::helpers::fake_deepseek::content_chunk("一句违规的半截话").into_bytes(),
+        ),
         crate::helpers::fake_deepseek::Step::Drop,
     ]));
 

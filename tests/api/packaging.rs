@@ -10,8 +10,20 @@ fn repo_file(name: &str) -> String {
 }
 
 const ALLOWED_KEYS: &[&str] = &[
-    "remark", "containerPort", "dockerfilePath", "buildDir", "minNum", "maxNum", "cpu", "mem", "policyType",
-    "policyThreshold", "envParams", "customLogs", "initialDelaySeconds", "flowRatio",
+    "remark",
+    "containerPort",
+    "dockerfilePath",
+    "buildDir",
+    "minNum",
+    "maxNum",
+    "cpu",
+    "mem",
+    "policyType",
+    "policyThreshold",
+    "envParams",
+    "customLogs",
+    "initialDelaySeconds",
+    "flowRatio",
 ];
 
 /// Cloud Run's allowed CPU (cores) → memory (GB) pairs.
@@ -28,8 +40,15 @@ fn memory_allowed(cpu: f64, mem: f64) -> bool {
 
 #[test]
 fn the_cpu_memory_rule_matches_cloud_runs_table() {
-    assert!(memory_allowed(0.25, 0.5) && memory_allowed(0.5, 4.0) && memory_allowed(1.0, 8.0) && memory_allowed(2.0, 16.0));
-    assert!(!memory_allowed(0.25, 4.0) && !memory_allowed(0.5, 8.0) && !memory_allowed(2.0, 2.0) && !memory_allowed(0.3, 1.0));
+    assert!(
+        memory_allowed(0.25, 0.5) && memory_allowed(0.5, 4.0) && memory_allowed(1.0, 8.0) && memory_allowed(2.0, 16.0)
+    );
+    assert!(
+        !memory_allowed(0.25, 4.0)
+            && !memory_allowed(0.5, 8.0)
+            && !memory_allowed(2.0, 2.0)
+            && !memory_allowed(0.3, 1.0)
+    );
 }
 
 #[test]

@@ -60,9 +60,8 @@ async fn per_ip_limits_trust_only_the_configured_proxy_depth() {
         s.trusted_proxy_depth = 1;
     })
     .await;
-    let health_of = |forwarded: &'static str| {
-        app.client.get(app.url("/api/personas")).header("x-forwarded-for", forwarded).send()
-    };
+    let health_of =
+        |forwarded: &'static str| app.client.get(app.url("/api/personas")).header("x-forwarded-for", forwarded).send();
 
     // The client controls everything left of what the platform's proxy appended.
     let a1 = health_of("1.1.1.1, 10.0.0.5").await.unwrap();
@@ -122,7 +121,8 @@ async fn the_daily_message_quota_is_reported_and_enforced() {
     app.stream_message(&token, &conversation, "第一条").await.all().await;
     app.stream_message(&token, &conversation, "第二条").await.all().await;
     let refused = app.send_message(&token, &conversation, &json!({"content": "第三条"})).await;
-    let usage: Value = app.client.get(app.url("/api/me/usage")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let usage: Value =
+        app.client.get(app.url("/api/me/usage")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
 
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
@@ -143,7 +143,8 @@ async fn the_daily_token_quota_stops_further_messages_once_used_up() {
     app.deepseek.enqueue(text_reply(&["又一条"]));
     app.stream_message(&token, &conversation, "hi").await.all().await;
 
-    let usage: Value = app.client.get(app.url("/api/me/usage")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let usage: Value =
+        app.client.get(app.url("/api/me/usage")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     let second = app.send_message(&token, &conversation, &json!({"content": "again"})).await;
 
     assert_eq!(usage["tokens"], json!({"used": 21, "limit": 30}));
@@ -170,7 +171,8 @@ async fn every_response_carries_security_headers() {
 async fn cors_answers_only_the_allowed_origins() {
     let app = spawn_app_with(|s| s.cors_allowed_origins = Some("https://admin.example.com".into())).await;
 
-    let allowed = app.client.get(app.url("/health")).header("origin", "https://admin.example.com").send().await.unwrap();
+    let allowed =
+        app.client.get(app.url("/health")).header("origin", "https://admin.example.com").send().await.unwrap();
     let preflight = app
         .client
         .request(reqwest::Method::OPTIONS, app.url("/api/me"))

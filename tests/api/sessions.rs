@@ -237,19 +237,15 @@ async fn cloud_run_headers_are_ignored_unless_trusted_or_without_x_wx_source() {
     let untrusting = spawn_app().await;
     let trusting = spawn_app_with(|s| s.wechat_trust_cloudrun_headers = true).await;
 
-    let ignored = cloudrun_headers(untrusting.client.get(untrusting.url("/api/me")), "oCloudRun_2").send().await.unwrap();
+    let ignored =
+        cloudrun_headers(untrusting.client.get(untrusting.url("/api/me")), "oCloudRun_2").send().await.unwrap();
     let no_code = cloudrun_headers(untrusting.client.post(untrusting.url("/api/auth/login")), "oCloudRun_2")
         .json(&json!({}))
         .send()
         .await
         .unwrap();
-    let no_source = trusting
-        .client
-        .get(trusting.url("/api/me"))
-        .header("x-wx-openid", "oCloudRun_2")
-        .send()
-        .await
-        .unwrap();
+    let no_source =
+        trusting.client.get(trusting.url("/api/me")).header("x-wx-openid", "oCloudRun_2").send().await.unwrap();
 
     assert_eq!(ignored.status(), 401);
     assert_eq!(no_code.status(), 400);

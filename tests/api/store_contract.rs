@@ -1,8 +1,8 @@
 //! One contract, two stores: the in-process store must behave like MongoDB.
 use chrono::Duration;
 use companion_backend::domain::{
-    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, Message, MessageError,
-    MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, UserId,
+    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, Message, MessageError, MessageId, MessageProgress,
+    MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, UserId,
 };
 use companion_backend::store::{ConversationCursor, DynStore, GenerationClaim};
 
@@ -90,11 +90,7 @@ async fn concurrent_first_logins_of_one_openid_create_one_user(store: DynStore) 
         let store = store.clone();
         tokio::spawn(async move { store.find_or_create_user(&openid("o_race")).await.unwrap().id })
     });
-    let ids: Vec<UserId> = futures_util::future::join_all(attempts)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let ids: Vec<UserId> = futures_util::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
 
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
 }
@@ -103,10 +99,8 @@ async fn a_profile_update_changes_only_the_given_fields(store: DynStore) {
     let user = store.find_or_create_user(&openid("o_profile")).await.unwrap();
     let patch = ProfilePatch { nickname: Some(Nickname::parse("小明").unwrap()), avatar_url: None };
     store.update_user_profile(user.id, &patch).await.unwrap();
-    let patch = ProfilePatch {
-        nickname: None,
-        avatar_url: Some(AvatarUrl::parse("https://example.com/a.png").unwrap()),
-    };
+    let patch =
+        ProfilePatch { nickname: None, avatar_url: Some(AvatarUrl::parse("https://example.com/a.png").unwrap()) };
 
     let updated = store.update_user_profile(user.id, &patch).await.unwrap().unwrap();
 
@@ -138,12 +132,8 @@ async fn conversations_list_newest_activity_first_with_a_cursor(store: DynStore)
     let cursor = ConversationCursor::after(second_page.last().unwrap());
     let third_page = store.list_conversations(user, 2, Some(&cursor)).await.unwrap();
 
-    let titles: Vec<String> = first_page
-        .iter()
-        .chain(&second_page)
-        .chain(&third_page)
-        .map(|c| c.title.as_str().to_string())
-        .collect();
+    let titles: Vec<String> =
+        first_page.iter().chain(&second_page).chain(&third_page).map(|c| c.title.as_str().to_string()).collect();
     assert_eq!(titles, ["c4", "c3", "c2", "c1", "c0"]);
     assert_eq!(third_page.len(), 1);
     assert_eq!(first_page[0], created[4]);
@@ -254,16 +244,12 @@ async fn only_one_generation_claims_a_conversation_until_released_or_expired(sto
     store.release_generation(c.id, first, t0).await.unwrap();
     let after_release = store.claim_generation(user, c.id, second, t0, t0 + Duration::seconds(1)).await.unwrap();
     // The second claim's lease runs out; a later claim takes over.
-    let after_expiry = store
-        .claim_generation(user, c.id, third, t0 + Duration::seconds(5), t0 + Duration::seconds(65))
-        .await
-        .unwrap();
+    let after_expiry =
+        store.claim_generation(user, c.id, third, t0 + Duration::seconds(5), t0 + Duration::seconds(65)).await.unwrap();
 
     // Claims are per conversation: the neighbour is free and claiming it leaves `c` alone.
-    let neighbour_claim = store
-        .claim_generation(user, neighbour.id, MessageId::new(), t0, t0 + Duration::seconds(60))
-        .await
-        .unwrap();
+    let neighbour_claim =
+        store.claim_generation(user, neighbour.id, MessageId::new(), t0, t0 + Duration::seconds(60)).await.unwrap();
     assert_eq!(neighbour_claim, GenerationClaim::Claimed);
     assert_eq!(claimed, GenerationClaim::Claimed);
     assert_eq!(blocked, GenerationClaim::Busy);

@@ -21,9 +21,8 @@ async fn trusting_app() -> TestApp {
 
 /// Opens `/api/ws`, with the identity headers Cloud Run injects when `openid` is given.
 async fn connect(app: &TestApp, openid: Option<&str>) -> Socket {
-    let mut request = format!("ws://127.0.0.1:{}/api/ws", app.address.rsplit(':').next().unwrap())
-        .into_client_request()
-        .unwrap();
+    let mut request =
+        format!("ws://127.0.0.1:{}/api/ws", app.address.rsplit(':').next().unwrap()).into_client_request().unwrap();
     if let Some(openid) = openid {
         request.headers_mut().insert("x-wx-source", "wx_client".parse().unwrap());
         request.headers_mut().insert("x-wx-openid", openid.parse().unwrap());
@@ -86,7 +85,8 @@ async fn a_reply_streams_over_the_websocket_with_platform_identity_headers() {
     app.deepseek.enqueue(text_reply(&["通过", "WebSocket", "回复"]));
     let mut socket = connect(&app, Some("o_ws_headers")).await;
 
-    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "你好", "request_id": "r1"})).await;
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "你好", "request_id": "r1"}))
+        .await;
     let frames = reply(&mut socket).await;
 
     let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
@@ -162,7 +162,11 @@ async fn pings_invalid_frames_and_busy_conversations_get_answers_on_an_open_sock
     let invalid = next(&mut socket).await.unwrap();
     send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "一"})).await;
     let start = next(&mut socket).await.unwrap();
-    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "二", "request_id": "second"})).await;
+    send(
+        &mut socket,
+        json!({"type": "send", "conversation_id": conversation, "content": "二", "request_id": "second"}),
+    )
+    .await;
     let mut frames = reply(&mut socket).await;
     let busy_position = frames.iter().position(|f| f["request_id"] == "second").expect("an answer to the second send");
     let busy = frames.remove(busy_position);
@@ -202,7 +206,11 @@ async fn reattach_over_the_websocket_after_the_first_socket_dropped() {
 
     assert_eq!(text(&frames), pieces.concat());
     assert_eq!(frames.last().unwrap()["type"], "done");
-    send(&mut second, json!({"type": "reattach", "conversation_id": conversation, "message_id": "0123456789abcdef01234567"})).await;
+    send(
+        &mut second,
+        json!({"type": "reattach", "conversation_id": conversation, "message_id": "0123456789abcdef01234567"}),
+    )
+    .await;
     assert_eq!(next(&mut second).await.unwrap()["code"], "not_found");
 }
 
@@ -221,7 +229,8 @@ async fn websocket_sends_count_against_the_users_rate_limit() {
     let first = reply(&mut socket).await;
     send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "b"})).await;
     let second = reply(&mut socket).await;
-    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "c", "request_id": "over"})).await;
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "c", "request_id": "over"}))
+        .await;
     let refused = next(&mut socket).await.unwrap();
 
     assert_eq!(first.last().unwrap()["type"], "done");

@@ -32,7 +32,13 @@ impl TestApp {
         self.client.get(self.url(&format!("/api/conversations{query}"))).bearer_auth(token).send().await.unwrap()
     }
 
-    pub async fn conversation(&self, method: reqwest::Method, token: &str, id: &str, body: Option<&Value>) -> reqwest::Response {
+    pub async fn conversation(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        id: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
         let mut request = self.client.request(method, self.url(&format!("/api/conversations/{id}"))).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(body);
@@ -105,11 +111,8 @@ impl TestApp {
 impl TestApp {
     /// A session for `openid` made directly in the store, for tests where WeChat is down.
     pub async fn store_user_token(&self, openid: &str) -> (String, String) {
-        let user = self
-            .store
-            .find_or_create_user(&companion_backend::domain::OpenId::parse(openid).unwrap())
-            .await
-            .unwrap();
+        let user =
+            self.store.find_or_create_user(&companion_backend::domain::OpenId::parse(openid).unwrap()).await.unwrap();
         let keys = companion_backend::auth::JwtKeys::new(
             &secrecy::SecretString::from(super::TEST_JWT_SECRET),
             None,

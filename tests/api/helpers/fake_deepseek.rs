@@ -219,8 +219,5 @@ pub fn text_reply(pieces: &[&str]) -> Reply {
 
 /// `bytes` cut every `every` bytes, wherever that falls (inside characters too).
 pub fn cut_every(bytes: &[u8], every: usize, pause: Duration) -> Vec<Step> {
-    bytes
-        .chunks(every)
-        .flat_map(|piece| [Step::Bytes(piece.to_vec()), Step::Pause(pause)])
-        .collect()
+    bytes.chunks(every).flat_map(|piece| [Step::Bytes(piece.to_vec()), Step::Pause(pause)]).collect()
 }

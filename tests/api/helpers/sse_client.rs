@@ -60,11 +60,7 @@ impl EventReader {
 
 /// The concatenated `delta` contents.
 pub fn text_of(events: &[Event]) -> String {
-    events
-        .iter()
-        .filter(|e| e.name == "delta")
-        .map(|e| e.data["content"].as_str().unwrap().to_string())
-        .collect()
+    events.iter().filter(|e| e.name == "delta").map(|e| e.data["content"].as_str().unwrap().to_string()).collect()
 }
 
 pub fn names_of(events: &[Event]) -> Vec<&str> {
