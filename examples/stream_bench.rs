@@ -8,6 +8,9 @@
 //! (upstream write → server → client read, two loopback hops included). The server's
 //! resident memory is sampled from /proc while every stream is open. The server runs with
 //! the in-process store, no rate limits, quotas or content checks: this measures the relay.
+// A benchmark client, not the service: its tasks need no shutdown drain.
+#![allow(clippy::disallowed_methods)]
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -75,8 +75,12 @@ impl ApiError {
             internal => internal,
         }
     }
+    /// An internal failure, logged here with its cause chain, where it is created: how it
+    /// is later rendered (HTTP body, WebSocket frame) has no side effects.
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
-        ApiError::Internal(e.into())
+        let e = e.into();
+        tracing::error!(error.cause_chain = ?e, "internal error");
+        ApiError::Internal(e)
     }
     pub fn code(&self) -> &'static str {
         match self {
@@ -103,14 +107,11 @@ impl ResponseError for ApiError {
                 }
                 response
             }
-            ApiError::Internal(e) => {
-                tracing::error!(error.cause_chain = ?e, "internal error");
-                envelope(
+            ApiError::Internal(_) => envelope(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal_error",
-                    "something went wrong on our side; please try again",
-                )
-            }
+                "something went wrong on our side; please try again",
+            ),
         }
     }
 }
@@ -191,6 +192,42 @@ impl From<crate::store::StoreError> for ApiError {
                 )
             }
             corrupt => ApiError::internal(corrupt),
+        }
+    }
+}
+
+impl From<crate::chat::ChatError> for ApiError {
+    fn from(e: crate::chat::ChatError) -> Self {
+        use crate::chat::ChatError;
+        match e {
+            ChatError::InvalidContent(message) => ApiError::bad_request("invalid_content", message),
+            ChatError::ConversationNotFound => ApiError::not_found("no such conversation"),
+            ChatError::MessageNotFound => ApiError::not_found("no such message"),
+            ChatError::NotAReply => ApiError::bad_request("not_a_reply", "only assistant replies can be streamed"),
+            ChatError::ReplyInProgress => ApiError::new(
+                StatusCode::CONFLICT,
+                "reply_in_progress",
+                "a reply is still being generated in this conversation; wait for it or reattach",
+            ),
+            ChatError::QuotaExceeded { retry_after } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                "today's chat quota is used up; it resets at midnight (China time)",
+            )
+            .with_retry_after(retry_after),
+            ChatError::ContentRejected => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "content_rejected",
+                "the message did not pass the content-safety check; please rephrase it",
+            ),
+            ChatError::ModerationUnavailable => ApiError::unavailable(
+                "content_check_unavailable",
+                "messages cannot be checked right now; please retry shortly",
+                5,
+            ),
+            ChatError::Store(e) => e.into(),
+            // Logged by `ChatError::internal` where it happened.
+            ChatError::Internal(e) => ApiError::Internal(e),
         }
     }
 }

@@ -12,13 +12,13 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
-use crate::auth::{AuthState, JwtKeys};
-use crate::chat::{ChatConfig, ChatService, GenerationHub, Personas, PreviewAccess};
+use crate::auth::{resolve_identity, AuthState, IdentityResolver, JwtKeys};
+use crate::chat::{ChatConfig, ChatParts, ChatService, Personas, PreviewAccess, Registry};
 use crate::configuration::Settings;
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
 use crate::llm::{DeepSeekClient, DeepSeekOptions, LlmClient, OfflineCompanion};
 use crate::protection::{
-    cors, header_limit_middleware, rate_limit_middleware, security_headers, DailyQuota, HeaderLimit, ModerationPolicy,
+    cors, header_limit_middleware, limit_by_ip, limit_by_user, security_headers, DailyQuota, HeaderLimit, ModerationPolicy,
     Moderator, RateLimiter,
 };
 use crate::routes;
@@ -75,7 +75,7 @@ pub struct Application {
     port: u16,
     server: Server,
     lifecycle: web::Data<Lifecycle>,
-    hub: Arc<GenerationHub>,
+    registry: Arc<Registry>,
     shutdown_grace: Duration,
     readiness_delay: Duration,
 }
@@ -92,14 +92,14 @@ impl Application {
         let listener = TcpListener::bind(&address).with_context(|| format!("could not listen on {address}"))?;
         let port = listener.local_addr()?.port();
         let lifecycle = web::Data::new(Lifecycle::default());
-        let hub = Arc::new(GenerationHub::new());
-        let chat = build_chat(&settings, store.clone(), hub.clone())?;
+        let registry = Arc::new(Registry::new());
+        let chat = build_chat(&settings, store.clone(), registry.clone())?;
         let server = run(listener, &settings, store, chat, lifecycle.clone())?;
         Ok(Application {
             port,
             server,
             lifecycle,
-            hub,
+            registry,
             shutdown_grace: settings.shutdown_grace(),
             readiness_delay: Duration::from_millis(settings.shutdown_readiness_delay_ms),
         })
@@ -114,6 +114,8 @@ impl Application {
     /// accepts (so the platform can route new traffic elsewhere); then it stops accepting,
     /// replies being generated get `SHUTDOWN_GRACE_SECS` and are then stored as
     /// `incomplete`, and in-flight requests finish.
+    // The server and its stop are the lifecycle itself, not work a drain should wait for.
+    #[allow(clippy::disallowed_methods)]
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
@@ -122,7 +124,7 @@ impl Application {
         self.lifecycle.begin_shutdown();
         tokio::time::sleep(self.readiness_delay).await;
         let stopping = tokio::spawn(async move { handle.stop(true).await });
-        self.hub.drain(self.shutdown_grace).await;
+        self.registry.drain(self.shutdown_grace).await;
         stopping.await.context("server stop panicked")?;
         server.await.context("server task panicked")??;
         tracing::info!("server stopped");
@@ -165,6 +167,8 @@ async fn build_store(settings: &Settings) -> anyhow::Result<DynStore> {
     if let Err(e) = store.ensure_indexes().await {
         tracing::warn!(error = ?e, "could not create indexes yet; retrying in the background");
         let retry = store.clone();
+        // Not a reply's work: abandoned at shutdown, so not tracked.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             let mut delay = Duration::from_secs(2);
             loop {
@@ -229,19 +233,19 @@ fn build_moderator(settings: &Settings) -> anyhow::Result<Option<Arc<Moderator>>
     })))
 }
 
-fn build_chat(settings: &Settings, store: DynStore, hub: Arc<GenerationHub>) -> anyhow::Result<ChatService> {
+fn build_chat(settings: &Settings, store: DynStore, registry: Arc<Registry>) -> anyhow::Result<ChatService> {
     let is_default = settings.personas_file.as_os_str() == DEFAULT_PERSONAS_FILE;
     let personas = Personas::load(&settings.personas_file, is_default)?;
-    Ok(ChatService {
+    Ok(ChatService::new(ChatParts {
         store,
         llm: Arc::new(build_llm(settings)?),
-        personas: Arc::new(personas),
-        hub,
+        personas,
+        registry,
         config: ChatConfig::from_settings(settings),
         preview: PreviewAccess::new(settings.preview_openid_list(), settings.preview_model.clone()),
         quota: DailyQuota { messages: settings.daily_message_quota, tokens: settings.daily_token_quota },
         moderator: build_moderator(settings)?,
-    })
+    }))
 }
 
 fn run(
@@ -252,16 +256,17 @@ fn run(
     lifecycle: web::Data<Lifecycle>,
 ) -> anyhow::Result<Server> {
     let chat = web::Data::new(chat);
-    let limiter = web::Data::new(RateLimiter::from_settings(settings, store.clone()));
+    let limiter = Arc::new(RateLimiter::from_settings(settings, store.clone()));
     let cors_origins = settings.cors_origin_list();
     let production = settings.is_production();
     let header_limit = web::Data::new(HeaderLimit(settings.max_header_bytes));
     let info = web::Data::new(AppInfo::from_settings(settings));
-    let store = web::Data::new(store);
-    let auth = web::Data::new(AuthState {
+    let store_data = web::Data::new(store.clone());
+    let auth = Arc::new(AuthState {
         keys: JwtKeys::from_settings(settings),
         trust_cloudrun_headers: settings.wechat_trust_cloudrun_headers,
     });
+    let resolver = Arc::new(IdentityResolver { auth: auth.clone(), store: store.clone() });
     let login_policy = web::Data::new(LoginPolicy::from_settings(settings));
     if login_policy.dev_login {
         tracing::warn!("WECHAT_APPID is not set: development login is on (code \"dev:<name>\")");
@@ -287,19 +292,32 @@ fn run(
             .app_data(web::QueryConfig::default().error_handler(query_error_handler))
             .app_data(web::PathConfig::default().error_handler(path_error_handler))
             .app_data(info.clone())
-            .app_data(store.clone())
+            .app_data(store_data.clone())
             .app_data(lifecycle.clone())
-            .app_data(auth.clone())
+            .app_data(web::Data::from(auth.clone()))
+            .app_data(web::Data::from(resolver.clone()))
             .app_data(login_policy.clone())
             .app_data(wechat.clone())
             .app_data(chat.clone())
-            .app_data(limiter.clone())
+            .app_data(web::Data::from(limiter.clone()))
             .app_data(header_limit.clone())
             .service(web::resource("/health").get(routes::health))
             .service(web::resource("/ready").get(routes::ready))
             .service(
                 web::scope("/api")
-                    .wrap(from_fn(rate_limit_middleware))
+                    // Runs bottom-up: per-IP limit, then identity, then per-user limit.
+                    .wrap(from_fn({
+                        let limiter = limiter.clone();
+                        move |req, next| limit_by_user(limiter.clone(), req, next)
+                    }))
+                    .wrap(from_fn({
+                        let resolver = resolver.clone();
+                        move |req, next| resolve_identity(resolver.clone(), req, next)
+                    }))
+                    .wrap(from_fn({
+                        let limiter = limiter.clone();
+                        move |req, next| limit_by_ip(limiter.clone(), req, next)
+                    }))
                     .service(web::resource("/auth/login").post(routes::login))
                     .service(web::resource("/auth/refresh").post(routes::refresh))
                     .service(web::resource("/me").get(routes::get_me).patch(routes::patch_me))

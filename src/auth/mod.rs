@@ -1,6 +1,8 @@
-//! Sessions: JWTs we issue, and the authenticated-user extractor.
-mod extractor;
+//! Sessions: JWTs we issue, and who each request acts for.
+mod identity;
 mod jwt;
 
-pub use extractor::{AuthState, AuthenticatedUser, CloudRunIdentity, IdentitySource};
+pub use identity::{
+    resolve_identity, AuthState, AuthenticatedUser, CloudRunIdentity, Identity, IdentityResolver, IdentitySource,
+};
 pub use jwt::{IssuedToken, JwtKeys, TokenError};

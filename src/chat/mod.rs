@@ -1,12 +1,12 @@
-//! Companion chat: personas, context, generations and their watchers.
+//! Companion chat: personas, context, sending, and replies (see `reply`).
 pub mod context;
-mod generation;
-mod live;
 mod personas;
 mod preview;
+pub mod reply;
+mod send;
 mod service;
 
-pub use live::{outcome_of, GenerationHub, LiveReply, Outcome, ReplyEvent, ReplyWatcher};
 pub use personas::{Persona, Personas};
 pub use preview::PreviewAccess;
-pub use service::{greeting_message, ChatConfig, ChatError, ChatService, StartedReply};
+pub use reply::{Registry, ReplyEvent, ReplyHandle, ReplyWatcher};
+pub use service::{greeting_message, ChatConfig, ChatError, ChatParts, ChatService};

@@ -4,27 +4,26 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The repository's own file, compiled in: used when the configured default path does
 /// not exist (for example when the binary runs from another directory).
 const BUILT_IN: &str = include_str!("../../config/personas.toml");
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Persona {
     pub id: String,
     pub name: String,
     pub description: String,
     pub greeting: String,
-    #[serde(skip_serializing)]
     pub system_prompt: String,
-    #[serde(default, skip_serializing)]
+    #[serde(default)]
     pub model: Option<String>,
-    #[serde(default, skip_serializing)]
+    #[serde(default)]
     pub temperature: Option<f32>,
     #[serde(default)]
     pub thinking: bool,
-    #[serde(default, skip_serializing)]
+    #[serde(default)]
     pub reasoning_effort: Option<String>,
     #[serde(default)]
     pub preview: bool,

@@ -4,7 +4,7 @@
 //! tell the service which users are testers.
 use std::collections::HashSet;
 
-use crate::domain::UserId;
+use crate::domain::{User, UserId};
 use crate::store::{DynStore, StoreError};
 
 #[derive(Debug, Clone, Default)]
@@ -23,7 +23,12 @@ impl PreviewAccess {
         if self.openids.is_empty() {
             return Ok(false);
         }
-        Ok(store.get_user(user).await?.is_some_and(|u| self.openids.contains(u.openid.as_str())))
+        Ok(store.get_user(user).await?.is_some_and(|u| self.includes(&u)))
+    }
+
+    /// Whether this (already loaded) user is a tester.
+    pub fn includes(&self, user: &User) -> bool {
+        self.openids.contains(user.openid.as_str())
     }
 
     pub fn model_for(&self, tester: bool) -> Option<&str> {

@@ -25,10 +25,9 @@ impl ConversationTitle {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Conversation {
     pub id: ConversationId,
-    #[serde(skip)]
     pub user_id: UserId,
     pub persona_id: String,
     pub title: ConversationTitle,

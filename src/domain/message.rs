@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{ConversationId, MessageId, ParseError, UserId};
+use super::{ConversationId, FinishReason, MessageId, ParseError, UserId};
 
 /// What a user sends: trimmed of surrounding blank space, never empty, bounded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,26 +64,20 @@ pub struct MessageError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A stored message. Not serializable: what clients see is decided by the HTTP DTOs.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub id: MessageId,
-    #[serde(skip)]
     pub conversation_id: ConversationId,
-    #[serde(skip)]
     pub user_id: UserId,
     pub role: Role,
     pub content: String,
     pub status: MessageStatus,
     pub created_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finish_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<FinishReason>,
     pub error: Option<MessageError>,
-    #[serde(skip)]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -94,11 +88,49 @@ pub struct MessageProgress {
     pub reasoning_content: Option<String>,
     pub status: MessageStatus,
     pub usage: Option<Usage>,
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
     pub error: Option<MessageError>,
 }
 
 impl Message {
+    /// A new message of `conversation`, created now.
+    pub fn new(conversation: &super::Conversation, role: Role, content: &str, status: MessageStatus) -> Message {
+        let at = super::now();
+        Message {
+            id: MessageId::new(),
+            conversation_id: conversation.id,
+            user_id: conversation.user_id,
+            role,
+            content: content.to_string(),
+            status,
+            created_at: at,
+            reasoning_content: None,
+            usage: None,
+            finish_reason: None,
+            error: None,
+            updated_at: at,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn placeholder_for_tests() -> Message {
+        let at = super::now();
+        Message {
+            id: MessageId::new(),
+            conversation_id: ConversationId::new(),
+            user_id: UserId::new(),
+            role: Role::Assistant,
+            content: String::new(),
+            status: MessageStatus::Streaming,
+            created_at: at,
+            reasoning_content: None,
+            usage: None,
+            finish_reason: None,
+            error: None,
+            updated_at: at,
+        }
+    }
+
     pub fn apply(&mut self, progress: &MessageProgress, now: DateTime<Utc>) {
         self.content = progress.content.clone();
         self.reasoning_content = progress.reasoning_content.clone();

@@ -2,11 +2,13 @@
 mod conversation;
 mod ids;
 mod message;
+mod reply;
 mod user;
 
 pub use conversation::{Conversation, ConversationTitle};
 pub use ids::{ConversationId, MessageId, UserId};
 pub use message::{Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, Usage};
+pub use reply::{Conclusion, FinishReason, GenerationEnd, ReplyEnd, ReplyFailure};
 pub use user::{AvatarUrl, LoginCode, Nickname, OpenId, ProfilePatch, User};
 
 /// Why a value from a client was refused; the text is safe to show to that client.

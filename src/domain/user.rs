@@ -108,10 +108,9 @@ pub struct ProfilePatch {
     pub avatar_url: Option<AvatarUrl>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct User {
     pub id: UserId,
-    #[serde(skip)]
     pub openid: OpenId,
     pub nickname: Option<Nickname>,
     pub avatar_url: Option<AvatarUrl>,

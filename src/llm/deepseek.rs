@@ -12,7 +12,7 @@ use tokio::time::{sleep, timeout, Instant};
 
 use super::sse::SseParser;
 use super::{ChatRequest, LlmError, LlmEvent, LlmStream};
-use crate::domain::Usage;
+use crate::domain::{FinishReason, Usage};
 
 pub struct DeepSeekOptions {
     pub base_url: String,
@@ -215,7 +215,7 @@ fn events_of(data: &str) -> Result<Vec<LlmEvent>, LlmError> {
             events.push(LlmEvent::Content(text));
         }
         if let Some(reason) = choice.finish_reason {
-            events.push(LlmEvent::Finish(reason));
+            events.push(LlmEvent::Finish(FinishReason::parse(&reason)));
         }
     }
     if let Some(usage) = chunk.usage {

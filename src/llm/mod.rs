@@ -9,7 +9,7 @@ use std::pin::Pin;
 use futures_util::Stream;
 use serde::Serialize;
 
-use crate::domain::Usage;
+use crate::domain::{FinishReason, Usage};
 
 pub use deepseek::{DeepSeekClient, DeepSeekOptions};
 pub use offline::OfflineCompanion;
@@ -37,7 +37,7 @@ pub struct ChatRequest {
 pub enum LlmEvent {
     Content(String),
     Reasoning(String),
-    Finish(String),
+    Finish(FinishReason),
     Usage(Usage),
 }
 

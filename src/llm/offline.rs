@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{ChatRequest, LlmEvent, LlmStream};
-use crate::domain::Usage;
+use crate::domain::{FinishReason, Usage};
 
 pub struct OfflineCompanion {
     pub chunk_delay: Duration,
@@ -31,7 +31,7 @@ impl OfflineCompanion {
         let mut events: Vec<LlmEvent> =
             chars.chunks(6).map(|piece| LlmEvent::Content(piece.iter().collect())).collect();
         let completion_tokens = chars.len() as u64;
-        events.push(LlmEvent::Finish("stop".into()));
+        events.push(LlmEvent::Finish(FinishReason::Stop));
         events.push(LlmEvent::Usage(Usage {
             prompt_tokens: 0,
             completion_tokens,

@@ -7,5 +7,5 @@ mod rate_limit;
 
 pub use headers::{cors, header_limit_middleware, security_headers, HeaderLimit};
 pub use moderation::{Decision, ModerationPolicy, Moderator, OutputModeration};
-pub use quota::{DailyQuota, QuotaUsage};
-pub use rate_limit::{client_ip, rate_limit_middleware, RateLimiter};
+pub use quota::{Allowance, DailyQuota, QuotaUsage};
+pub use rate_limit::{client_ip, limit_by_ip, limit_by_user, RateLimiter};

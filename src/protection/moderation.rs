@@ -2,7 +2,7 @@
 //! reaches DeepSeek; replies are checked in windows while streaming and whole at the end.
 use std::sync::Arc;
 
-use crate::domain::OpenId;
+use crate::domain::{OpenId, ReplyFailure};
 use crate::wechat::{ContentChecker, Suggest};
 
 #[derive(Debug, Clone)]
@@ -15,10 +15,11 @@ pub struct ModerationPolicy {
     pub window_chars: usize,
 }
 
+/// A verdict on one text. A blocked reply carries why, as the failure it is stored with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    Block { code: &'static str, label: Option<i64> },
+    Block { failure: ReplyFailure, label: Option<i64> },
 }
 
 pub struct Moderator {
@@ -27,10 +28,10 @@ pub struct Moderator {
 }
 
 impl Moderator {
-    fn decide(&self, suggest: Suggest, label: Option<i64>, code: &'static str) -> Decision {
+    fn decide(&self, suggest: Suggest, label: Option<i64>) -> Decision {
         let blocks = suggest == Suggest::Risky || (suggest == Suggest::Review && self.policy.review_blocks);
         if blocks {
-            Decision::Block { code, label }
+            Decision::Block { failure: ReplyFailure::ContentBlocked, label }
         } else {
             Decision::Allow
         }
@@ -39,7 +40,7 @@ impl Moderator {
     /// `Err(())` when WeChat could not be asked and the policy is to fail closed.
     pub async fn screen_input(&self, openid: &OpenId, text: &str) -> Result<Decision, ()> {
         match self.checker.check(openid, text).await {
-            Ok(verdict) => Ok(self.decide(verdict.suggest, verdict.label, "content_rejected")),
+            Ok(verdict) => Ok(self.decide(verdict.suggest, verdict.label)),
             Err(e) if self.policy.fail_open => {
                 tracing::warn!(error = %e, "content check unavailable; failing open");
                 Ok(Decision::Allow)
@@ -55,14 +56,14 @@ impl Moderator {
     /// check fails closed when the policy says so.
     pub async fn screen_output(&self, openid: &OpenId, text: &str, is_final: bool) -> Decision {
         match self.checker.check(openid, text).await {
-            Ok(verdict) => self.decide(verdict.suggest, verdict.label, "content_blocked"),
+            Ok(verdict) => self.decide(verdict.suggest, verdict.label),
             Err(e) if !is_final || self.policy.fail_open => {
                 tracing::warn!(error = %e, is_final, "reply check unavailable; letting it through");
                 Decision::Allow
             }
             Err(e) => {
                 tracing::error!(error = %e, "reply check unavailable; withholding the reply");
-                Decision::Block { code: "content_check_unavailable", label: None }
+                Decision::Block { failure: ReplyFailure::ContentCheckUnavailable, label: None }
             }
         }
     }

@@ -1,6 +1,5 @@
 //! Daily quotas per user (messages sent, tokens used), by the China Standard Time day.
 use chrono::{DateTime, FixedOffset, Utc};
-use serde::Serialize;
 
 use crate::domain::{now, UserId};
 use crate::store::{DynStore, StoreError};
@@ -13,13 +12,13 @@ pub struct DailyQuota {
     pub tokens: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Allowance {
     pub used: i64,
     pub limit: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct QuotaUsage {
     pub date: String,
     pub messages: Allowance,

@@ -3,12 +3,14 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, Error, HttpRequest};
+use actix_web::{Error, HttpRequest};
 use chrono::{DateTime, Utc};
 
-use crate::auth::{AuthState, CloudRunIdentity};
+use std::sync::Arc;
+
+use crate::auth::Identity;
 use crate::configuration::Settings;
-use crate::domain::now;
+use crate::domain::{now, UserId};
 use crate::errors::ApiError;
 use crate::store::DynStore;
 
@@ -92,40 +94,27 @@ impl RateLimiter {
         }
     }
 
-    /// Counts one action of `user` outside an HTTP request (a WebSocket `send` frame).
-    pub async fn count_user(&self, user: &str) -> Result<(), u64> {
+    /// Counts one action of `user`: an HTTP request, or a WebSocket frame. The same key
+    /// on every transport, so one user has one budget.
+    pub async fn count_user(&self, user: UserId) -> Result<(), u64> {
         let at = now();
         self.count(&format!("user:{user}"), &MINUTE, self.per_minute, at).await?;
         self.count(&format!("user:{user}"), &HOUR, self.per_hour, at).await
     }
 
-    async fn check(&self, req: &ServiceRequest) -> Result<(), u64> {
+    async fn count_ip(&self, req: &ServiceRequest) -> Result<(), u64> {
         let at = now();
         let ip = client_ip(req.request(), self.proxy_depth);
-        if req.path() == "/api/auth/login" {
+        // By route pattern, not raw path: `/api/auth/%6cogin` is the same route.
+        if req.match_pattern().as_deref() == Some(LOGIN_ROUTE) {
             self.count(&format!("login-ip:{ip}"), &MINUTE, self.login_per_minute, at).await?;
         }
         self.count(&format!("ip:{ip}"), &MINUTE, self.ip_per_minute, at).await?;
-        self.count(&format!("ip:{ip}"), &HOUR, self.ip_per_hour, at).await?;
-        if let Some(user) = subject(req) {
-            self.count(&format!("user:{user}"), &MINUTE, self.per_minute, at).await?;
-            self.count(&format!("user:{user}"), &HOUR, self.per_hour, at).await?;
-        }
-        Ok(())
+        self.count(&format!("ip:{ip}"), &HOUR, self.ip_per_hour, at).await
     }
 }
 
-/// Who the request acts for, without touching the store: a verified token's subject,
-/// or a trusted Cloud Run openid.
-fn subject(req: &ServiceRequest) -> Option<String> {
-    let auth = req.app_data::<web::Data<AuthState>>()?;
-    if let Some(openid) = CloudRunIdentity::openid(req.request(), auth.trust_cloudrun_headers) {
-        return Some(format!("openid:{}", openid.as_str()));
-    }
-    let header = req.headers().get("authorization")?.to_str().ok()?;
-    let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?;
-    auth.keys.verify(token.trim()).ok().map(|id| id.to_string())
-}
+const LOGIN_ROUTE: &str = "/api/auth/login";
 
 /// Polling a reply (`GET …/messages/{id}`) is what `callContainer` clients must do once a
 /// second; it is a cheap indexed read and is not counted.
@@ -134,19 +123,35 @@ fn exempt(req: &ServiceRequest) -> bool {
         && req.match_pattern().as_deref() == Some("/api/conversations/{id}/messages/{message_id}")
 }
 
-pub async fn rate_limit_middleware(
+fn too_many(retry_after: u64) -> actix_web::Error {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; please slow down")
+        .with_retry_after(retry_after)
+        .into()
+}
+
+/// Middleware, before identity is resolved: limits per client IP (and logins per IP).
+pub async fn limit_by_ip<B: MessageBody>(
+    limiter: Arc<RateLimiter>,
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let limiter = req.app_data::<web::Data<RateLimiter>>().cloned();
-    if let Some(limiter) = limiter {
-        if !exempt(&req) {
-            if let Err(retry_after) = limiter.check(&req).await {
-                let error =
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; please slow down")
-                        .with_retry_after(retry_after);
-                return Err(error.into());
-            }
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, Error> {
+    if !exempt(&req) {
+        limiter.count_ip(&req).await.map_err(too_many)?;
+    }
+    next.call(req).await
+}
+
+/// Middleware, after identity is resolved: limits per user, keyed by the user id the
+/// identity middleware found (whatever the `Authorization` scheme's case or source).
+pub async fn limit_by_user<B: MessageBody>(
+    limiter: Arc<RateLimiter>,
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, Error> {
+    if !exempt(&req) {
+        let user = Identity::of(req.request())?.user().map(|u| u.user_id);
+        if let Some(user) = user {
+            limiter.count_user(user).await.map_err(too_many)?;
         }
     }
     next.call(req).await

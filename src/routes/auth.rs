@@ -3,6 +3,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::dto::UserDto;
 use crate::auth::{AuthState, AuthenticatedUser, CloudRunIdentity};
 use crate::configuration::Settings;
 use crate::domain::{LoginCode, OpenId, User};
@@ -65,7 +66,7 @@ fn session_response(auth: &AuthState, user: &User) -> Result<HttpResponse, ApiEr
     Ok(HttpResponse::Ok().json(json!({
         "token": issued.token,
         "expires_in": issued.expires_in,
-        "user": user,
+        "user": UserDto::from(user),
     })))
 }
 

@@ -1,15 +1,13 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
+use super::dto::{ConversationDto, Page};
+use super::params::{conversation_id as parse_conversation_id, page_limit};
 use crate::auth::AuthenticatedUser;
 use crate::chat::{greeting_message, ChatService};
 use crate::domain::{now, Conversation, ConversationId, ConversationTitle};
 use crate::errors::ApiError;
-use crate::store::ConversationCursor;
-
-const DEFAULT_PAGE: usize = 20;
-const MAX_PAGE: usize = 100;
+use crate::store::{ConversationCursor, DynStore};
 
 #[derive(Deserialize)]
 pub struct CreateConversation {
@@ -28,20 +26,8 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-pub fn parse_conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
-    ConversationId::parse(raw).ok_or_else(|| ApiError::not_found("no such conversation"))
-}
-
 fn parse_title(raw: &str) -> Result<ConversationTitle, ApiError> {
     ConversationTitle::parse(raw).map_err(|e| ApiError::bad_request("invalid_title", e.to_string()))
-}
-
-pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    match limit {
-        None => Ok(DEFAULT_PAGE),
-        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request("invalid_query", format!("limit must be 1-{MAX_PAGE}"))),
-    }
 }
 
 /// `POST /api/conversations` `{"persona_id"?, "title"?}` → 201, opened by the persona's greeting.
@@ -49,17 +35,12 @@ pub async fn create_conversation(
     user: AuthenticatedUser,
     body: web::Json<CreateConversation>,
     chat: web::Data<ChatService>,
+    store: web::Data<DynStore>,
 ) -> Result<HttpResponse, ApiError> {
-    let persona = match body.persona_id.as_deref() {
-        None => chat.personas.default_persona(),
-        Some(id) => {
-            let tester = chat.preview.is_tester(&chat.store, user.user_id).await?;
-            chat.personas_for(tester)
-                .into_iter()
-                .find(|p| p.id == id)
-                .ok_or_else(|| ApiError::bad_request("unknown_persona", format!("no persona {id:?}")))?
-        }
-    };
+    let requested = body.persona_id.as_deref();
+    let persona = chat.persona_to_start(user.user_id, requested).await?.ok_or_else(|| {
+        ApiError::bad_request("unknown_persona", format!("no persona {:?}", requested.unwrap_or_default()))
+    })?;
     let title = match body.title.as_deref() {
         Some(raw) => parse_title(raw)?,
         None => parse_title(&persona.name)?,
@@ -73,18 +54,18 @@ pub async fn create_conversation(
         created_at: at,
         last_active_at: at,
     };
-    chat.store.insert_conversation(&conversation).await?;
+    store.insert_conversation(&conversation).await?;
     if !persona.greeting.trim().is_empty() {
-        chat.store.insert_message(&greeting_message(&conversation, persona)).await?;
+        store.insert_message(&greeting_message(&conversation, persona)).await?;
     }
-    Ok(HttpResponse::Created().json(conversation))
+    Ok(HttpResponse::Created().json(ConversationDto::from(&conversation)))
 }
 
 /// `GET /api/conversations?limit&cursor`: most recently active first.
 pub async fn list_conversations(
     user: AuthenticatedUser,
     query: web::Query<ListQuery>,
-    chat: web::Data<ChatService>,
+    store: web::Data<DynStore>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(query.limit)?;
     let cursor = match query.cursor.as_deref() {
@@ -95,29 +76,28 @@ pub async fn list_conversations(
         ),
     };
     // One extra tells whether another page exists.
-    let mut items = chat.store.list_conversations(user.user_id, limit + 1, cursor.as_ref()).await?;
+    let mut items = store.list_conversations(user.user_id, limit + 1, cursor.as_ref()).await?;
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
         items.last().map(|c| ConversationCursor::after(c).encode())
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(Page { items: items.iter().map(ConversationDto::from).collect(), next_cursor }))
 }
 
 /// `GET /api/conversations/{id}`
 pub async fn get_conversation(
     user: AuthenticatedUser,
     path: web::Path<String>,
-    chat: web::Data<ChatService>,
+    store: web::Data<DynStore>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_conversation_id(&path)?;
-    let conversation = chat
-        .store
+    let conversation = store
         .get_conversation(user.user_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such conversation"))?;
-    Ok(HttpResponse::Ok().json(conversation))
+    Ok(HttpResponse::Ok().json(ConversationDto::from(&conversation)))
 }
 
 /// `PATCH /api/conversations/{id}` `{"title"}`
@@ -125,26 +105,25 @@ pub async fn rename_conversation(
     user: AuthenticatedUser,
     path: web::Path<String>,
     body: web::Json<RenameConversation>,
-    chat: web::Data<ChatService>,
+    store: web::Data<DynStore>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_conversation_id(&path)?;
     let title = parse_title(&body.title)?;
-    let conversation = chat
-        .store
+    let conversation = store
         .rename_conversation(user.user_id, id, &title)
         .await?
         .ok_or_else(|| ApiError::not_found("no such conversation"))?;
-    Ok(HttpResponse::Ok().json(conversation))
+    Ok(HttpResponse::Ok().json(ConversationDto::from(&conversation)))
 }
 
 /// `DELETE /api/conversations/{id}` → 204; its messages go with it.
 pub async fn delete_conversation(
     user: AuthenticatedUser,
     path: web::Path<String>,
-    chat: web::Data<ChatService>,
+    store: web::Data<DynStore>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_conversation_id(&path)?;
-    if chat.store.delete_conversation(user.user_id, id).await? {
+    if store.delete_conversation(user.user_id, id).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::not_found("no such conversation"))

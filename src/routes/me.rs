@@ -1,6 +1,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
+use super::dto::{UsageDto, UserDto};
 use crate::auth::AuthenticatedUser;
 use crate::chat::ChatService;
 use crate::domain::{AvatarUrl, Nickname, ProfilePatch};
@@ -27,7 +28,7 @@ impl ProfileBody {
 /// `GET /api/me`
 pub async fn get_me(user: AuthenticatedUser, store: web::Data<DynStore>) -> Result<HttpResponse, ApiError> {
     let me = store.get_user(user.user_id).await?.ok_or_else(ApiError::unauthorized)?;
-    Ok(HttpResponse::Ok().json(me))
+    Ok(HttpResponse::Ok().json(UserDto::from(&me)))
 }
 
 /// `PATCH /api/me` `{"nickname"?, "avatar_url"?}`
@@ -38,10 +39,11 @@ pub async fn patch_me(
 ) -> Result<HttpResponse, ApiError> {
     let patch = body.parse()?;
     let me = store.update_user_profile(user.user_id, &patch).await?.ok_or_else(ApiError::unauthorized)?;
-    Ok(HttpResponse::Ok().json(me))
+    Ok(HttpResponse::Ok().json(UserDto::from(&me)))
 }
 
 /// `GET /api/me/usage`: today's use of the daily quotas (China time) and their limits.
 pub async fn get_usage(user: AuthenticatedUser, chat: web::Data<ChatService>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(chat.quota.usage(&chat.store, user.user_id).await?))
+    let usage = chat.usage(user.user_id).await?;
+    Ok(HttpResponse::Ok().json(UsageDto::from(&usage)))
 }

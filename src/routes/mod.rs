@@ -1,8 +1,10 @@
 mod auth;
 mod conversations;
+mod dto;
 mod health;
 mod me;
 mod messages;
+mod params;
 mod personas;
 mod sse;
 mod ws;

@@ -11,28 +11,24 @@ use futures_util::stream;
 use crate::chat::{ReplyEvent, ReplyWatcher};
 
 struct SseState {
-    first: Option<ReplyEvent>,
     watcher: ReplyWatcher,
     keepalive: Duration,
     done: bool,
 }
 
 fn to_sse(event: &ReplyEvent) -> sse::Event {
-    sse::Event::Data(sse::Data::new(event.payload().to_string()).event(event.name()))
+    sse::Event::Data(sse::Data::new(event.data()).event(event.name()))
 }
 
-/// Streams `first` (if any), then every event of `watcher`, then ends.
-pub fn reply_stream(first: Option<ReplyEvent>, watcher: ReplyWatcher, keepalive: Duration) -> HttpResponse {
-    let state = SseState { first, watcher, keepalive, done: false };
+/// Streams every event of `watcher`, then ends.
+pub fn reply_stream(watcher: ReplyWatcher, keepalive: Duration) -> HttpResponse {
+    let state = SseState { watcher, keepalive, done: false };
     let events = stream::unfold(state, |mut state| async move {
         if state.done {
             return None;
         }
-        if let Some(first) = state.first.take() {
-            return Some((Ok::<_, Infallible>(to_sse(&first)), state));
-        }
         match tokio::time::timeout(state.keepalive, state.watcher.next_event()).await {
-            Err(_) => Some((Ok(sse::Event::Comment("keepalive".into())), state)),
+            Err(_) => Some((Ok::<_, Infallible>(sse::Event::Comment("keepalive".into())), state)),
             Ok(Some(event)) => {
                 state.done = event.is_terminal();
                 Some((Ok(to_sse(&event)), state))

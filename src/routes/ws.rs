@@ -5,17 +5,19 @@
 //! The server answers with the SSE stream's events as frames (`start`, `delta`,
 //! `reasoning`, `done`, `error`), each tagged with `message_id` (and the client's
 //! `request_id` when given), so several replies can share one socket.
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use crate::auth::{AuthState, AuthenticatedUser};
-use crate::chat::{ChatService, ReplyEvent, ReplyWatcher};
-use crate::domain::{ConversationId, MessageId, Role};
+use super::params::{conversation_id, message_id};
+use crate::auth::{AuthenticatedUser, Identity, IdentityResolver};
+use crate::chat::{ChatService, ReplyEvent, ReplyHandle};
+use crate::domain::{MessageId, UserId};
 use crate::errors::ApiError;
 use crate::protection::RateLimiter;
 
@@ -31,51 +33,85 @@ enum ClientFrame {
     Ping,
 }
 
+/// Frames the server sends besides reply events.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ServerFrame<'a> {
+    Ready {
+        user_id: UserId,
+    },
+    Pong,
+    Error {
+        code: &'static str,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<&'a str>,
+    },
+}
+
+/// A reply event, tagged with the reply it belongs to and the client's request id.
+#[derive(Serialize)]
+struct ReplyFrame<'a> {
+    #[serde(flatten)]
+    event: &'a ReplyEvent,
+    message_id: MessageId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+fn to_text(frame: &impl Serialize) -> String {
+    serde_json::to_string(frame).expect("frames always serialize")
+}
+
+fn error_frame(error: &ApiError, request_id: Option<&str>) -> String {
+    to_text(&ServerFrame::Error { code: error.code(), message: error.to_string(), request_id })
+}
+
 pub async fn chat_socket(
     req: HttpRequest,
     body: web::Payload,
     chat: web::Data<ChatService>,
-    auth: web::Data<AuthState>,
+    resolver: web::Data<IdentityResolver>,
+    limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    // Credentials on the upgrade request are checked now; without any, the client
-    // authenticates with its first frame.
-    let user = AuthenticatedUser::identify(&req).await?;
+    // Credentials on the upgrade request were checked by the identity middleware; without
+    // any, the client authenticates with its first frame.
+    let user = match Identity::of(&req)? {
+        Identity::User(user) => Some(user),
+        Identity::Anonymous => None,
+        Identity::Refused => return Err(ApiError::unauthorized().into()),
+    };
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream =
         stream.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
-    let limiter = req.app_data::<web::Data<RateLimiter>>().cloned();
-    let socket = ChatSocket { session, chat, auth, user, watchers: HashMap::new(), limiter };
+    let socket = ChatSocket {
+        session,
+        chat: chat.into_inner(),
+        resolver: resolver.into_inner(),
+        limiter: limiter.into_inner(),
+        user,
+        watchers: HashMap::new(),
+    };
     actix_web::rt::spawn(socket.run(stream));
     Ok(response)
 }
 
 struct ChatSocket {
     session: Session,
-    chat: web::Data<ChatService>,
-    auth: web::Data<AuthState>,
+    chat: Arc<ChatService>,
+    resolver: Arc<IdentityResolver>,
+    /// Every `send` and `reattach` frame counts like an HTTP request against the user's
+    /// limits, under the same key.
+    limiter: Arc<RateLimiter>,
     user: Option<AuthenticatedUser>,
     watchers: HashMap<MessageId, JoinHandle<()>>,
-    /// Each `send` frame counts like an HTTP request against the user's limits.
-    limiter: Option<web::Data<RateLimiter>>,
-}
-
-fn frame(kind: &str, mut payload: Value, request_id: Option<&str>) -> String {
-    payload["type"] = json!(kind);
-    if let Some(id) = request_id {
-        payload["request_id"] = json!(id);
-    }
-    payload.to_string()
-}
-
-fn error_frame(error: &ApiError, request_id: Option<&str>) -> String {
-    frame("error", json!({"code": error.code(), "message": error.to_string()}), request_id)
 }
 
 impl ChatSocket {
     async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
-        let auth_deadline = tokio::time::sleep(self.chat.config.ws_auth_timeout);
+        let auth_deadline = tokio::time::sleep(self.chat.config().ws_auth_timeout);
         tokio::pin!(auth_deadline);
-        let mut heartbeat = tokio::time::interval(self.chat.config.keepalive);
+        let mut heartbeat = tokio::time::interval(self.chat.config().keepalive);
         heartbeat.reset();
         let close = loop {
             tokio::select! {
@@ -126,18 +162,16 @@ impl ChatSocket {
     /// Handles one client frame; `Err` closes the socket.
     async fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
         let reply = match serde_json::from_str::<ClientFrame>(text) {
-            Err(e) => {
-                Some(error_frame(&ApiError::bad_request("invalid_frame", format!("unreadable frame: {e}")), None))
-            }
-            Ok(ClientFrame::Ping) => Some(frame("pong", json!({}), None)),
-            Ok(ClientFrame::Auth { token }) => match AuthenticatedUser::from_token(&self.auth.keys, &token) {
-                Ok(user) => {
-                    let ready = frame("ready", json!({"user_id": user.user_id}), None);
+            Err(e) => Some(error_frame(&ApiError::bad_request("invalid_frame", format!("unreadable frame: {e}")), None)),
+            Ok(ClientFrame::Ping) => Some(to_text(&ServerFrame::Pong)),
+            Ok(ClientFrame::Auth { token }) => match self.resolver.from_token(&token) {
+                Some(user) => {
+                    let ready = to_text(&ServerFrame::Ready { user_id: user.user_id });
                     self.user = Some(user);
                     Some(ready)
                 }
-                Err(error) => {
-                    let _ = self.session.text(error_frame(&error, None)).await;
+                None => {
+                    let _ = self.session.text(error_frame(&ApiError::unauthorized(), None)).await;
                     return Err(CloseReason { code: CloseCode::Policy, description: Some("unauthorized".into()) });
                 }
             },
@@ -147,16 +181,14 @@ impl ChatSocket {
                 }
                 None
             }
-            Ok(ClientFrame::Send { conversation_id, content, request_id }) => self
-                .send(&conversation_id, &content, request_id)
-                .await
-                .err()
-                .map(|(e, id)| error_frame(&e, id.as_deref())),
-            Ok(ClientFrame::Reattach { conversation_id, message_id, request_id }) => self
-                .reattach(&conversation_id, &message_id, request_id)
-                .await
-                .err()
-                .map(|(e, id)| error_frame(&e, id.as_deref())),
+            Ok(ClientFrame::Send { conversation_id, content, request_id }) => {
+                let result = self.send(&conversation_id, content).await;
+                self.render(result, request_id)
+            }
+            Ok(ClientFrame::Reattach { conversation_id, message_id, request_id }) => {
+                let result = self.reattach(&conversation_id, &message_id).await;
+                self.render(result, request_id)
+            }
         };
         if let Some(reply) = reply {
             if self.session.text(reply).await.is_err() {
@@ -166,82 +198,46 @@ impl ChatSocket {
         Ok(())
     }
 
-    fn user(&self) -> Result<&AuthenticatedUser, ApiError> {
-        self.user.as_ref().ok_or_else(ApiError::unauthorized)
-    }
-
-    async fn send(
-        &mut self,
-        conversation: &str,
-        content: &str,
-        request_id: Option<String>,
-    ) -> Result<(), (ApiError, Option<String>)> {
-        let fail = |e: ApiError| (e, request_id.clone());
-        let user = self.user().map_err(fail)?.user_id;
-        if let Some(limiter) = &self.limiter {
-            if let Err(retry_after) = limiter.count_user(&user.to_string()).await {
-                let error =
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; please slow down")
-                        .with_retry_after(retry_after);
-                return Err(fail(error));
+    /// Starts watching an opened reply, or answers the error as a frame.
+    fn render(&mut self, result: Result<ReplyHandle, ApiError>, request_id: Option<String>) -> Option<String> {
+        match result {
+            Ok(reply) => {
+                self.watch(&reply, request_id);
+                None
             }
+            Err(error) => Some(error_frame(&error, request_id.as_deref())),
         }
-        let conversation =
-            ConversationId::parse(conversation).ok_or_else(|| fail(ApiError::not_found("no such conversation")))?;
-        let started = self
-            .chat
-            .clone()
-            .into_inner()
-            .start_reply(user, conversation, content.to_string())
-            .await
-            .map_err(|e| fail(e.into()))?;
-        let start = ReplyEvent::Start {
-            user_message_id: started.user_message.id,
-            assistant_message_id: started.assistant_message.id,
-        };
-        let watcher = ReplyWatcher::live(started.assistant_message.id, started.live.clone());
-        self.watch(started.assistant_message.id, Some(start), watcher, request_id);
-        Ok(())
     }
 
-    async fn reattach(
-        &mut self,
-        conversation: &str,
-        message: &str,
-        request_id: Option<String>,
-    ) -> Result<(), (ApiError, Option<String>)> {
-        let fail = |e: ApiError| (e, request_id.clone());
-        let user = self.user().map_err(fail)?.user_id;
-        let message = super::messages::users_message(&self.chat, user, conversation, message).await.map_err(fail)?;
-        if message.role != Role::Assistant {
-            return Err(fail(ApiError::not_found("no such message")));
-        }
-        let watcher = self.chat.watch(&message);
-        self.watch(message.id, None, watcher, request_id);
-        Ok(())
+    /// The socket's user, counted against the per-user limit like an HTTP request.
+    async fn counted_user(&self) -> Result<UserId, ApiError> {
+        let user = self.user.as_ref().ok_or_else(ApiError::unauthorized)?.user_id;
+        self.limiter.count_user(user).await.map_err(|retry_after| {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; please slow down")
+                .with_retry_after(retry_after)
+        })?;
+        Ok(user)
     }
 
-    fn watch(
-        &mut self,
-        id: MessageId,
-        first: Option<ReplyEvent>,
-        mut watcher: ReplyWatcher,
-        request_id: Option<String>,
-    ) {
+    async fn send(&self, conversation: &str, content: String) -> Result<ReplyHandle, ApiError> {
+        let user = self.counted_user().await?;
+        let conversation = conversation_id(conversation)?;
+        Ok(self.chat.clone().send(user, conversation, content).await?)
+    }
+
+    async fn reattach(&self, conversation: &str, message: &str) -> Result<ReplyHandle, ApiError> {
+        let user = self.counted_user().await?;
+        Ok(self.chat.open_reply(user, conversation_id(conversation)?, message_id(message)?).await?)
+    }
+
+    fn watch(&mut self, reply: &ReplyHandle, request_id: Option<String>) {
+        let id = reply.reply_id();
+        let mut events = reply.events();
         let mut session = self.session.clone();
         let task = actix_web::rt::spawn(async move {
-            let tagged = |event: &ReplyEvent| {
-                let mut payload = event.payload();
-                payload["message_id"] = json!(id);
-                frame(event.name(), payload, request_id.as_deref())
-            };
-            if let Some(first) = first {
-                if session.text(tagged(&first)).await.is_err() {
-                    return;
-                }
-            }
-            while let Some(event) = watcher.next_event().await {
-                if session.text(tagged(&event)).await.is_err() {
+            while let Some(event) = events.next_event().await {
+                let frame = ReplyFrame { event: &event, message_id: id, request_id: request_id.as_deref() };
+                if session.text(to_text(&frame)).await.is_err() {
                     return;
                 }
             }

@@ -93,7 +93,7 @@ impl Store for InMemoryStore {
             .filter(|c| c.user_id == user && after.is_none_or(|cursor| cursor.precedes(c)))
             .cloned()
             .collect();
-        found.sort_by(|a, b| (b.last_active_at, b.id).cmp(&(a.last_active_at, a.id)));
+        found.sort_by_key(|c| std::cmp::Reverse((c.last_active_at, c.id)));
         found.truncate(limit);
         Ok(found)
     }
@@ -118,7 +118,7 @@ impl Store for InMemoryStore {
 
     async fn delete_conversation(&self, user: UserId, id: ConversationId) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        if !inner.conversations.get(&id).is_some_and(|c| c.user_id == user) {
+        if inner.conversations.get(&id).is_none_or(|c| c.user_id != user) {
             return Ok(false);
         }
         inner.conversations.remove(&id);
@@ -136,7 +136,7 @@ impl Store for InMemoryStore {
         lease_until: DateTime<Utc>,
     ) -> Result<GenerationClaim, StoreError> {
         let mut inner = self.lock();
-        if !inner.conversations.get(&id).is_some_and(|c| c.user_id == user) {
+        if inner.conversations.get(&id).is_none_or(|c| c.user_id != user) {
             return Ok(GenerationClaim::NoSuchConversation);
         }
         if inner.leases.get(&id).is_some_and(|(_, until)| *until >= now) {

@@ -148,8 +148,5 @@ pub trait Store: Send + Sync + 'static {
 
 /// The error stored on a reply whose generation died with its replica.
 pub fn interrupted_error() -> crate::domain::MessageError {
-    crate::domain::MessageError {
-        code: "generation_interrupted".into(),
-        message: "the reply was interrupted; the part received is kept".into(),
-    }
+    crate::domain::ReplyFailure::GenerationInterrupted.to_error()
 }

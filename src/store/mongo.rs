@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConversationCursor, GenerationClaim, Store, StoreError};
 use crate::domain::{
+    FinishReason,
     now, AvatarUrl, Conversation, ConversationId, ConversationTitle, Message, MessageError, MessageId, MessageProgress,
     MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, User, UserId,
 };
@@ -190,7 +191,7 @@ impl MessageDoc {
             status: m.status,
             reasoning_content: m.reasoning_content.clone(),
             usage: m.usage.clone(),
-            finish_reason: m.finish_reason.clone(),
+            finish_reason: m.finish_reason.as_ref().map(|f| f.as_str().to_string()),
             error: m.error.clone(),
             created_at: to_bson_date(m.created_at),
             updated_ms: Some(m.updated_at.timestamp_millis()),
@@ -210,7 +211,7 @@ impl MessageDoc {
             created_at,
             reasoning_content: self.reasoning_content,
             usage: self.usage,
-            finish_reason: self.finish_reason,
+            finish_reason: self.finish_reason.as_deref().map(FinishReason::parse),
             error: self.error,
             updated_at: self.updated_ms.map(from_millis).unwrap_or(created_at),
         })
@@ -535,7 +536,7 @@ impl Store for MongoStore {
             "reasoning_content": bson_of(&progress.reasoning_content)?,
             "status": bson_of(&progress.status)?,
             "usage": bson_of(&progress.usage)?,
-            "finish_reason": bson_of(&progress.finish_reason)?,
+            "finish_reason": bson_of(&progress.finish_reason.as_ref().map(FinishReason::as_str))?,
             "error": bson_of(&progress.error)?,
             "updated_ms": now.timestamp_millis(),
         };

@@ -8,8 +8,12 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::live::{GenerationHub, LiveReply, Outcome};
-use crate::domain::{now, ConversationId, MessageError, MessageId, MessageProgress, MessageStatus, Usage, UserId};
+use super::registry::Registry;
+use super::LiveReply;
+use crate::domain::{
+    now, Conclusion, ConversationId, FinishReason, GenerationEnd, MessageId, MessageProgress, MessageStatus,
+    ReplyEnd, ReplyFailure, Usage, UserId,
+};
 use crate::llm::{ChatRequest, LlmClient, LlmError, LlmEvent};
 use crate::protection::{DailyQuota, Decision, OutputModeration};
 use crate::store::DynStore;
@@ -17,7 +21,7 @@ use crate::store::DynStore;
 pub struct GenerationJob {
     pub store: DynStore,
     pub llm: Arc<LlmClient>,
-    pub hub: Arc<GenerationHub>,
+    pub registry: Arc<Registry>,
     pub conversation_id: ConversationId,
     pub assistant_id: MessageId,
     pub request: ChatRequest,
@@ -32,32 +36,24 @@ pub struct GenerationJob {
 /// What the upstream said besides text.
 #[derive(Default)]
 struct Tail {
-    finish_reason: Option<String>,
+    finish_reason: Option<FinishReason>,
     usage: Option<Usage>,
-}
-
-enum Ending {
-    Finished(Result<(), LlmError>),
-    Shutdown,
-    /// The content-safety check withheld the reply (`content_blocked`, or
-    /// `content_check_unavailable` when failing closed).
-    Blocked(&'static str),
 }
 
 /// Starts the generation; the returned receiver sees every change.
 pub fn spawn(job: GenerationJob) -> watch::Receiver<LiveReply> {
-    let tx = job.hub.register(job.assistant_id);
+    let tx = job.registry.register(job.assistant_id);
     let rx = tx.subscribe();
     let span =
         tracing::info_span!("generation", message_id = %job.assistant_id, conversation_id = %job.conversation_id);
-    let hub = job.hub.clone();
-    hub.spawn(tracing::Instrument::instrument(run(job, tx), span));
+    let registry = job.registry.clone();
+    registry.spawn(tracing::Instrument::instrument(run(job, tx), span));
     rx
 }
 
 async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
     let stop_saving = CancellationToken::new();
-    let persister = tokio::spawn(persist_progress(
+    let persister = job.registry.spawn(persist_progress(
         job.store.clone(),
         job.conversation_id,
         job.assistant_id,
@@ -68,27 +64,32 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
     ));
 
     let mut tail = Tail::default();
-    let shutdown = job.hub.shutdown_token();
+    let shutdown = job.registry.shutdown_token();
     let blocked = Arc::new(OnceLock::new());
     let block_signal = CancellationToken::new();
     let output_checks = job.moderation.clone().map(|moderation| {
-        tokio::spawn(check_output_windows(moderation, tx.subscribe(), block_signal.clone(), blocked.clone()))
+        job.registry.spawn(check_output_windows(moderation, tx.subscribe(), block_signal.clone(), blocked.clone()))
     });
-    let ending = tokio::select! {
-        result = pump(&job.llm, job.request.clone(), &tx, &mut tail) => Ending::Finished(result),
-        _ = shutdown.cancelled() => Ending::Shutdown,
-        _ = block_signal.cancelled() => Ending::Blocked(blocked.get().copied().unwrap_or("content_blocked")),
+    let end = tokio::select! {
+        result = pump(&job.llm, job.request.clone(), &tx, &mut tail) => match result {
+            Ok(()) => GenerationEnd::Finished(tail.finish_reason.take()),
+            Err(e) => GenerationEnd::Failed(ReplyFailure::Upstream(e)),
+        },
+        _ = shutdown.cancelled() => GenerationEnd::Failed(ReplyFailure::ServerShutdown),
+        _ = block_signal.cancelled() => {
+            GenerationEnd::Failed(blocked.get().cloned().unwrap_or(ReplyFailure::ContentBlocked))
+        }
     };
     if let Some(task) = output_checks {
         task.abort();
     }
-    let ending = final_output_check(&job, &tx, ending).await;
+    let end = final_output_check(&job, &tx, end).await;
 
     stop_saving.cancel();
     if let Err(e) = persister.await {
         tracing::error!(error = %e, "progress saver panicked");
     }
-    let (progress, outcome) = conclude(&tx.borrow(), ending, tail);
+    let progress = final_progress(&tx.borrow(), end, tail.usage);
     save_final(&job.store, job.assistant_id, &progress).await;
     if let Err(e) = job.store.release_generation(job.conversation_id, job.assistant_id, now()).await {
         // The lease expires on its own; the next send waits at most that long.
@@ -100,8 +101,15 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
         }
     }
     tracing::info!(status = ?progress.status, chars = progress.content.chars().count(), "reply finished");
-    tx.send_modify(|state| state.outcome = Some(outcome));
-    job.hub.finish(job.assistant_id);
+    let end = match &progress.error {
+        Some(error) => ReplyEnd::Failed(error.clone()),
+        None => ReplyEnd::Done {
+            finish_reason: progress.finish_reason.clone().unwrap_or(FinishReason::Stop),
+            usage: progress.usage.clone(),
+        },
+    };
+    tx.send_modify(|state| state.end = Some(end));
+    job.registry.finish(job.assistant_id);
 }
 
 async fn pump(
@@ -122,52 +130,18 @@ async fn pump(
     Ok(())
 }
 
-/// The stored final state and the event watchers get.
-fn conclude(state: &LiveReply, ending: Ending, tail: Tail) -> (MessageProgress, Outcome) {
-    let has_text = !state.content.is_empty();
-    let partial = if has_text { MessageStatus::Incomplete } else { MessageStatus::Failed };
-    let failure =
-        |code: &str, message: &str| (partial, Some(MessageError { code: code.into(), message: message.into() }));
-    let (status, error) = match (&ending, tail.finish_reason.as_deref()) {
-        (Ending::Blocked(code), _) => (
-            MessageStatus::Failed,
-            Some(MessageError {
-                code: (*code).into(),
-                message: "the reply was withheld by the content-safety check".into(),
-            }),
-        ),
-        (Ending::Shutdown, _) => {
-            failure("server_shutdown", "the server restarted mid-reply; the part received is kept")
-        }
-        (Ending::Finished(Err(e)), _) => failure(e.code(), e.user_message()),
-        (Ending::Finished(Ok(())), Some("content_filter")) => {
-            failure("content_filtered", "the reply was stopped by the content filter")
-        }
-        (Ending::Finished(Ok(())), Some("insufficient_system_resource")) => {
-            failure("upstream_insufficient_resource", "the model service ran out of capacity mid-reply")
-        }
-        (Ending::Finished(Ok(())), Some("length")) => (MessageStatus::Incomplete, None),
-        (Ending::Finished(Ok(())), _) if !has_text => {
-            failure("empty_reply", "the companion returned an empty reply; please try again")
-        }
-        (Ending::Finished(Ok(())), _) => (MessageStatus::Complete, None),
-    };
-    let finish_reason = tail.finish_reason.or_else(|| (status == MessageStatus::Complete).then(|| "stop".into()));
-    // Withheld text is not kept where a client could read it.
-    let withheld = matches!(ending, Ending::Blocked(_));
-    let progress = MessageProgress {
+/// The stored final state, by the one end-of-reply mapping.
+fn final_progress(state: &LiveReply, end: GenerationEnd, usage: Option<Usage>) -> MessageProgress {
+    let conclusion = Conclusion::of(end, !state.content.is_empty());
+    let withheld = conclusion.failure.as_ref().is_some_and(ReplyFailure::withholds_text);
+    MessageProgress {
         content: if withheld { String::new() } else { state.content.clone() },
         reasoning_content: (!withheld && !state.reasoning.is_empty()).then(|| state.reasoning.clone()),
-        status,
-        usage: tail.usage.clone(),
-        finish_reason: finish_reason.clone(),
-        error: error.clone(),
-    };
-    let outcome = match error {
-        Some(e) => Outcome::Failed { code: e.code, message: e.message },
-        None => Outcome::Done { finish_reason: finish_reason.unwrap_or_else(|| "stop".into()), usage: tail.usage },
-    };
-    (progress, outcome)
+        status: conclusion.status,
+        usage,
+        finish_reason: conclusion.finish_reason,
+        error: conclusion.failure.map(|f| f.to_error()),
+    }
 }
 
 /// Checks each new window of the reply (overlapping the previous one a little, so text
@@ -176,9 +150,9 @@ async fn check_output_windows(
     moderation: OutputModeration,
     mut rx: watch::Receiver<LiveReply>,
     block: CancellationToken,
-    code: Arc<OnceLock<&'static str>>,
+    why: Arc<OnceLock<ReplyFailure>>,
 ) {
-    let window = moderation.moderator.policy.window_chars.max(20);
+    let window = moderation.moderator.policy.window_chars;
     let mut checked = 0usize;
     while rx.changed().await.is_ok() {
         let (text, total) = {
@@ -191,10 +165,10 @@ async fn check_output_windows(
             (state.content.chars().skip(start).collect::<String>(), total)
         };
         checked = total;
-        if let Decision::Block { code: reason, .. } =
+        if let Decision::Block { failure, .. } =
             moderation.moderator.screen_output(&moderation.openid, &text, false).await
         {
-            let _ = code.set(reason);
+            let _ = why.set(failure);
             block.cancel();
             return;
         }
@@ -203,18 +177,18 @@ async fn check_output_windows(
 
 /// Whatever text is kept (a complete reply, or the part of one that failed) is checked
 /// whole: the last window was never checked, and a window check may have failed open.
-async fn final_output_check(job: &GenerationJob, tx: &watch::Sender<LiveReply>, ending: Ending) -> Ending {
-    let Some(moderation) = &job.moderation else { return ending };
-    if matches!(ending, Ending::Blocked(_)) {
-        return ending;
+async fn final_output_check(job: &GenerationJob, tx: &watch::Sender<LiveReply>, end: GenerationEnd) -> GenerationEnd {
+    let Some(moderation) = &job.moderation else { return end };
+    if matches!(&end, GenerationEnd::Failed(f) if f.withholds_text()) {
+        return end;
     }
     let content = tx.borrow().content.clone();
     if content.is_empty() {
-        return ending;
+        return end;
     }
     match moderation.moderator.screen_output(&moderation.openid, &content, true).await {
-        Decision::Allow => ending,
-        Decision::Block { code, .. } => Ending::Blocked(code),
+        Decision::Allow => end,
+        Decision::Block { failure, .. } => GenerationEnd::Failed(failure),
     }
 }
 

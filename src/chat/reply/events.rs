@@ -1,0 +1,128 @@
+//! The events every transport carries (SSE events, WebSocket frames), typed: the wire
+//! shape is decided by these derives and nothing else.
+use serde::Serialize;
+
+use crate::domain::{FinishReason, MessageError, MessageId, ReplyEnd, ReplyFailure, Usage};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StartEvent {
+    pub user_message_id: MessageId,
+    pub assistant_message_id: MessageId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextEvent {
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DoneEvent {
+    pub assistant_message_id: MessageId,
+    pub finish_reason: FinishReason,
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorEvent {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<MessageError> for ErrorEvent {
+    fn from(e: MessageError) -> Self {
+        ErrorEvent { code: e.code, message: e.message }
+    }
+}
+
+impl From<&ReplyFailure> for ErrorEvent {
+    fn from(failure: &ReplyFailure) -> Self {
+        failure.to_error().into()
+    }
+}
+
+/// Internally tagged, so a WebSocket frame is `{"type":"delta","content":…}`; an SSE
+/// event carries the name as `event:` and [`ReplyEvent::data`] as `data:`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ReplyEvent {
+    Start(StartEvent),
+    Delta(TextEvent),
+    Reasoning(TextEvent),
+    Done(DoneEvent),
+    Error(ErrorEvent),
+}
+
+impl ReplyEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReplyEvent::Start(_) => "start",
+            ReplyEvent::Delta(_) => "delta",
+            ReplyEvent::Reasoning(_) => "reasoning",
+            ReplyEvent::Done(_) => "done",
+            ReplyEvent::Error(_) => "error",
+        }
+    }
+
+    /// The event's fields as JSON, without the tag (SSE `data:`).
+    pub fn data(&self) -> String {
+        let json = match self {
+            ReplyEvent::Start(e) => serde_json::to_string(e),
+            ReplyEvent::Delta(e) | ReplyEvent::Reasoning(e) => serde_json::to_string(e),
+            ReplyEvent::Done(e) => serde_json::to_string(e),
+            ReplyEvent::Error(e) => serde_json::to_string(e),
+        };
+        json.expect("reply events always serialize")
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, ReplyEvent::Done(_) | ReplyEvent::Error(_))
+    }
+
+    pub(super) fn terminal(assistant_message_id: MessageId, end: ReplyEnd) -> ReplyEvent {
+        match end {
+            ReplyEnd::Done { finish_reason, usage } => {
+                ReplyEvent::Done(DoneEvent { assistant_message_id, finish_reason, usage })
+            }
+            ReplyEnd::Failed(error) => ReplyEvent::Error(error.into()),
+        }
+    }
+
+    pub(super) fn failed(failure: &ReplyFailure) -> ReplyEvent {
+        ReplyEvent::Error(failure.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_keep_the_wire_shape_the_mini_program_reads() {
+        let id = MessageId::parse("65f0a1b2c3d4e5f601234567").unwrap();
+        let cases = [
+            (
+                ReplyEvent::Start(StartEvent { user_message_id: id, assistant_message_id: id }),
+                "start",
+                r#"{"user_message_id":"65f0a1b2c3d4e5f601234567","assistant_message_id":"65f0a1b2c3d4e5f601234567"}"#,
+            ),
+            (ReplyEvent::Delta(TextEvent { content: "你好".into() }), "delta", r#"{"content":"你好"}"#),
+            (ReplyEvent::Reasoning(TextEvent { content: "hm".into() }), "reasoning", r#"{"content":"hm"}"#),
+            (
+                ReplyEvent::Done(DoneEvent { assistant_message_id: id, finish_reason: FinishReason::Stop, usage: None }),
+                "done",
+                r#"{"assistant_message_id":"65f0a1b2c3d4e5f601234567","finish_reason":"stop","usage":null}"#,
+            ),
+            (
+                ReplyEvent::failed(&ReplyFailure::ServerShutdown),
+                "error",
+                r#"{"code":"server_shutdown","message":"the server restarted mid-reply; the part received is kept"}"#,
+            ),
+        ];
+        for (event, name, data) in cases {
+            assert_eq!(event.name(), name);
+            assert_eq!(event.data(), data, "{name}");
+            let tagged = serde_json::to_value(&event).unwrap();
+            assert_eq!(tagged["type"], name, "the WebSocket frame is tagged with the SSE event name");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! A reply and everything about it: the task that generates it (`generation`), the
+//! replies running here (`registry`), the events transports render (`events`), the
+//! watchers that produce them (`watcher`) and the one rule for dead replies
+//! (`abandoned`). Transports get a [`ReplyHandle`] from `ChatService::send` or
+//! `ChatService::open_reply` and only render what it gives them.
+mod abandoned;
+mod events;
+mod generation;
+mod registry;
+mod watcher;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use events::{DoneEvent, ErrorEvent, ReplyEvent, StartEvent, TextEvent};
+pub(super) use generation::{spawn as spawn_generation, GenerationJob};
+pub use registry::Registry;
+pub use watcher::ReplyWatcher;
+
+use crate::domain::{now, Message, ReplyEnd};
+use crate::store::{DynStore, StoreError};
+
+/// Everything a generation has produced so far.
+#[derive(Debug, Clone, Default)]
+pub struct LiveReply {
+    pub content: String,
+    pub reasoning: String,
+    pub end: Option<ReplyEnd>,
+}
+
+/// What every reply handle needs to read replies, here or on other replicas.
+pub struct Replies {
+    pub(super) store: DynStore,
+    pub(super) registry: Arc<Registry>,
+    /// A reply not saved for this long, and not generated here, is abandoned.
+    pub(super) stale_after: Duration,
+    /// How often a follower reads a reply another replica generates.
+    pub(super) follow_every: Duration,
+}
+
+/// One assistant reply, checked to belong to the caller and to be a reply.
+pub struct ReplyHandle {
+    replies: Arc<Replies>,
+    reply: Message,
+    /// Set for a fresh send: the stored user message, announced by a pre-queued `start`.
+    user_message: Option<Message>,
+    live: Option<watch::Receiver<LiveReply>>,
+}
+
+impl ReplyHandle {
+    pub(super) fn fresh(
+        replies: Arc<Replies>,
+        user_message: Message,
+        reply: Message,
+        live: watch::Receiver<LiveReply>,
+    ) -> Self {
+        Self { replies, reply, user_message: Some(user_message), live: Some(live) }
+    }
+
+    pub(super) fn existing(replies: Arc<Replies>, reply: Message) -> Self {
+        let live = replies.registry.subscribe(reply.id);
+        Self { replies, reply, user_message: None, live }
+    }
+
+    /// The user's message this reply answers, when the handle comes from a send.
+    pub fn user_message(&self) -> Option<&Message> {
+        self.user_message.as_ref()
+    }
+
+    pub fn reply_id(&self) -> crate::domain::MessageId {
+        self.reply.id
+    }
+
+    /// The reply as it stands: the freshest text when generated here; an abandoned reply
+    /// is settled (stored as interrupted) first.
+    pub async fn snapshot(&self) -> Result<Message, StoreError> {
+        let stored = self.replies.store.get_message(self.reply.conversation_id, self.reply.id).await?;
+        let mut message = stored.unwrap_or_else(|| self.reply.clone());
+        match &self.live {
+            Some(live) => {
+                let state = live.borrow();
+                if state.end.is_none() && state.content.len() > message.content.len() {
+                    message.content = state.content.clone();
+                }
+            }
+            None => {
+                let generated_here = self.replies.registry.subscribe(message.id).is_some();
+                if abandoned::is_abandoned(&message, generated_here, now(), self.replies.stale_after) {
+                    tracing::warn!(message_id = %message.id, "settling a reply abandoned by its generation");
+                    let progress = abandoned::settled_progress(&message);
+                    let at = now();
+                    self.replies.store.save_progress(message.id, &progress, at).await?;
+                    message.apply(&progress, at);
+                }
+            }
+        }
+        Ok(message)
+    }
+
+    /// The reply's events: `start` first for a fresh send, then deltas, then exactly one
+    /// `done` or `error`. Live when generated here, else following what is stored.
+    pub fn events(&self) -> ReplyWatcher {
+        let start = self.user_message.as_ref().map(|user| {
+            ReplyEvent::Start(StartEvent { user_message_id: user.id, assistant_message_id: self.reply.id })
+        });
+        let source = match &self.live {
+            Some(rx) => watcher::Source::Live { rx: rx.clone(), closed: false },
+            None => watcher::Source::Stored {
+                store: self.replies.store.clone(),
+                conversation: self.reply.conversation_id,
+                poll: self.replies.follow_every,
+                stale_after: self.replies.stale_after,
+                failures: 0,
+            },
+        };
+        ReplyWatcher::new(self.reply.id, source, start)
+    }
+
+    /// Waits until `deadline` for the reply to end; returns whether it did, and the reply
+    /// as it then stands.
+    pub async fn wait_until(&mut self, deadline: tokio::time::Instant) -> Result<(bool, Message), StoreError> {
+        if let Some(live) = &mut self.live {
+            let _ = tokio::time::timeout_at(deadline, live.wait_for(|state| state.end.is_some())).await;
+        }
+        let message = self.snapshot().await?;
+        Ok((message.status.is_final(), message))
+    }
+}

@@ -1,0 +1,161 @@
+//! Sending a message: the start-up steps of a reply. Nothing reaches the model before
+//! the user's message is stored; a second send while a reply runs is refused.
+use std::sync::Arc;
+
+use super::context::{build_messages, upstream_user_hash};
+use super::reply::{spawn_generation, GenerationJob, ReplyHandle};
+use super::service::{ChatError, ChatService};
+use crate::domain::{
+    now, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role, User,
+    UserId,
+};
+use crate::llm::ChatRequest;
+use crate::protection::{Decision, OutputModeration};
+use crate::store::GenerationClaim;
+
+impl ChatService {
+    /// Stores the user's message, then starts the reply.
+    ///
+    /// The steps run as a tracked task on the main runtime, not in the request: a client
+    /// that disconnects midway must not leave a claimed conversation or a reply
+    /// placeholder behind, and a shutdown waits for them.
+    pub async fn send(
+        self: Arc<Self>,
+        user: UserId,
+        conversation: ConversationId,
+        text: String,
+    ) -> Result<ReplyHandle, ChatError> {
+        let registry = self.registry.clone();
+        let span = tracing::info_span!("chat.send", conversation_id = %conversation);
+        let steps = async move { self.start_reply(user, conversation, &text).await };
+        registry.spawn(tracing::Instrument::instrument(steps, span)).await.map_err(ChatError::internal)?
+    }
+
+    async fn start_reply(
+        &self,
+        user_id: UserId,
+        conversation_id: ConversationId,
+        raw_text: &str,
+    ) -> Result<ReplyHandle, ChatError> {
+        let content = MessageContent::parse(raw_text, self.config.message_max_chars)
+            .map_err(|e| ChatError::InvalidContent(e.to_string()))?;
+        let conversation =
+            self.store.get_conversation(user_id, conversation_id).await?.ok_or(ChatError::ConversationNotFound)?;
+        let user = self.store.get_user(user_id).await?.ok_or(ChatError::ConversationNotFound)?;
+        self.ensure_quota_left(user_id).await?;
+        let moderation = self.screen_input(&conversation, &user, &content).await?;
+        let user_message = Message::new(&conversation, Role::User, content.as_str(), MessageStatus::Complete);
+        let reply = Message::new(&conversation, Role::Assistant, "", MessageStatus::Streaming);
+
+        self.claim(user_id, conversation_id, reply.id).await?;
+        if let Err(e) = self.store.insert_message(&user_message).await {
+            self.release(conversation_id, reply.id).await;
+            return Err(e.into());
+        }
+        self.count_message(user_id).await;
+        let request = match self.prepare(&conversation, &user, &reply).await {
+            Ok(request) => request,
+            Err(e) => {
+                self.release(conversation_id, reply.id).await;
+                return Err(e);
+            }
+        };
+        let live = spawn_generation(GenerationJob {
+            store: self.store.clone(),
+            llm: self.llm.clone(),
+            registry: self.registry.clone(),
+            conversation_id,
+            assistant_id: reply.id,
+            request,
+            save_interval: self.config.save_interval,
+            lease: self.config.lease,
+            quota: Some((self.quota, user_id)),
+            moderation,
+        });
+        Ok(ReplyHandle::fresh(self.replies.clone(), user_message, reply, live))
+    }
+
+    async fn ensure_quota_left(&self, user: UserId) -> Result<(), ChatError> {
+        let usage = self.quota.usage(&self.store, user).await?;
+        if usage.exhausted() {
+            let retry_after = (usage.resets_at - now()).num_seconds().max(1) as u64;
+            return Err(ChatError::QuotaExceeded { retry_after });
+        }
+        Ok(())
+    }
+
+    async fn count_message(&self, user: UserId) {
+        if let Err(e) = self.quota.record_message(&self.store, user).await {
+            tracing::warn!(error = ?e, "could not count the message against the daily quota");
+        }
+    }
+
+    /// Checks the user's text before anything reaches the model. A rejected message is
+    /// stored (as `failed`, `content_rejected`, never sent upstream) and counted.
+    async fn screen_input(
+        &self,
+        conversation: &Conversation,
+        user: &User,
+        content: &MessageContent,
+    ) -> Result<Option<OutputModeration>, ChatError> {
+        let Some(moderator) = &self.moderator else { return Ok(None) };
+        match moderator.screen_input(&user.openid, content.as_str()).await {
+            Err(()) => Err(ChatError::ModerationUnavailable),
+            Ok(Decision::Allow) => {
+                Ok(Some(OutputModeration { moderator: moderator.clone(), openid: user.openid.clone() }))
+            }
+            Ok(Decision::Block { label, .. }) => {
+                tracing::info!(?label, "a message was rejected by the content check");
+                let mut rejected = Message::new(conversation, Role::User, content.as_str(), MessageStatus::Failed);
+                rejected.error = Some(crate::domain::MessageError {
+                    code: "content_rejected".into(),
+                    message: "the message did not pass the content-safety check".into(),
+                });
+                self.store.insert_message(&rejected).await?;
+                self.count_message(conversation.user_id).await;
+                Err(ChatError::ContentRejected)
+            }
+        }
+    }
+
+    async fn claim(&self, user: UserId, conversation: ConversationId, reply: MessageId) -> Result<(), ChatError> {
+        let at = now();
+        let until = at + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+        match self.store.claim_generation(user, conversation, reply, at, until).await? {
+            GenerationClaim::Claimed => Ok(()),
+            GenerationClaim::Busy => Err(ChatError::ReplyInProgress),
+            GenerationClaim::NoSuchConversation => Err(ChatError::ConversationNotFound),
+        }
+    }
+
+    async fn release(&self, conversation: ConversationId, reply: MessageId) {
+        if let Err(e) = self.store.release_generation(conversation, reply, now()).await {
+            tracing::error!(error = ?e, "could not release the conversation");
+        }
+    }
+
+    /// Stores the reply placeholder and builds the upstream request from history.
+    async fn prepare(&self, conversation: &Conversation, user: &User, reply: &Message) -> Result<ChatRequest, ChatError> {
+        let marked = self.store.interrupt_abandoned_replies(conversation.id, reply.id, now()).await?;
+        if marked > 0 {
+            tracing::warn!(marked, "replies abandoned by a stopped replica were marked interrupted");
+        }
+        let history = self.store.list_messages(conversation.id, self.config.context_max_messages, None).await?;
+        let tester = self.preview.includes(user);
+        let persona = self.persona_for(conversation, tester);
+        let model =
+            self.preview.model_for(tester).or(persona.model.as_deref()).unwrap_or(&self.config.default_model).to_string();
+        let request = ChatRequest {
+            model,
+            messages: build_messages(&persona.system_prompt, &history, self.config.context_token_budget),
+            thinking: persona.thinking,
+            reasoning_effort: persona.reasoning_effort.clone(),
+            temperature: persona.temperature,
+            max_tokens: self.config.max_tokens,
+            user_hash: upstream_user_hash(conversation.user_id),
+        };
+        // The placeholder goes in last: nothing after it can fail before the generation starts.
+        self.store.insert_message(reply).await?;
+        Ok(request)
+    }
+}

@@ -1,0 +1,146 @@
+//! What the API publishes. Domain types are not serializable: a field reaches a client
+//! only when a DTO here names it.
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::chat::Persona;
+use crate::domain::{
+    Conversation, ConversationId, FinishReason, Message, MessageError, MessageId, MessageStatus, Role, Usage, User,
+    UserId,
+};
+use crate::protection::{Allowance, QuotaUsage};
+
+#[derive(Serialize)]
+pub struct UserDto<'a> {
+    pub id: UserId,
+    pub nickname: Option<&'a str>,
+    pub avatar_url: Option<&'a str>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a User> for UserDto<'a> {
+    fn from(u: &'a User) -> Self {
+        UserDto {
+            id: u.id,
+            nickname: u.nickname.as_ref().map(|n| n.as_str()),
+            avatar_url: u.avatar_url.as_ref().map(|a| a.as_str()),
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ConversationDto<'a> {
+    pub id: ConversationId,
+    pub persona_id: &'a str,
+    pub title: &'a str,
+    pub created_at: DateTime<Utc>,
+    pub last_active_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a Conversation> for ConversationDto<'a> {
+    fn from(c: &'a Conversation) -> Self {
+        ConversationDto {
+            id: c.id,
+            persona_id: &c.persona_id,
+            title: c.title.as_str(),
+            created_at: c.created_at,
+            last_active_at: c.last_active_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct MessageDto<'a> {
+    pub id: MessageId,
+    pub role: Role,
+    pub content: &'a str,
+    pub status: MessageStatus,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<&'a Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<&'a FinishReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a MessageError>,
+}
+
+impl<'a> From<&'a Message> for MessageDto<'a> {
+    fn from(m: &'a Message) -> Self {
+        MessageDto {
+            id: m.id,
+            role: m.role,
+            content: &m.content,
+            status: m.status,
+            created_at: m.created_at,
+            reasoning_content: m.reasoning_content.as_deref(),
+            usage: m.usage.as_ref(),
+            finish_reason: m.finish_reason.as_ref(),
+            error: m.error.as_ref(),
+        }
+    }
+}
+
+/// The public face of a companion: never its system prompt or model settings.
+#[derive(Serialize)]
+pub struct PersonaDto<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub greeting: &'a str,
+    pub thinking: bool,
+    pub preview: bool,
+}
+
+impl<'a> From<&'a Persona> for PersonaDto<'a> {
+    fn from(p: &'a Persona) -> Self {
+        PersonaDto {
+            id: &p.id,
+            name: &p.name,
+            description: &p.description,
+            greeting: &p.greeting,
+            thinking: p.thinking,
+            preview: p.preview,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct AllowanceDto {
+    pub used: i64,
+    pub limit: i64,
+}
+
+impl From<&Allowance> for AllowanceDto {
+    fn from(a: &Allowance) -> Self {
+        AllowanceDto { used: a.used, limit: a.limit }
+    }
+}
+
+#[derive(Serialize)]
+pub struct UsageDto<'a> {
+    pub date: &'a str,
+    pub messages: AllowanceDto,
+    pub tokens: AllowanceDto,
+    pub resets_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a QuotaUsage> for UsageDto<'a> {
+    fn from(u: &'a QuotaUsage) -> Self {
+        UsageDto {
+            date: &u.date,
+            messages: (&u.messages).into(),
+            tokens: (&u.tokens).into(),
+            resets_at: u.resets_at,
+        }
+    }
+}
+
+/// A page of items and where the next one starts.
+#[derive(Serialize)]
+pub struct Page<T: Serialize> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
