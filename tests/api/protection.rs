@@ -214,3 +214,23 @@ async fn oversized_headers_are_refused_in_the_error_envelope() {
     let fresh = reqwest::Client::new().get(app.url("/health")).send().await.unwrap();
     assert_eq!(fresh.status(), 200, "the server still serves");
 }
+
+#[tokio::test]
+async fn every_case_of_the_bearer_scheme_counts_against_one_per_user_limit() {
+    let app = spawn_app_with(|s| s.rate_limit_per_minute = 3).await;
+    let (token, _) = app.login_as("o_scheme_case").await;
+
+    let mut statuses = Vec::new();
+    for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+        let response = app
+            .client
+            .get(app.url("/api/me"))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+
+    assert_eq!(statuses, [200, 200, 200, 429], "one user, one limit, whatever the scheme's case");
+}

@@ -203,3 +203,55 @@ async fn a_reply_nobody_is_watching_survives_sigterm_and_is_stored_complete() {
     assert_eq!(stored.status, companion_backend::domain::MessageStatus::Complete);
     assert_eq!(stored.content, pieces.concat());
 }
+
+#[tokio::test]
+async fn a_send_still_in_its_start_up_steps_at_sigterm_is_generated_and_stored_final() {
+    let deepseek = FakeDeepSeek::start().await;
+    let pieces = ["启动中", "收到", "关机", "信号", "。"];
+    deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(200)));
+    // The input check answers slowly: the send is in its start-up steps when SIGTERM comes.
+    let wechat = wiremock::MockServer::start().await;
+    let pass = json!({"errcode": 0, "errmsg": "ok", "result": {"suggest": "pass", "label": 100}, "detail": []});
+    wiremock::Mock::given(wiremock::matchers::path("/wxa/msg_sec_check"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_raw(pass.to_string(), "application/json")
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&wechat)
+        .await;
+    let wechat_base = wechat.uri();
+    let env = [
+        ("CONTENT_CHECK", "true"),
+        ("WECHAT_OPENAPI_MODE", "cloudrun"),
+        ("WECHAT_API_BASE", wechat_base.as_str()),
+        ("WECHAT_TIMEOUT_MS", "5000"),
+        ("SHUTDOWN_READINESS_DELAY_MS", "0"),
+        // A callContainer-style send answers 202 as soon as its start-up steps end.
+        ("CHAT_WAIT_TIMEOUT_MS", "100"),
+    ];
+    let mut binary = start_binary_with(&deepseek, 10, &env).await;
+    let (token, conversation) = binary.user_with_conversation().await;
+    let send = binary
+        .client
+        .post(format!("{}/api/conversations/{conversation}/messages", binary.base))
+        .bearer_auth(&token)
+        .json(&json!({"content": "hi", "stream": false}))
+        .send();
+    // The client gives up (callContainer cuts, the user leaves): no request holds the
+    // server open, only the send's own start-up steps are left running.
+    let _ = tokio::time::timeout(Duration::from_millis(500), send).await;
+
+    binary.sigterm();
+    let status = binary.wait_for_exit(Duration::from_secs(30)).await;
+
+    assert!(status.success(), "{status:?}");
+    let store = mongo_store(&binary.db_name).await;
+    let conversation = companion_backend::domain::ConversationId::parse(&conversation).unwrap();
+    let history = companion_backend::store::Store::list_messages(&*store, conversation, 10, None).await.unwrap();
+    let reply = history.last().expect("messages stored");
+    assert_eq!(reply.role, companion_backend::domain::Role::Assistant);
+    assert_eq!(history.iter().filter(|m| m.role == companion_backend::domain::Role::User).count(), 1);
+    assert_eq!(reply.status, companion_backend::domain::MessageStatus::Complete, "{reply:?}");
+    assert_eq!(reply.content, pieces.concat());
+}

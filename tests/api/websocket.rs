@@ -239,3 +239,40 @@ async fn websocket_sends_count_against_the_users_rate_limit() {
     assert_eq!(refused["code"], "rate_limited");
     assert_eq!(refused["request_id"], "over");
 }
+
+#[tokio::test]
+async fn one_connect_container_user_has_one_budget_over_http_and_websocket() {
+    let app = spawn_app_with(|s| {
+        s.wechat_trust_cloudrun_headers = true;
+        s.rate_limit_per_minute = 4;
+    })
+    .await;
+    app.deepseek.enqueue(text_reply(&["好"]));
+    // HTTP: creating the conversation (1) and the socket's upgrade request (2).
+    let conversation = conversation_for(&app, "o_one_budget").await;
+    let mut socket = connect(&app, Some("o_one_budget")).await;
+
+    // WebSocket: a send (3) and a reattach (4) count under the same user...
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "一"})).await;
+    let first = reply(&mut socket).await;
+    let reply_id = first[0]["assistant_message_id"].as_str().unwrap().to_string();
+    let reattach = json!({"type": "reattach", "conversation_id": conversation, "message_id": reply_id});
+    send(&mut socket, reattach.clone()).await;
+    let reattached = reply(&mut socket).await;
+    // ...so the next frame of either kind is over the limit.
+    send(&mut socket, reattach).await;
+    let refused = next(&mut socket).await.unwrap();
+
+    assert_eq!(first.last().unwrap()["type"], "done");
+    assert_eq!(reattached.last().unwrap()["type"], "done");
+    assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some("rate_limited")));
+    let over_http = app
+        .client
+        .get(app.url("/api/me"))
+        .header("x-wx-source", "wx_client")
+        .header("x-wx-openid", "o_one_budget")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over_http.status(), 429, "HTTP shares the budget the socket used up");
+}
