@@ -108,8 +108,8 @@ impl ResponseError for ApiError {
                 response
             }
             ApiError::Internal(_) => envelope(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
                 "something went wrong on our side; please try again",
             ),
         }

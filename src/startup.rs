@@ -18,8 +18,8 @@ use crate::configuration::Settings;
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
 use crate::llm::{DeepSeekClient, DeepSeekOptions, LlmClient, OfflineCompanion};
 use crate::protection::{
-    cors, header_limit_middleware, limit_by_ip, limit_by_user, security_headers, DailyQuota, HeaderLimit, ModerationPolicy,
-    Moderator, RateLimiter,
+    cors, header_limit_middleware, limit_by_ip, limit_by_user, security_headers, DailyQuota, HeaderLimit,
+    ModerationPolicy, Moderator, RateLimiter,
 };
 use crate::routes;
 use crate::routes::LoginPolicy;

@@ -53,10 +53,9 @@ impl Identity {
     /// The identity resolved for this request. Missing means the middleware is not in
     /// front of this route: a wiring bug, reported as an internal error (never "anonymous").
     pub fn of(req: &HttpRequest) -> Result<Identity, ApiError> {
-        req.extensions()
-            .get::<Identity>()
-            .cloned()
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("identity middleware is not installed on {}", req.path())))
+        req.extensions().get::<Identity>().cloned().ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("identity middleware is not installed on {}", req.path()))
+        })
     }
 
     /// The user, if credentials were given and verified.

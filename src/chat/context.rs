@@ -80,3 +80,254 @@ pub fn upstream_user_hash(user: UserId) -> String {
     let digest = Sha256::digest(format!("companion-user:{user}").as_bytes());
     hex::encode(&digest[..16])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{now, ConversationId, MessageId};
+
+    #[test]
+    fn token_estimates_follow_the_per_script_rule_of_thumb() {
+        // (label, text, expected tokens): tenths per char are ASCII 3, CJK 6, other 10,
+        // rounded up, plus 4 tokens of framing per message.
+        const CASES: &[(&str, &str, usize)] = &[
+            ("empty text costs only the framing", "", 4),
+            ("one ASCII char rounds up to a whole token", "a", 5),
+            ("ten ASCII chars are 3 tokens", "abcdefghij", 7),
+            ("eleven ASCII chars round 3.3 up to 4", "abcdefghijk", 8),
+            ("ASCII punctuation and spaces count as ASCII", "hi, you!", 7),
+            ("two CJK ideographs are 1.2 tokens, rounded up", "你好", 6),
+            ("five CJK ideographs are exactly 3 tokens", "你好世界啊", 7),
+            ("CJK punctuation is CJK", "。，", 6),
+            ("hiragana is CJK", "こんにちは", 7),
+            ("hangul is CJK", "안녕", 6),
+            ("fullwidth forms are CJK", "ＡＢ", 6),
+            ("an emoji is a whole token", "😀", 5),
+            ("three emoji are three tokens", "😀😀😀", 7),
+            ("cyrillic is one token per char", "привет", 10),
+            ("a mix adds each script's share", "a你😀", 6),
+        ];
+        for &(label, text, expected) in CASES {
+            assert_eq!(estimate_tokens(text), expected, "{label}: {text:?}");
+        }
+    }
+
+    struct Turn {
+        role: Role,
+        content: &'static str,
+        status: MessageStatus,
+        reasoning: Option<&'static str>,
+    }
+
+    const fn user(content: &'static str) -> Turn {
+        Turn { role: Role::User, content, status: MessageStatus::Complete, reasoning: None }
+    }
+
+    const fn assistant(content: &'static str) -> Turn {
+        Turn { role: Role::Assistant, content, status: MessageStatus::Complete, reasoning: None }
+    }
+
+    const fn with_status(turn: Turn, status: MessageStatus) -> Turn {
+        Turn { status, ..turn }
+    }
+
+    const fn thinking(content: &'static str, reasoning: &'static str) -> Turn {
+        Turn { reasoning: Some(reasoning), ..assistant(content) }
+    }
+
+    fn message(turn: &Turn) -> Message {
+        let at = now();
+        Message {
+            id: MessageId::new(),
+            conversation_id: ConversationId::new(),
+            user_id: UserId::new(),
+            role: turn.role,
+            content: turn.content.to_string(),
+            status: turn.status,
+            created_at: at,
+            reasoning_content: turn.reasoning.map(str::to_string),
+            usage: None,
+            finish_reason: None,
+            error: None,
+            updated_at: at,
+        }
+    }
+
+    struct Case {
+        label: &'static str,
+        system: &'static str,
+        history: &'static [Turn],
+        budget: usize,
+        expected: &'static [(&'static str, &'static str)],
+    }
+
+    // Ten ASCII characters: 3 tokens + 4 of framing = 7 tokens each.
+    const SYSTEM: &str = "sys"; // 1 + 4 = 5 tokens
+    const LONG_QUESTION: &str = "a question far longer than any budget given to it in these cases....................";
+
+    const CASES: &[Case] = &[
+        Case {
+            label: "the system prompt comes first, trimmed",
+            system: "  You are Xiaoxi.\n",
+            history: &[user("hi")],
+            budget: 1000,
+            expected: &[("system", "You are Xiaoxi."), ("user", "hi")],
+        },
+        Case {
+            label: "a history that fits is sent whole, in order",
+            system: SYSTEM,
+            history: &[user("u1"), assistant("a1"), user("u2")],
+            budget: 1000,
+            expected: &[("system", "sys"), ("user", "u1"), ("assistant", "a1"), ("user", "u2")],
+        },
+        Case {
+            label: "the budget drops the oldest turns first",
+            system: SYSTEM,
+            history: &[
+                user("user-00001"),
+                assistant("asst-00001"),
+                user("user-00002"),
+                assistant("asst-00002"),
+                user("user-00003"),
+            ],
+            budget: 5 + 3 * 7,
+            expected: &[("system", "sys"), ("user", "user-00002"), ("assistant", "asst-00002"), ("user", "user-00003")],
+        },
+        Case {
+            label: "an assistant turn left first by the budget is dropped too",
+            system: SYSTEM,
+            history: &[
+                user("user-00001"),
+                assistant("asst-00001"),
+                user("user-00002"),
+                assistant("asst-00002"),
+                user("user-00003"),
+            ],
+            budget: 5 + 4 * 7,
+            expected: &[("system", "sys"), ("user", "user-00002"), ("assistant", "asst-00002"), ("user", "user-00003")],
+        },
+        Case {
+            label: "the newest user message is kept even when it alone is over budget",
+            system: SYSTEM,
+            history: &[user("older"), assistant("reply"), user(LONG_QUESTION)],
+            budget: 10,
+            expected: &[("system", "sys"), ("user", LONG_QUESTION)],
+        },
+        Case {
+            label: "the newest user message is kept even with a zero budget",
+            system: SYSTEM,
+            history: &[user("older"), assistant("reply"), user("now")],
+            budget: 0,
+            expected: &[("system", "sys"), ("user", "now")],
+        },
+        Case {
+            label: "failed turns are skipped",
+            system: SYSTEM,
+            history: &[
+                user("u1"),
+                with_status(assistant("broken"), MessageStatus::Failed),
+                assistant("a1"),
+                user("u2"),
+            ],
+            budget: 1000,
+            expected: &[("system", "sys"), ("user", "u1"), ("assistant", "a1"), ("user", "u2")],
+        },
+        Case {
+            label: "a failed user turn is skipped too",
+            system: SYSTEM,
+            history: &[with_status(user("rejected"), MessageStatus::Failed), user("u1")],
+            budget: 1000,
+            expected: &[("system", "sys"), ("user", "u1")],
+        },
+        Case {
+            label: "empty and blank replies are skipped",
+            system: SYSTEM,
+            history: &[user("u1"), assistant(""), assistant(" \n\t "), assistant("a1"), user("u2")],
+            budget: 1000,
+            expected: &[("system", "sys"), ("user", "u1"), ("assistant", "a1"), ("user", "u2")],
+        },
+        Case {
+            label: "skipped turns cost nothing from the budget",
+            system: SYSTEM,
+            history: &[
+                user("user-00001"),
+                assistant("asst-00001"),
+                with_status(assistant(LONG_QUESTION), MessageStatus::Failed),
+                user("user-00002"),
+            ],
+            budget: 5 + 3 * 7,
+            expected: &[("system", "sys"), ("user", "user-00001"), ("assistant", "asst-00001"), ("user", "user-00002")],
+        },
+        Case {
+            label: "incomplete replies with text are still sent",
+            system: SYSTEM,
+            history: &[user("u1"), with_status(assistant("half"), MessageStatus::Incomplete), user("u2")],
+            budget: 1000,
+            expected: &[("system", "sys"), ("user", "u1"), ("assistant", "half"), ("user", "u2")],
+        },
+        Case {
+            label: "consecutive turns of one role are merged",
+            system: SYSTEM,
+            history: &[user("u1"), user("u2"), assistant("a1"), assistant("a2"), user("u3")],
+            budget: 1000,
+            expected: &[("system", "sys"), ("user", "u1\n\nu2"), ("assistant", "a1\n\na2"), ("user", "u3")],
+        },
+        Case {
+            label: "user turns around a skipped reply are merged",
+            system: SYSTEM,
+            history: &[user("u1"), with_status(assistant("broken"), MessageStatus::Failed), user("u2")],
+            budget: 1000,
+            expected: &[("system", "sys"), ("user", "u1\n\nu2")],
+        },
+        Case {
+            label: "reasoning is never resent, only the reply",
+            system: SYSTEM,
+            history: &[user("u1"), thinking("a1", "SECRET CHAIN OF THOUGHT"), user("u2")],
+            budget: 1000,
+            expected: &[("system", "sys"), ("user", "u1"), ("assistant", "a1"), ("user", "u2")],
+        },
+    ];
+
+    #[test]
+    fn messages_are_built_from_the_prompt_and_the_newest_history_that_fits() {
+        for case in CASES {
+            let history: Vec<Message> = case.history.iter().map(message).collect();
+
+            let built = build_messages(case.system, &history, case.budget);
+
+            let built: Vec<(&str, &str)> = built.iter().map(|m| (m.role, m.content.as_str())).collect();
+            assert_eq!(built, case.expected, "{}", case.label);
+            for turn in case.history {
+                if let Some(reasoning) = turn.reasoning {
+                    assert!(built.iter().all(|(_, c)| !c.contains(reasoning)), "{}: reasoning was resent", case.label);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_upstream_user_hash_is_stable_distinct_and_opaque() {
+        const IDS: &[&str] = &["000000000000000000000001", "000000000000000000000002", "65f1c0ffee0123456789abcd"];
+        let hashes: Vec<String> = IDS
+            .iter()
+            .map(|raw| {
+                let user = UserId::parse(raw).expect("a valid id");
+                let hash = upstream_user_hash(user);
+                let again = upstream_user_hash(UserId::parse(raw).expect("a valid id"));
+                assert_eq!(hash, again, "{raw}: the same user always gets the same hash");
+                assert_eq!(hash.len(), 32, "{raw}: 16 bytes as hex");
+                assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "{raw}: hex only, got {hash}");
+                assert!(!hash.contains(raw), "{raw}: the raw id leaks into {hash}");
+                hash
+            })
+            .collect();
+        for (i, a) in hashes.iter().enumerate() {
+            for (j, b) in hashes.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "{} and {} share a hash", IDS[i], IDS[j]);
+            }
+        }
+        // Pinned: DeepSeek's abuse isolation keys on this value, so it must not drift
+        // between releases (sha256("companion-user:<hex>"), first 16 bytes).
+        assert_eq!(hashes[2], "0d3227d4a700c9dd776287bcd903bb64", "the hash changed between releases");
+    }
+}

@@ -6,8 +6,7 @@ use super::context::{build_messages, upstream_user_hash};
 use super::reply::{spawn_generation, GenerationJob, ReplyHandle};
 use super::service::{ChatError, ChatService};
 use crate::domain::{
-    now, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role, User,
-    UserId,
+    now, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role, User, UserId,
 };
 use crate::llm::ChatRequest;
 use crate::protection::{Decision, OutputModeration};
@@ -135,7 +134,12 @@ impl ChatService {
     }
 
     /// Stores the reply placeholder and builds the upstream request from history.
-    async fn prepare(&self, conversation: &Conversation, user: &User, reply: &Message) -> Result<ChatRequest, ChatError> {
+    async fn prepare(
+        &self,
+        conversation: &Conversation,
+        user: &User,
+        reply: &Message,
+    ) -> Result<ChatRequest, ChatError> {
         let marked = self.store.interrupt_abandoned_replies(conversation.id, reply.id, now()).await?;
         if marked > 0 {
             tracing::warn!(marked, "replies abandoned by a stopped replica were marked interrupted");
@@ -143,8 +147,12 @@ impl ChatService {
         let history = self.store.list_messages(conversation.id, self.config.context_max_messages, None).await?;
         let tester = self.preview.includes(user);
         let persona = self.persona_for(conversation, tester);
-        let model =
-            self.preview.model_for(tester).or(persona.model.as_deref()).unwrap_or(&self.config.default_model).to_string();
+        let model = self
+            .preview
+            .model_for(tester)
+            .or(persona.model.as_deref())
+            .unwrap_or(&self.config.default_model)
+            .to_string();
         let request = ChatRequest {
             model,
             messages: build_messages(&persona.system_prompt, &history, self.config.context_token_budget),

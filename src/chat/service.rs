@@ -155,7 +155,11 @@ impl ChatService {
 
     /// The persona a new conversation gets: the requested one if this user may choose
     /// it (`None` when not), or the default.
-    pub async fn persona_to_start(&self, user: UserId, requested: Option<&str>) -> Result<Option<&Persona>, StoreError> {
+    pub async fn persona_to_start(
+        &self,
+        user: UserId,
+        requested: Option<&str>,
+    ) -> Result<Option<&Persona>, StoreError> {
         match requested {
             None => Ok(Some(self.personas.default_persona())),
             Some(id) => Ok(self.personas_for(user).await?.into_iter().find(|p| p.id == id)),

@@ -2,6 +2,8 @@
 mod conversation;
 mod ids;
 mod message;
+#[cfg(test)]
+mod parse_tests;
 mod reply;
 mod user;
 

@@ -153,10 +153,9 @@ impl Conclusion {
             GenerationEnd::Failed(failure) => failed(failure, None),
             GenerationEnd::Finished(reason) => match reason.unwrap_or(FinishReason::Stop) {
                 FinishReason::ContentFilter => failed(ReplyFailure::ContentFiltered, Some(FinishReason::ContentFilter)),
-                FinishReason::InsufficientSystemResource => failed(
-                    ReplyFailure::UpstreamInsufficientResource,
-                    Some(FinishReason::InsufficientSystemResource),
-                ),
+                FinishReason::InsufficientSystemResource => {
+                    failed(ReplyFailure::UpstreamInsufficientResource, Some(FinishReason::InsufficientSystemResource))
+                }
                 FinishReason::Unknown(raw) => failed(ReplyFailure::UnexpectedFinish, Some(FinishReason::Unknown(raw))),
                 _ if !has_text => failed(ReplyFailure::EmptyReply, None),
                 FinishReason::Length => Conclusion {
@@ -164,9 +163,11 @@ impl Conclusion {
                     finish_reason: Some(FinishReason::Length),
                     failure: None,
                 },
-                FinishReason::Stop => {
-                    Conclusion { status: MessageStatus::Complete, finish_reason: Some(FinishReason::Stop), failure: None }
-                }
+                FinishReason::Stop => Conclusion {
+                    status: MessageStatus::Complete,
+                    finish_reason: Some(FinishReason::Stop),
+                    failure: None,
+                },
             },
         }
     }
@@ -304,7 +305,10 @@ mod tests {
         let mut message = Message::placeholder_for_tests();
         assert_eq!(ReplyEnd::of_stored(&message), None, "streaming has no end yet");
         message.status = MessageStatus::Complete;
-        assert_eq!(ReplyEnd::of_stored(&message), Some(ReplyEnd::Done { finish_reason: FinishReason::Stop, usage: None }));
+        assert_eq!(
+            ReplyEnd::of_stored(&message),
+            Some(ReplyEnd::Done { finish_reason: FinishReason::Stop, usage: None })
+        );
         message.status = MessageStatus::Incomplete;
         message.error = Some(ReplyFailure::ServerShutdown.to_error());
         assert_eq!(ReplyEnd::of_stored(&message), Some(ReplyEnd::failed(&ReplyFailure::ServerShutdown)));

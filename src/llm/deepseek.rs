@@ -317,3 +317,202 @@ where
         Some(Err(error))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    type Events = Result<Vec<LlmEvent>, LlmError>;
+    type StreamItems = Vec<Result<LlmEvent, LlmError>>;
+    /// (label, Retry-After header value or None when absent, seconds expected)
+    type RetryCase = (&'static str, Option<&'static [u8]>, Option<u64>);
+
+    fn content(text: &str) -> LlmEvent {
+        LlmEvent::Content(text.into())
+    }
+
+    fn reasoning(text: &str) -> LlmEvent {
+        LlmEvent::Reasoning(text.into())
+    }
+
+    fn finish(reason: &str) -> LlmEvent {
+        LlmEvent::Finish(reason.into())
+    }
+
+    #[test]
+    fn each_deepseek_chunk_becomes_the_events_it_carries() {
+        let usage = |hit, miss, reasoning_tokens| {
+            LlmEvent::Usage(Usage {
+                prompt_tokens: 20,
+                completion_tokens: 7,
+                total_tokens: 27,
+                prompt_cache_hit_tokens: hit,
+                prompt_cache_miss_tokens: miss,
+                reasoning_tokens,
+            })
+        };
+        let cases: Vec<(&str, &str, Events)> = vec![
+            (
+                "a content delta",
+                r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"你好"},"finish_reason":null}],"usage":null}"#,
+                Ok(vec![content("你好")]),
+            ),
+            (
+                "the opening role chunk with empty content",
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+                Ok(vec![]),
+            ),
+            (
+                "a reasoning delta with null content",
+                r#"{"choices":[{"delta":{"content":null,"reasoning_content":"let me think"}}]}"#,
+                Ok(vec![reasoning("let me think")]),
+            ),
+            (
+                "reasoning comes before content in one delta",
+                r#"{"choices":[{"delta":{"content":"answer","reasoning_content":"thought"}}]}"#,
+                Ok(vec![reasoning("thought"), content("answer")]),
+            ),
+            ("an empty reasoning delta is no event", r#"{"choices":[{"delta":{"reasoning_content":""}}]}"#, Ok(vec![])),
+            (
+                "a finish reason with empty content",
+                r#"{"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}]}"#,
+                Ok(vec![finish("stop")]),
+            ),
+            (
+                "the last text and the finish reason in one chunk",
+                r#"{"choices":[{"delta":{"content":"end"},"finish_reason":"length"}]}"#,
+                Ok(vec![content("end"), finish("length")]),
+            ),
+            (
+                "a content filter finish",
+                r#"{"choices":[{"delta":{},"finish_reason":"content_filter"}]}"#,
+                Ok(vec![finish("content_filter")]),
+            ),
+            (
+                "usage with prompt cache hit and miss tokens",
+                r#"{"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":7,"total_tokens":27,"prompt_cache_hit_tokens":16,"prompt_cache_miss_tokens":4}}"#,
+                Ok(vec![usage(Some(16), Some(4), None)]),
+            ),
+            (
+                "usage with reasoning tokens",
+                r#"{"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":7,"total_tokens":27,"completion_tokens_details":{"reasoning_tokens":5}}}"#,
+                Ok(vec![usage(None, None, Some(5))]),
+            ),
+            (
+                "a finish and usage in one chunk, usage last",
+                r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":7,"total_tokens":27,"prompt_cache_hit_tokens":0,"prompt_cache_miss_tokens":20}}"#,
+                Ok(vec![finish("stop"), usage(Some(0), Some(20), None)]),
+            ),
+            ("a chunk with nothing in it", "{}", Ok(vec![])),
+            (
+                "an error object mid-stream",
+                r#"{"error":{"message":"Content Exists Risk","type":"invalid_request_error"}}"#,
+                Err(LlmError::Upstream("Content Exists Risk".into())),
+            ),
+            (
+                "an error object wins over choices beside it",
+                r#"{"choices":[{"delta":{"content":"x"}}],"error":{"message":"boom"}}"#,
+                Err(LlmError::Upstream("boom".into())),
+            ),
+            (
+                "an error object without a message",
+                r#"{"error":{"code":500}}"#,
+                Err(LlmError::Upstream("unknown".into())),
+            ),
+            (
+                "a null error is no error",
+                r#"{"error":null,"choices":[{"delta":{"content":"ok"}}]}"#,
+                Ok(vec![content("ok")]),
+            ),
+            ("truncated JSON", r#"{"choices":[{"delta":{"content":"hal"#, Err(LlmError::Protocol)),
+            ("not JSON at all", "garbage", Err(LlmError::Protocol)),
+            ("an empty payload", "", Err(LlmError::Protocol)),
+            ("a JSON string", r#""data""#, Err(LlmError::Protocol)),
+            ("JSON null", "null", Err(LlmError::Protocol)),
+            ("choices of the wrong type", r#"{"choices":"many"}"#, Err(LlmError::Protocol)),
+            // The end marker is caught by the stream reader before a payload reaches here.
+            ("the [DONE] marker is not a chunk", "[DONE]", Err(LlmError::Protocol)),
+        ];
+        for (label, data, expected) in cases {
+            assert_eq!(events_of(data), expected, "{label}: {data}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_at_done_at_a_closed_finish_or_with_an_error() {
+        const CONTENT_A: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n";
+        const CONTENT_B: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n";
+        const FINISH: &str = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        const DONE: &str = "data: [DONE]\n\n";
+        let done_mid_chunk = [CONTENT_A, DONE, CONTENT_B].concat();
+        let bad_mid_chunk = [CONTENT_A, "data: {oops\n\n", CONTENT_B].concat();
+        let cases: Vec<(&str, Vec<&str>, StreamItems)> = vec![
+            (
+                "[DONE] ends the stream and nothing after it is read",
+                vec![CONTENT_A, FINISH, DONE, CONTENT_B],
+                vec![Ok(content("a")), Ok(finish("stop"))],
+            ),
+            (
+                "[DONE] in the same chunk as later events still ends it",
+                vec![done_mid_chunk.as_str()],
+                vec![Ok(content("a"))],
+            ),
+            (
+                "a connection closed right after the finish chunk ends cleanly",
+                vec![CONTENT_A, FINISH],
+                vec![Ok(content("a")), Ok(finish("stop"))],
+            ),
+            (
+                "a connection closed before any finish is a disconnect",
+                vec![CONTENT_A, CONTENT_B],
+                vec![Ok(content("a")), Ok(content("b")), Err(LlmError::Disconnected)],
+            ),
+            (
+                "an unreadable chunk ends the stream after the events before it",
+                vec![bad_mid_chunk.as_str(), DONE],
+                vec![Ok(content("a")), Err(LlmError::Protocol)],
+            ),
+            ("keep-alive comments are no events", vec![": keep-alive\n\n", CONTENT_A, DONE], vec![Ok(content("a"))]),
+        ];
+        for (label, chunks, expected) in cases {
+            let bytes: Vec<reqwest::Result<Bytes>> = chunks.iter().map(|c| Ok(Bytes::from(c.to_string()))).collect();
+            let stream = parse_stream(
+                futures_util::stream::iter(bytes),
+                Duration::from_secs(5),
+                Instant::now() + Duration::from_secs(5),
+            );
+
+            let events: StreamItems = stream.collect().await;
+
+            assert_eq!(events, expected, "{label}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_in_whole_seconds_only() {
+        const CASES: &[RetryCase] = &[
+            ("absent", None, None),
+            ("whole seconds", Some(b"5"), Some(5)),
+            ("zero", Some(b"0"), Some(0)),
+            ("surrounded by spaces", Some(b" 7 "), Some(7)),
+            ("a long wait (capped by the caller)", Some(b"3600"), Some(3600)),
+            ("empty", Some(b""), None),
+            ("negative", Some(b"-1"), None),
+            ("fractional", Some(b"1.5"), None),
+            ("words", Some(b"soon"), None),
+            ("an HTTP date (not supported)", Some(b"Wed, 21 Oct 2015 07:28:00 GMT"), None),
+            ("beyond u64", Some(b"99999999999999999999999"), None),
+            ("not visible ASCII", Some(b"\xff5"), None),
+        ];
+        for &(label, raw, expected) in CASES {
+            let mut headers = HeaderMap::new();
+            if let Some(raw) = raw {
+                headers.insert(RETRY_AFTER, HeaderValue::from_bytes(raw).expect("a header value"));
+            }
+
+            assert_eq!(retry_after(&headers), expected.map(Duration::from_secs), "{label}");
+        }
+    }
+}

@@ -77,3 +77,42 @@ impl DailyQuota {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).expect("a valid instant").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_quota_day_turns_over_at_midnight_china_time() {
+        // (label, instant, China date, resets_at): 00:00 in China is 16:00 UTC.
+        const CASES: &[(&str, &str, &str, &str)] = &[
+            ("just before China midnight", "2024-05-01T15:59:59.999Z", "2024-05-01", "2024-05-01T16:00:00Z"),
+            ("exactly China midnight", "2024-05-01T16:00:00Z", "2024-05-02", "2024-05-02T16:00:00Z"),
+            ("just after China midnight", "2024-05-01T16:00:00.001Z", "2024-05-02", "2024-05-02T16:00:00Z"),
+            ("UTC midnight is 08:00 in China", "2024-05-01T00:00:00Z", "2024-05-01", "2024-05-01T16:00:00Z"),
+            (
+                "late on New Year's Eve UTC is already next year",
+                "2023-12-31T23:30:00Z",
+                "2024-01-01",
+                "2024-01-01T16:00:00Z",
+            ),
+            ("the last instant of a China year", "2024-12-31T15:59:59Z", "2024-12-31", "2024-12-31T16:00:00Z"),
+            ("the first instant of a China year", "2024-12-31T16:00:00Z", "2025-01-01", "2025-01-01T16:00:00Z"),
+            ("a leap day begins", "2024-02-28T16:00:00Z", "2024-02-29", "2024-02-29T16:00:00Z"),
+            ("a leap day ends", "2024-02-29T16:00:00Z", "2024-03-01", "2024-03-01T16:00:00Z"),
+        ];
+        for &(label, instant, date, resets_at) in CASES {
+            let instant = utc(instant);
+
+            let (day, ends) = today(instant);
+
+            assert_eq!(day, date, "{label}: the China date");
+            assert_eq!(ends, utc(resets_at), "{label}: resets_at");
+            assert!(ends > instant && ends - instant <= chrono::Duration::days(1), "{label}: within one day");
+        }
+    }
+}

@@ -93,10 +93,8 @@ pub async fn get_conversation(
     store: web::Data<DynStore>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_conversation_id(&path)?;
-    let conversation = store
-        .get_conversation(user.user_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such conversation"))?;
+    let conversation =
+        store.get_conversation(user.user_id, id).await?.ok_or_else(|| ApiError::not_found("no such conversation"))?;
     Ok(HttpResponse::Ok().json(ConversationDto::from(&conversation)))
 }
 

@@ -129,12 +129,7 @@ pub struct UsageDto<'a> {
 
 impl<'a> From<&'a QuotaUsage> for UsageDto<'a> {
     fn from(u: &'a QuotaUsage) -> Self {
-        UsageDto {
-            date: &u.date,
-            messages: (&u.messages).into(),
-            tokens: (&u.tokens).into(),
-            resets_at: u.resets_at,
-        }
+        UsageDto { date: &u.date, messages: (&u.messages).into(), tokens: (&u.tokens).into(), resets_at: u.resets_at }
     }
 }
 

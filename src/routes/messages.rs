@@ -43,10 +43,14 @@ pub async fn list_messages(
     let before = match query.before.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(
-            MessageId::parse(raw).ok_or_else(|| ApiError::bad_request("invalid_cursor", "before must be a message id"))?,
+            MessageId::parse(raw)
+                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "before must be a message id"))?,
         ),
     };
-    store.get_conversation(user.user_id, conversation).await?.ok_or_else(|| ApiError::not_found("no such conversation"))?;
+    store
+        .get_conversation(user.user_id, conversation)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such conversation"))?;
     let mut items = store.list_messages(conversation, limit + 1, before).await?;
     let next_cursor = if items.len() > limit {
         items.remove(0);

@@ -162,7 +162,9 @@ impl ChatSocket {
     /// Handles one client frame; `Err` closes the socket.
     async fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
         let reply = match serde_json::from_str::<ClientFrame>(text) {
-            Err(e) => Some(error_frame(&ApiError::bad_request("invalid_frame", format!("unreadable frame: {e}")), None)),
+            Err(e) => {
+                Some(error_frame(&ApiError::bad_request("invalid_frame", format!("unreadable frame: {e}")), None))
+            }
             Ok(ClientFrame::Ping) => Some(to_text(&ServerFrame::Pong)),
             Ok(ClientFrame::Auth { token }) => match self.resolver.from_token(&token) {
                 Some(user) => {

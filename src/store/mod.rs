@@ -150,3 +150,97 @@ pub trait Store: Send + Sync + 'static {
 pub fn interrupted_error() -> crate::domain::MessageError {
     crate::domain::ReplyFailure::GenerationInterrupted.to_error()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "65f1c0ffee0123456789abcd";
+
+    fn at(millis: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(millis).expect("a representable instant")
+    }
+
+    fn id(hex: &str) -> ConversationId {
+        ConversationId::parse(hex).expect("a valid id")
+    }
+
+    fn conversation(last_active_millis: i64, hex: &str) -> Conversation {
+        Conversation {
+            id: id(hex),
+            user_id: UserId::new(),
+            persona_id: "xiaoxi".into(),
+            title: ConversationTitle::parse("a title").expect("a valid title"),
+            created_at: at(0),
+            last_active_at: at(last_active_millis),
+        }
+    }
+
+    #[test]
+    fn a_cursor_survives_a_round_trip() {
+        const CASES: &[(&str, i64, &str)] = &[
+            ("a recent instant", 1_790_000_000_123, ID),
+            ("the epoch", 0, "000000000000000000000001"),
+            ("an instant before the epoch", -1_234_567, "ffffffffffffffffffffffff"),
+            ("a whole second", 1_700_000_000_000, ID),
+        ];
+        for &(label, millis, hex) in CASES {
+            let cursor = ConversationCursor { last_active_at: at(millis), id: id(hex) };
+
+            let encoded = cursor.encode();
+
+            assert_eq!(encoded, format!("{millis}_{hex}"), "{label}: the wire form");
+            assert_eq!(ConversationCursor::decode(&encoded), Some(cursor), "{label}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_after_a_conversation_points_at_it() {
+        let c = conversation(1_790_000_000_123, ID);
+
+        let decoded = ConversationCursor::decode(&ConversationCursor::after(&c).encode()).expect("decodes");
+
+        assert_eq!((decoded.last_active_at, decoded.id), (c.last_active_at, c.id));
+    }
+
+    #[test]
+    fn garbage_is_not_a_cursor() {
+        let too_far = format!("{}_{ID}", i64::MAX);
+        let cases: &[(&str, &str)] = &[
+            ("empty", ""),
+            ("no underscore", "1790000000123"),
+            ("only an underscore", "_"),
+            ("no millis", "_65f1c0ffee0123456789abcd"),
+            ("no id", "1790000000123_"),
+            ("non-numeric millis", "abc_65f1c0ffee0123456789abcd"),
+            ("fractional millis", "1.5_65f1c0ffee0123456789abcd"),
+            ("millis with spaces", " 17_65f1c0ffee0123456789abcd"),
+            ("millis beyond i64", "99999999999999999999_65f1c0ffee0123456789abcd"),
+            ("millis beyond the representable dates", &too_far),
+            ("an id that is not hex", "1790000000123_zzzzzzzzzzzzzzzzzzzzzzzz"),
+            ("an id that is too short", "1790000000123_65f1c0ffee"),
+            ("an id that is too long", "1790000000123_65f1c0ffee0123456789abcd00"),
+            ("a second underscore", "1790000000123_65f1c0ffee0123456789abcd_1"),
+            ("the parts swapped", "65f1c0ffee0123456789abcd_1790000000123"),
+        ];
+        for &(label, raw) in cases {
+            assert_eq!(ConversationCursor::decode(raw), None, "{label}: {raw:?}");
+        }
+    }
+
+    #[test]
+    fn only_conversations_after_the_cursor_in_newest_first_order_follow_it() {
+        const MIDDLE: &str = "000000000000000000000005";
+        let cursor = ConversationCursor { last_active_at: at(10_000), id: id(MIDDLE) };
+        const CASES: &[(&str, i64, &str, bool)] = &[
+            ("less recently active", 9_999, "00000000000000000000000f", true),
+            ("more recently active", 10_001, "000000000000000000000001", false),
+            ("same instant, smaller id", 10_000, "000000000000000000000004", true),
+            ("same instant, same id (the cursor's own)", 10_000, MIDDLE, false),
+            ("same instant, larger id", 10_000, "000000000000000000000006", false),
+        ];
+        for &(label, millis, hex, follows) in CASES {
+            assert_eq!(cursor.precedes(&conversation(millis, hex)), follows, "{label}");
+        }
+    }
+}

@@ -24,9 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConversationCursor, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    FinishReason,
-    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, Message, MessageError, MessageId, MessageProgress,
-    MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, User, UserId,
+    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, FinishReason, Message, MessageError, MessageId,
+    MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, User, UserId,
 };
 
 const SCHEMA_VERSION: i32 = 1;

@@ -108,7 +108,11 @@ mod tests {
             (ReplyEvent::Delta(TextEvent { content: "你好".into() }), "delta", r#"{"content":"你好"}"#),
             (ReplyEvent::Reasoning(TextEvent { content: "hm".into() }), "reasoning", r#"{"content":"hm"}"#),
             (
-                ReplyEvent::Done(DoneEvent { assistant_message_id: id, finish_reason: FinishReason::Stop, usage: None }),
+                ReplyEvent::Done(DoneEvent {
+                    assistant_message_id: id,
+                    finish_reason: FinishReason::Stop,
+                    usage: None,
+                }),
                 "done",
                 r#"{"assistant_message_id":"65f0a1b2c3d4e5f601234567","finish_reason":"stop","usage":null}"#,
             ),

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::registry::Registry;
 use super::LiveReply;
 use crate::domain::{
-    now, Conclusion, ConversationId, FinishReason, GenerationEnd, MessageId, MessageProgress, MessageStatus,
-    ReplyEnd, ReplyFailure, Usage, UserId,
+    now, Conclusion, ConversationId, FinishReason, GenerationEnd, MessageId, MessageProgress, MessageStatus, ReplyEnd,
+    ReplyFailure, Usage, UserId,
 };
 use crate::llm::{ChatRequest, LlmClient, LlmError, LlmEvent};
 use crate::protection::{DailyQuota, Decision, OutputModeration};

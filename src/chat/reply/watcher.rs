@@ -17,9 +17,18 @@ use crate::store::DynStore;
 const MAX_READ_FAILURES: u32 = 5;
 
 pub(super) enum Source {
-    Live { rx: watch::Receiver<LiveReply>, closed: bool },
+    Live {
+        rx: watch::Receiver<LiveReply>,
+        closed: bool,
+    },
     /// Another replica (or an earlier process) owns the reply: follow what it stores.
-    Stored { store: DynStore, conversation: ConversationId, poll: Duration, stale_after: Duration, failures: u32 },
+    Stored {
+        store: DynStore,
+        conversation: ConversationId,
+        poll: Duration,
+        stale_after: Duration,
+        failures: u32,
+    },
 }
 
 pub struct ReplyWatcher {
