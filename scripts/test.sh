@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the project, on a fresh machine too:
+#  0. checks formatting (cargo fmt --check) and lints (cargo clippy -D warnings),
 #  1. installs the MongoDB wire-protocol test server (PyPI nx-27017) into .tools/venv,
 #  2. starts it on a free loopback port with a throw-away data directory,
 #  3. runs the Rust tests against it (each test uses its own database),
@@ -8,6 +9,11 @@
 #  5. stops both servers, whatever happened, and exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "==> cargo fmt --check"
+cargo fmt --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
 
 NX_VERSION="0.8.1"
 VENV=".tools/venv"

@@ -9,26 +9,25 @@ use actix_web::http::header;
 use actix_web::middleware::{from_fn, Condition, DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::{resolve_identity, AuthState, IdentityResolver, JwtKeys};
-use crate::chat::{ChatConfig, ChatParts, ChatService, Personas, PreviewAccess, Registry};
-use crate::configuration::Settings;
+use crate::chat::{ChatService, Registry};
+use crate::configuration::{Config, Settings};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
-use crate::llm::{DeepSeekClient, DeepSeekOptions, LlmClient, OfflineCompanion};
 use crate::protection::{
-    cors, header_limit_middleware, limit_by_ip, limit_by_user, security_headers, DailyQuota, HeaderLimit,
-    ModerationPolicy, Moderator, RateLimiter,
+    cors, header_limit_middleware, limit_by_ip, limit_by_user, security_headers, HeaderLimit, RateLimiter,
 };
 use crate::routes;
 use crate::routes::LoginPolicy;
-use crate::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
+use crate::store::DynStore;
 use crate::telemetry::{request_id_middleware, RequestIdRootSpan};
-use crate::wechat::{AccessTokens, ContentChecker, WechatClient};
+use crate::wechat::WechatClient;
 
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
-const DEFAULT_PERSONAS_FILE: &str = "config/personas.toml";
+
+mod components;
+use components::{build_chat, build_store, ChatSections};
 
 /// What `/health` and the `X-App-Version` header report.
 #[derive(Debug, Clone)]
@@ -40,18 +39,12 @@ pub struct AppInfo {
 }
 
 impl AppInfo {
-    fn from_settings(settings: &Settings) -> Self {
-        // Set at image build time (Dockerfile ARG), or in the environment.
-        let commit = option_env!("APP_COMMIT")
-            .map(str::to_owned)
-            .or_else(|| std::env::var("APP_COMMIT").ok())
-            .filter(|c| !c.trim().is_empty())
-            .unwrap_or_else(|| "unknown".to_string());
+    fn from_config(config: &Config) -> Self {
         AppInfo {
             version: APP_VERSION,
-            commit,
-            env: settings.app_env.as_str(),
-            ready_timeout_ms: settings.ready_timeout_ms,
+            commit: config.server.commit.clone(),
+            env: config.server.env.as_str(),
+            ready_timeout_ms: config.server.ready_timeout.as_millis() as u64,
         }
     }
 }
@@ -82,26 +75,38 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        settings.ensure_fit_to_run()?;
-        let store = build_store(&settings).await?;
-        Self::build_with_store(settings, store).await
+        let config = settings.config()?;
+        let store = build_store(&config.store).await?;
+        Self::start(config, store).await
     }
 
+    /// With a store the caller made (tests share one between app instances).
     pub async fn build_with_store(settings: Settings, store: DynStore) -> anyhow::Result<Application> {
-        let address = format!("{}:{}", settings.host, settings.port);
+        Self::start(settings.config()?, store).await
+    }
+
+    async fn start(config: Config, store: DynStore) -> anyhow::Result<Application> {
+        let address = format!("{}:{}", config.server.host, config.server.port);
         let listener = TcpListener::bind(&address).with_context(|| format!("could not listen on {address}"))?;
         let port = listener.local_addr()?.port();
         let lifecycle = web::Data::new(Lifecycle::default());
         let registry = Arc::new(Registry::new());
-        let chat = build_chat(&settings, store.clone(), registry.clone())?;
-        let server = run(listener, &settings, store, chat, lifecycle.clone())?;
+        let sections = ChatSections {
+            chat: &config.chat,
+            deepseek: &config.deepseek,
+            limits: &config.limits,
+            moderation: &config.moderation,
+            wechat: &config.wechat,
+        };
+        let chat = build_chat(sections, store.clone(), registry.clone())?;
+        let server = run(listener, &config, store, chat, lifecycle.clone())?;
         Ok(Application {
             port,
             server,
             lifecycle,
             registry,
-            shutdown_grace: settings.shutdown_grace(),
-            readiness_delay: Duration::from_millis(settings.shutdown_readiness_delay_ms),
+            shutdown_grace: config.server.shutdown_grace,
+            readiness_delay: config.server.readiness_delay,
         })
     }
 
@@ -147,137 +152,36 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build_store(settings: &Settings) -> anyhow::Result<DynStore> {
-    let Some(uri) = &settings.mongodb_uri else {
-        tracing::warn!(
-            "MONGODB_URI is not set: using the IN-PROCESS store. NOTHING IS PERSISTED; \
-             every user and message is lost on restart. Set MONGODB_URI for real use."
-        );
-        return Ok(Arc::new(InMemoryStore::new()));
-    };
-    let options = MongoStoreOptions {
-        max_pool_size: settings.mongodb_max_pool_size,
-        min_pool_size: settings.mongodb_min_pool_size,
-        connect_timeout: Duration::from_millis(settings.mongodb_connect_timeout_ms),
-        server_selection_timeout: Duration::from_millis(settings.mongodb_server_selection_timeout_ms),
-    };
-    let store = Arc::new(MongoStore::connect(uri.expose_secret(), &settings.mongodb_db, &options).await?);
-    // MongoDB may still be starting (or briefly unreachable): keep serving /health and
-    // let /ready report it, while indexes are retried in the background.
-    if let Err(e) = store.ensure_indexes().await {
-        tracing::warn!(error = ?e, "could not create indexes yet; retrying in the background");
-        let retry = store.clone();
-        // Not a reply's work: abandoned at shutdown, so not tracked.
-        #[allow(clippy::disallowed_methods)]
-        tokio::spawn(async move {
-            let mut delay = Duration::from_secs(2);
-            loop {
-                tokio::time::sleep(delay).await;
-                match retry.ensure_indexes().await {
-                    Ok(()) => break tracing::info!("indexes created"),
-                    Err(e) => tracing::warn!(error = ?e, "index creation failed again"),
-                }
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
-        });
-    }
-    Ok(store)
-}
-
-fn build_llm(settings: &Settings) -> anyhow::Result<LlmClient> {
-    let Some(api_key) = settings.deepseek_api_key.clone() else {
-        tracing::warn!("DEEPSEEK_API_KEY is not set: replies come from the OFFLINE demo companion, not DeepSeek");
-        return Ok(LlmClient::Offline(OfflineCompanion { chunk_delay: Duration::from_millis(40) }));
-    };
-    Ok(LlmClient::DeepSeek(DeepSeekClient::new(DeepSeekOptions {
-        base_url: settings.deepseek_api_url.clone(),
-        api_key,
-        connect_timeout: Duration::from_millis(settings.deepseek_connect_timeout_ms),
-        idle_timeout: Duration::from_millis(settings.deepseek_idle_timeout_ms),
-        deadline: Duration::from_secs(settings.deepseek_deadline_secs),
-        max_retries: settings.deepseek_max_retries,
-        retry_base: Duration::from_millis(settings.deepseek_retry_base_ms),
-    })?))
-}
-
-fn build_moderator(settings: &Settings) -> anyhow::Result<Option<Arc<Moderator>>> {
-    if !settings.content_check_enabled() {
-        tracing::warn!("content checking (msgSecCheck) is OFF");
-        return Ok(None);
-    }
-    let timeout = Duration::from_millis(settings.wechat_timeout_ms);
-    let tokens = match settings.wechat_openapi_mode.as_str() {
-        "cloudrun" => AccessTokens::cloud_run(),
-        "token" => AccessTokens::stable(
-            reqwest::Client::builder().timeout(timeout).build()?,
-            settings.wechat_api_base.clone(),
-            settings.wechat_appid.clone(),
-            settings.wechat_secret.clone(),
-        ),
-        other => anyhow::bail!("WECHAT_OPENAPI_MODE must be token or cloudrun, not {other:?}"),
-    };
-    let review_blocks = match settings.content_check_review.as_str() {
-        "block" => true,
-        "allow" => false,
-        other => anyhow::bail!("CONTENT_CHECK_REVIEW must be allow or block, not {other:?}"),
-    };
-    let checker =
-        ContentChecker::new(settings.wechat_api_base.clone(), Arc::new(tokens), settings.content_check_scene, timeout)?;
-    Ok(Some(Arc::new(Moderator {
-        checker,
-        policy: ModerationPolicy {
-            review_blocks,
-            fail_open: settings.content_check_fails_open(),
-            window_chars: settings.content_check_window_chars,
-        },
-    })))
-}
-
-fn build_chat(settings: &Settings, store: DynStore, registry: Arc<Registry>) -> anyhow::Result<ChatService> {
-    let is_default = settings.personas_file.as_os_str() == DEFAULT_PERSONAS_FILE;
-    let personas = Personas::load(&settings.personas_file, is_default)?;
-    Ok(ChatService::new(ChatParts {
-        store,
-        llm: Arc::new(build_llm(settings)?),
-        personas,
-        registry,
-        config: ChatConfig::from_settings(settings),
-        preview: PreviewAccess::new(settings.preview_openid_list(), settings.preview_model.clone()),
-        quota: DailyQuota { messages: settings.daily_message_quota, tokens: settings.daily_token_quota },
-        moderator: build_moderator(settings)?,
-    }))
-}
-
 fn run(
     listener: TcpListener,
-    settings: &Settings,
+    config: &Config,
     store: DynStore,
     chat: ChatService,
     lifecycle: web::Data<Lifecycle>,
 ) -> anyhow::Result<Server> {
     let chat = web::Data::new(chat);
-    let limiter = Arc::new(RateLimiter::from_settings(settings, store.clone()));
-    let cors_origins = settings.cors_origin_list();
-    let production = settings.is_production();
-    let header_limit = web::Data::new(HeaderLimit(settings.max_header_bytes));
-    let info = web::Data::new(AppInfo::from_settings(settings));
+    let limiter = Arc::new(RateLimiter::new(&config.limits, store.clone()));
+    let cors_origins = config.server.cors_origins.clone();
+    let production = config.is_production();
+    let header_limit = web::Data::new(HeaderLimit(config.server.max_header_bytes));
+    let info = web::Data::new(AppInfo::from_config(config));
     let store_data = web::Data::new(store.clone());
     let auth = Arc::new(AuthState {
-        keys: JwtKeys::from_settings(settings),
-        trust_cloudrun_headers: settings.wechat_trust_cloudrun_headers,
+        keys: JwtKeys::from_settings(&config.jwt),
+        trust_cloudrun_headers: config.wechat.trust_cloudrun_headers,
     });
     let resolver = Arc::new(IdentityResolver { auth: auth.clone(), store: store.clone() });
-    let login_policy = web::Data::new(LoginPolicy::from_settings(settings));
+    let login_policy = web::Data::new(LoginPolicy { dev_login: config.wechat.dev_login });
     if login_policy.dev_login {
         tracing::warn!("WECHAT_APPID is not set: development login is on (code \"dev:<name>\")");
     }
     let wechat = web::Data::new(WechatClient::new(
-        settings.wechat_api_base.clone(),
-        settings.wechat_appid.clone(),
-        settings.wechat_secret.clone(),
-        Duration::from_millis(settings.wechat_timeout_ms),
+        config.wechat.api_base.clone(),
+        config.wechat.appid.clone(),
+        config.wechat.secret.clone(),
+        config.wechat.timeout,
     )?);
-    let body_limit = settings.body_limit_bytes;
+    let body_limit = config.server.body_limit_bytes;
     let server = HttpServer::new(move || {
         App::new()
             .wrap(Condition::new(!cors_origins.is_empty(), cors(&cors_origins)))
@@ -346,7 +250,7 @@ fn run(
     })
     .disable_signals()
     // Longer than the generation grace, so streams can send their final event.
-    .shutdown_timeout(settings.shutdown_grace_secs + 5)
+    .shutdown_timeout(config.server.shutdown_grace.as_secs() + 5)
     .listen(listener)?
     .run();
     Ok(server)

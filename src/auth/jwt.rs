@@ -5,7 +5,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::configuration::Settings;
+use crate::configuration::JwtSettings;
 use crate::domain::UserId;
 
 /// HS256 keys: new tokens are signed with the current secret; tokens signed with the
@@ -44,8 +44,8 @@ pub enum TokenError {
 }
 
 impl JwtKeys {
-    pub fn from_settings(settings: &Settings) -> JwtKeys {
-        let current = settings.jwt_secret.clone().unwrap_or_else(|| {
+    pub fn from_settings(settings: &JwtSettings) -> JwtKeys {
+        let current = settings.secret.clone().unwrap_or_else(|| {
             // Development only (production refuses to start without JWT_SECRET).
             tracing::warn!("JWT_SECRET is not set: using a random secret; tokens die with this process");
             let mut bytes = [0u8; 48];
@@ -54,10 +54,10 @@ impl JwtKeys {
         });
         Self::new(
             &current,
-            settings.jwt_secret_previous.as_ref(),
-            &settings.jwt_issuer,
-            &settings.jwt_audience,
-            settings.jwt_expires_in,
+            settings.previous.as_ref(),
+            &settings.issuer,
+            &settings.audience,
+            settings.lifetime.as_secs(),
         )
     }
 

@@ -9,4 +9,4 @@ mod service;
 pub use personas::{Persona, Personas};
 pub use preview::PreviewAccess;
 pub use reply::{Registry, ReplyEvent, ReplyHandle, ReplyWatcher};
-pub use service::{greeting_message, ChatConfig, ChatError, ChatParts, ChatService};
+pub use service::{greeting_message, ChatError, ChatParts, ChatService};

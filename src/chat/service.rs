@@ -6,43 +6,11 @@ use std::time::Duration;
 use super::personas::{Persona, Personas};
 use super::preview::PreviewAccess;
 use super::reply::{Registry, Replies, ReplyHandle};
-use crate::configuration::Settings;
+use crate::configuration::ChatSettings;
 use crate::domain::{Conversation, ConversationId, Message, MessageId, MessageStatus, Role, UserId};
 use crate::llm::LlmClient;
 use crate::protection::{DailyQuota, Moderator, QuotaUsage};
 use crate::store::{DynStore, StoreError};
-
-#[derive(Debug, Clone)]
-pub struct ChatConfig {
-    pub default_model: String,
-    pub message_max_chars: usize,
-    pub context_token_budget: usize,
-    pub context_max_messages: usize,
-    pub wait_timeout: Duration,
-    pub keepalive: Duration,
-    pub save_interval: Duration,
-    pub lease: Duration,
-    pub max_tokens: Option<u32>,
-    /// How long a WebSocket may stay open without authenticating.
-    pub ws_auth_timeout: Duration,
-}
-
-impl ChatConfig {
-    pub fn from_settings(s: &Settings) -> Self {
-        ChatConfig {
-            default_model: s.deepseek_model.clone(),
-            message_max_chars: s.message_max_chars,
-            context_token_budget: s.context_token_budget,
-            context_max_messages: s.context_max_messages,
-            wait_timeout: Duration::from_millis(s.chat_wait_timeout_ms),
-            keepalive: Duration::from_secs(s.sse_keepalive_secs),
-            save_interval: Duration::from_millis(s.progress_save_interval_ms),
-            lease: Duration::from_secs(s.generation_lease_secs),
-            max_tokens: s.deepseek_max_tokens,
-            ws_auth_timeout: Duration::from_millis(s.ws_auth_timeout_ms),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -83,7 +51,7 @@ pub struct ChatParts {
     pub llm: Arc<LlmClient>,
     pub personas: Personas,
     pub registry: Arc<Registry>,
-    pub config: ChatConfig,
+    pub config: ChatSettings,
     pub preview: PreviewAccess,
     pub quota: DailyQuota,
     /// msgSecCheck on input and output; `None` when content checking is off.
@@ -96,7 +64,7 @@ pub struct ChatService {
     personas: Personas,
     pub(super) registry: Arc<Registry>,
     pub(super) replies: Arc<Replies>,
-    pub(super) config: ChatConfig,
+    pub(super) config: ChatSettings,
     pub(super) preview: PreviewAccess,
     pub(super) quota: DailyQuota,
     pub(super) moderator: Option<Arc<Moderator>>,
@@ -126,7 +94,7 @@ impl ChatService {
         }
     }
 
-    pub fn config(&self) -> &ChatConfig {
+    pub fn config(&self) -> &ChatSettings {
         &self.config
     }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use crate::auth::Identity;
-use crate::configuration::Settings;
+use crate::configuration::LimitSettings;
 use crate::domain::{now, UserId};
 use crate::errors::ApiError;
 use crate::store::DynStore;
@@ -51,15 +51,15 @@ pub fn client_ip(req: &HttpRequest, depth: usize) -> String {
 }
 
 impl RateLimiter {
-    pub fn from_settings(settings: &Settings, store: DynStore) -> Self {
+    pub fn new(settings: &LimitSettings, store: DynStore) -> Self {
         RateLimiter {
             store,
-            per_minute: settings.rate_limit_per_minute,
-            per_hour: settings.rate_limit_per_hour,
-            ip_per_minute: settings.rate_limit_ip_per_minute,
-            ip_per_hour: settings.rate_limit_ip_per_hour,
-            login_per_minute: settings.rate_limit_login_per_minute,
-            proxy_depth: settings.trusted_proxy_depth,
+            per_minute: settings.per_minute,
+            per_hour: settings.per_hour,
+            ip_per_minute: settings.ip_per_minute,
+            ip_per_hour: settings.ip_per_hour,
+            login_per_minute: settings.login_per_minute,
+            proxy_depth: settings.proxy_depth,
         }
     }
 

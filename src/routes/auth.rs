@@ -5,7 +5,6 @@ use serde_json::json;
 
 use super::dto::UserDto;
 use crate::auth::{AuthState, AuthenticatedUser, CloudRunIdentity};
-use crate::configuration::Settings;
 use crate::domain::{LoginCode, OpenId, User};
 use crate::errors::ApiError;
 use crate::store::DynStore;
@@ -21,12 +20,6 @@ pub struct LoginBody {
 #[derive(Clone, Copy)]
 pub struct LoginPolicy {
     pub dev_login: bool,
-}
-
-impl LoginPolicy {
-    pub fn from_settings(settings: &Settings) -> Self {
-        Self { dev_login: settings.dev_login_enabled() }
-    }
 }
 
 /// `POST /api/auth/login`: a `wx.login` code (or, behind Cloud Run with trusted

@@ -41,6 +41,7 @@ fn every_setting_is_documented_in_env_example() {
         "CONTENT_CHECK_FAIL_OPEN",
         "PREVIEW_OPENIDS",
         "PREVIEW_MODEL",
+        "APP_COMMIT",
     ];
     let defaults = companion_backend::configuration::DEFAULTS
         .lines()
@@ -235,4 +236,39 @@ fn the_healthcheck_subcommand_fails_when_nothing_listens() {
         .status()
         .unwrap();
     assert!(!status.success());
+}
+
+#[test]
+fn option_values_are_checked_even_when_their_feature_is_off() {
+    for (key, value) in [("CONTENT_CHECK_REVIEW", "maybe"), ("WECHAT_OPENAPI_MODE", "cloud")] {
+        let error = Settings::from_sources(&env(&[("CONTENT_CHECK", "false"), (key, value)]), None).unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid(_)), "{key}={value}: {error}");
+    }
+}
+
+#[test]
+fn values_that_would_be_clamped_are_refused_together_in_any_environment() {
+    let settings = Settings::from_sources(
+        &env(&[("SSE_KEEPALIVE_SECS", "0"), ("CONTENT_CHECK_WINDOW_CHARS", "5"), ("GENERATION_LEASE_SECS", "1")]),
+        None,
+    )
+    .unwrap();
+
+    let message = settings.config().unwrap_err().to_string();
+
+    for key in ["SSE_KEEPALIVE_SECS", "CONTENT_CHECK_WINDOW_CHARS", "GENERATION_LEASE_SECS"] {
+        assert!(message.contains(key), "{key} missing from: {message}");
+    }
+}
+
+#[test]
+fn the_defaults_parse_into_typed_sections() {
+    let config = Settings::from_sources(&HashMap::new(), None).unwrap().config().unwrap();
+
+    assert_eq!(config.chat.keepalive, Duration::from_secs(15));
+    assert_eq!(config.chat.lease, Duration::from_secs(90));
+    assert_eq!(config.server.shutdown_grace, Duration::from_secs(25));
+    assert_eq!(config.wechat.openapi_mode, companion_backend::configuration::OpenApiMode::Token);
+    assert!(config.wechat.dev_login, "no WeChat credentials outside production: development login");
+    assert_eq!(config.server.commit, option_env!("APP_COMMIT").unwrap_or("unknown"));
 }

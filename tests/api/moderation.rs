@@ -124,7 +124,7 @@ async fn passing_input_and_output_stream_normally_and_the_reply_is_checked_too()
 #[tokio::test]
 async fn review_verdicts_pass_by_default_and_block_when_configured() {
     let lenient = checking_app(|_| {}).await;
-    let strict = checking_app(|s| s.content_check_review = "block".into()).await;
+    let strict = checking_app(|s| s.content_check_review = companion_backend::configuration::ReviewPolicy::Block).await;
     for app in [&lenient, &strict] {
         moderation_rules(&app.wechat, "边缘", "review").await;
         app.deepseek.enqueue(text_reply(&["好"]));

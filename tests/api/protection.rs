@@ -5,7 +5,7 @@ use companion_backend::protection::RateLimiter;
 use serde_json::{json, Value};
 
 use crate::helpers::fake_deepseek::text_reply;
-use crate::helpers::{base_settings, error_code, mongo_store, spawn_app, spawn_app_with, unique_db_name};
+use crate::helpers::{base_settings, error_code, spawn_app, spawn_app_with, test_store, unique_db_name};
 
 #[tokio::test]
 async fn a_user_over_the_per_minute_limit_gets_429_with_retry_after_but_health_never_does() {
@@ -94,10 +94,10 @@ async fn login_has_a_tighter_per_ip_limit() {
 
 #[tokio::test]
 async fn a_limit_resets_when_its_window_is_over() {
-    let store = mongo_store(&unique_db_name()).await;
+    let store = test_store(&unique_db_name()).await;
     let mut settings: Settings = base_settings();
     settings.rate_limit_per_minute = 2;
-    let limiter = RateLimiter::from_settings(&settings, store);
+    let limiter = RateLimiter::new(&settings.config().unwrap().limits, store);
     let start = chrono::DateTime::from_timestamp(now().timestamp() / 60 * 60, 0).unwrap();
 
     let in_window = [

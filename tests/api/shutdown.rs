@@ -32,7 +32,7 @@ async fn start_binary_with(deepseek: &FakeDeepSeek, grace_secs: u64, extra_env: 
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("APP_CONFIG_FILE", "/nonexistent/app.toml")
         .env("PORT", port.to_string())
-        .env("MONGODB_URI", mongodb_uri())
+        .env("MONGODB_URI", mongodb_uri().expect("MongoDB test server"))
         .env("MONGODB_DB", &db_name)
         .env("DEEPSEEK_API_URL", &deepseek.url)
         .env("DEEPSEEK_API_KEY", "sk-test")
@@ -125,6 +125,7 @@ impl RunningBinary {
 
 #[tokio::test]
 async fn sigterm_fails_readiness_and_lets_a_reply_in_flight_finish_and_be_stored() {
+    crate::requires_mongodb!();
     let deepseek = FakeDeepSeek::start().await;
     let pieces = ["关机前", "也要", "把话", "说完", "。"];
     deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(300)));
@@ -150,6 +151,7 @@ async fn sigterm_fails_readiness_and_lets_a_reply_in_flight_finish_and_be_stored
 
 #[tokio::test]
 async fn a_reply_longer_than_the_grace_period_is_stored_incomplete_before_exit() {
+    crate::requires_mongodb!();
     let deepseek = FakeDeepSeek::start().await;
     let pieces: Vec<String> = (0..40).map(|i| format!("第{i}句。")).collect();
     let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
@@ -177,6 +179,7 @@ async fn a_reply_longer_than_the_grace_period_is_stored_incomplete_before_exit()
 
 #[tokio::test]
 async fn a_reply_nobody_is_watching_survives_sigterm_and_is_stored_complete() {
+    crate::requires_mongodb!();
     let deepseek = FakeDeepSeek::start().await;
     let pieces = ["没人", "在看", "也要", "写完", "。"];
     deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(300)));
@@ -206,6 +209,7 @@ async fn a_reply_nobody_is_watching_survives_sigterm_and_is_stored_complete() {
 
 #[tokio::test]
 async fn a_send_still_in_its_start_up_steps_at_sigterm_is_generated_and_stored_final() {
+    crate::requires_mongodb!();
     let deepseek = FakeDeepSeek::start().await;
     let pieces = ["启动中", "收到", "关机", "信号", "。"];
     deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(200)));

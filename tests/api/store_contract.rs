@@ -20,6 +20,7 @@ macro_rules! contract_tests {
             $(
                 #[tokio::test]
                 async fn $name() {
+                    crate::requires_mongodb!();
                     let store = crate::helpers::mongo_store(&crate::helpers::unique_db_name()).await;
                     super::$name(store).await;
                 }

@@ -3,7 +3,7 @@ use std::sync::{Arc, LazyLock};
 
 use companion_backend::configuration::Settings;
 use companion_backend::startup::Application;
-use companion_backend::store::{DynStore, MongoStore, MongoStoreOptions};
+use companion_backend::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
 use companion_backend::telemetry::{get_subscriber, init_subscriber};
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -25,10 +25,40 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
-pub fn mongodb_uri() -> String {
-    std::env::var("TEST_MONGODB_URI").expect(
-        "TEST_MONGODB_URI is not set: run the tests with ./scripts/test.sh, which starts the MongoDB test server",
-    )
+/// The MongoDB test server, when the tests run under `./scripts/test.sh`. Without it
+/// (`cargo test` alone) the API tests run on the in-process store, and the tests that
+/// need MongoDB itself say they were skipped.
+pub fn mongodb_uri() -> Option<String> {
+    std::env::var("TEST_MONGODB_URI").ok().filter(|uri| !uri.trim().is_empty())
+}
+
+static NOTICE: std::sync::Once = std::sync::Once::new();
+
+/// Ends a test that needs the MongoDB test server when there is none.
+#[macro_export]
+macro_rules! requires_mongodb {
+    () => {
+        if $crate::helpers::mongodb_uri().is_none() {
+            eprintln!("skipped: needs the MongoDB test server; run ./scripts/test.sh");
+            return;
+        }
+    };
+}
+
+/// The store behind database `db_name`: MongoDB when the test server runs, else one
+/// in-process store per name (so two apps given one name share it, like replicas).
+pub async fn test_store(db_name: &str) -> DynStore {
+    if mongodb_uri().is_some() {
+        return mongo_store(db_name).await;
+    }
+    NOTICE.call_once(|| {
+        eprintln!(
+            "TEST_MONGODB_URI is not set: API tests use the in-process store; ./scripts/test.sh runs them on MongoDB"
+        )
+    });
+    static STORES: LazyLock<std::sync::Mutex<HashMap<String, DynStore>>> = LazyLock::new(Default::default);
+    let mut stores = STORES.lock().unwrap();
+    stores.entry(db_name.to_string()).or_insert_with(|| Arc::new(InMemoryStore::new())).clone()
 }
 
 pub fn unique_db_name() -> String {
@@ -45,9 +75,8 @@ pub fn store_options() -> MongoStoreOptions {
 }
 
 pub async fn mongo_store(db_name: &str) -> Arc<MongoStore> {
-    let store = MongoStore::connect(&mongodb_uri(), db_name, &store_options())
-        .await
-        .expect("connect to the MongoDB test server");
+    let uri = mongodb_uri().expect("the MongoDB test server (TEST_MONGODB_URI)");
+    let store = MongoStore::connect(&uri, db_name, &store_options()).await.expect("connect to the MongoDB test server");
     store.ensure_indexes().await.expect("create indexes");
     Arc::new(store)
 }
@@ -57,7 +86,7 @@ pub fn base_settings() -> Settings {
     let mut settings = Settings::from_sources(&HashMap::new(), None).expect("default settings");
     settings.host = "127.0.0.1".into();
     settings.port = 0;
-    settings.mongodb_uri = Some(SecretString::from(mongodb_uri()));
+    settings.mongodb_uri = mongodb_uri().map(SecretString::from);
     settings.mongodb_db = unique_db_name();
     settings.mongodb_min_pool_size = 0;
     settings.mongodb_max_pool_size = 5;
@@ -98,10 +127,17 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     settings.deepseek_api_url = deepseek.url.clone();
     configure(&mut settings);
     let db_name = settings.mongodb_db.clone();
-    let application = Application::build(settings).await.expect("build application");
+    let application = if settings.mongodb_uri.is_none() {
+        // No MongoDB test server: the in-process store, shared by apps given one name.
+        settings.ensure_fit_to_run().expect("settings fit to run");
+        Application::build_with_store(settings, test_store(&db_name).await).await
+    } else {
+        Application::build(settings).await
+    }
+    .expect("build application");
     let port = application.port();
     tokio::spawn(application.run_until_stopped());
-    let store: DynStore = mongo_store(&db_name).await;
+    let store = test_store(&db_name).await;
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),

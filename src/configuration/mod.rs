@@ -3,11 +3,20 @@
 //! Environment variable names are the flat ones users set in the Cloud Run console
 //! (`PORT`, `MONGODB_URI`, …). Empty values count as unset, because `.env` files and
 //! console forms are usually left with `KEY=` lines.
+//!
+//! [`Settings`] is that flat form; [`Settings::config`] checks it once (every problem
+//! listed together, no silent clamps) and turns it into typed sections ([`Config`]),
+//! which is all the rest of the application reads.
+mod sections;
+
+pub use sections::{
+    ChatSettings, Config, DeepSeekSettings, JwtSettings, LimitSettings, ModerationSettings, ServerSettings,
+    StoreSettings, WechatSettings,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -29,6 +38,23 @@ const PLACEHOLDER_SECRETS: &[&str] = &[
 pub enum AppEnv {
     Development,
     Production,
+}
+
+/// What a `review` verdict of msgSecCheck does (`CONTENT_CHECK_REVIEW`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewPolicy {
+    Allow,
+    Block,
+}
+
+/// How WeChat open APIs are called (`WECHAT_OPENAPI_MODE`): with a `stable_token`, or
+/// through Cloud Run's 开放接口服务 with no token at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenApiMode {
+    Token,
+    Cloudrun,
 }
 
 impl AppEnv {
@@ -105,17 +131,20 @@ pub struct Settings {
     /// msgSecCheck on input and output; unset = on whenever WeChat is configured.
     pub content_check: Option<bool>,
     /// `allow` or `block` for `review` verdicts.
-    pub content_check_review: String,
+    pub content_check_review: ReviewPolicy,
     /// Let text through when WeChat cannot be asked; unset = only outside production.
     pub content_check_fail_open: Option<bool>,
     pub content_check_scene: u8,
     pub content_check_window_chars: usize,
     /// `token` (stable_token) or `cloudrun` (开放接口服务: no token).
-    pub wechat_openapi_mode: String,
+    pub wechat_openapi_mode: OpenApiMode,
 
     /// Comma-separated openids that see `preview` personas and `PREVIEW_MODEL`.
     pub preview_openids: Option<String>,
     pub preview_model: Option<String>,
+
+    /// The source commit, reported by `/health` (the image build sets `APP_COMMIT`).
+    pub app_commit: Option<String>,
 }
 
 /// Built-in defaults (TOML); every key is documented in `.env.example`.
@@ -179,7 +208,7 @@ wechat_openapi_mode = "token"
 pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Invalid(#[from] config::ConfigError),
-    #[error("refusing to start in production:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("refusing to start:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     ProductionGuard(Vec<String>),
 }
 
@@ -200,7 +229,7 @@ impl Settings {
     pub fn from_sources(env: &HashMap<String, String>, config_file: Option<&Path>) -> Result<Settings, ConfigError> {
         let env: HashMap<String, String> =
             env.iter().filter(|(_, v)| !v.trim().is_empty()).map(|(k, v)| (k.clone(), v.trim().to_string())).collect();
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        let mut builder = config::Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = config_file {
             builder = builder.add_source(File::from(path.to_path_buf()).required(false));
         }
@@ -268,18 +297,55 @@ impl Settings {
         split_list(self.cors_allowed_origins.as_deref())
     }
 
-    /// Fails with one message listing every production problem.
+    /// Values no deployment can run with, production or not: each would otherwise be
+    /// clamped or misbehave silently.
+    pub fn value_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut at_least = |name: &str, value: u64, min: u64| {
+            if value < min {
+                problems.push(format!("{name} must be at least {min} (it is {value})"));
+            }
+        };
+        at_least("BODY_LIMIT_BYTES", self.body_limit_bytes as u64, 1024);
+        at_least("MAX_HEADER_BYTES", self.max_header_bytes as u64, 1024);
+        at_least("MONGODB_MAX_POOL_SIZE", self.mongodb_max_pool_size.into(), 1);
+        at_least("JWT_EXPIRES_IN", self.jwt_expires_in, 60);
+        at_least("MESSAGE_MAX_CHARS", self.message_max_chars as u64, 1);
+        at_least("CONTEXT_TOKEN_BUDGET", self.context_token_budget as u64, 100);
+        at_least("CONTEXT_MAX_MESSAGES", self.context_max_messages as u64, 1);
+        at_least("SSE_KEEPALIVE_SECS", self.sse_keepalive_secs, 1);
+        at_least("PROGRESS_SAVE_INTERVAL_MS", self.progress_save_interval_ms, 50);
+        at_least("GENERATION_LEASE_SECS", self.generation_lease_secs, 5);
+        at_least("CONTENT_CHECK_WINDOW_CHARS", self.content_check_window_chars as u64, 20);
+        at_least("DEEPSEEK_DEADLINE_SECS", self.deepseek_deadline_secs, 1);
+        at_least("DEEPSEEK_IDLE_TIMEOUT_MS", self.deepseek_idle_timeout_ms, 100);
+        if self.mongodb_min_pool_size > self.mongodb_max_pool_size {
+            problems.push("MONGODB_MIN_POOL_SIZE must not exceed MONGODB_MAX_POOL_SIZE".into());
+        }
+        if !(1..=4).contains(&self.content_check_scene) {
+            problems.push(format!("CONTENT_CHECK_SCENE must be 1-4 (it is {})", self.content_check_scene));
+        }
+        if self.progress_save_interval_ms >= self.generation_lease_secs * 1000 / 3 {
+            problems.push("PROGRESS_SAVE_INTERVAL_MS must be well under a third of GENERATION_LEASE_SECS".into());
+        }
+        problems
+    }
+
+    /// Every problem with this configuration: bad values, and what production forbids.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.value_problems();
+        problems.extend(self.production_problems());
+        problems
+    }
+
+    /// Fails with one message listing every problem.
     pub fn ensure_fit_to_run(&self) -> Result<(), ConfigError> {
-        let problems = self.production_problems();
+        let problems = self.problems();
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::ProductionGuard(problems))
         }
-    }
-
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
     }
 
     pub fn preview_openid_list(&self) -> Vec<String> {

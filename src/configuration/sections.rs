@@ -1,0 +1,220 @@
+//! The typed configuration every component reads: parsed once from [`Settings`], with
+//! durations as `Duration`s, options as enums, lists as `Vec`s.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::{AppEnv, ConfigError, OpenApiMode, ReviewPolicy, Settings};
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub env: AppEnv,
+    pub body_limit_bytes: usize,
+    pub max_header_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub readiness_delay: Duration,
+    pub ready_timeout: Duration,
+    pub cors_origins: Vec<String>,
+    pub commit: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `None`: the in-process store (development only).
+    pub uri: Option<SecretString>,
+    pub db: String,
+    pub max_pool_size: u32,
+    pub min_pool_size: u32,
+    pub connect_timeout: Duration,
+    pub server_selection_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WechatSettings {
+    pub appid: Option<String>,
+    pub secret: Option<SecretString>,
+    pub api_base: String,
+    pub timeout: Duration,
+    pub trust_cloudrun_headers: bool,
+    pub openapi_mode: OpenApiMode,
+    /// `dev:<name>` login codes: only without WeChat credentials, never in production.
+    pub dev_login: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeepSeekSettings {
+    /// `None`: the offline demo companion (development only).
+    pub api_key: Option<SecretString>,
+    pub base_url: String,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub deadline: Duration,
+    pub max_retries: u32,
+    pub retry_base: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub secret: Option<SecretString>,
+    pub previous: Option<SecretString>,
+    pub lifetime: Duration,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    pub personas_file: PathBuf,
+    pub default_model: String,
+    pub max_tokens: Option<u32>,
+    pub message_max_chars: usize,
+    pub context_token_budget: usize,
+    pub context_max_messages: usize,
+    pub wait_timeout: Duration,
+    pub keepalive: Duration,
+    pub save_interval: Duration,
+    pub lease: Duration,
+    /// How long a WebSocket may stay open without authenticating.
+    pub ws_auth_timeout: Duration,
+    /// `PREVIEW_OPENIDS` testers and the model they get.
+    pub preview_openids: Vec<String>,
+    pub preview_model: Option<String>,
+}
+
+/// Request limits and daily quotas; 0 turns one off.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub per_minute: u32,
+    pub per_hour: u32,
+    pub ip_per_minute: u32,
+    pub ip_per_hour: u32,
+    pub login_per_minute: u32,
+    pub proxy_depth: usize,
+    pub daily_messages: i64,
+    pub daily_tokens: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModerationSettings {
+    pub enabled: bool,
+    pub review: ReviewPolicy,
+    pub fail_open: bool,
+    pub scene: u8,
+    pub window_chars: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub wechat: WechatSettings,
+    pub deepseek: DeepSeekSettings,
+    pub jwt: JwtSettings,
+    pub chat: ChatSettings,
+    pub limits: LimitSettings,
+    pub moderation: ModerationSettings,
+}
+
+impl Config {
+    pub fn is_production(&self) -> bool {
+        self.server.env == AppEnv::Production
+    }
+}
+
+const UNKNOWN_COMMIT: &str = "unknown";
+
+impl Settings {
+    /// Checks every value (all problems at once) and builds the typed configuration.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        self.ensure_fit_to_run()?;
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        Ok(Config {
+            server: ServerSettings {
+                host: self.host.clone(),
+                port: self.port,
+                env: self.app_env,
+                body_limit_bytes: self.body_limit_bytes,
+                max_header_bytes: self.max_header_bytes,
+                shutdown_grace: secs(self.shutdown_grace_secs),
+                readiness_delay: ms(self.shutdown_readiness_delay_ms),
+                ready_timeout: ms(self.ready_timeout_ms),
+                cors_origins: self.cors_origin_list(),
+                commit: self
+                    .app_commit
+                    .clone()
+                    .or_else(|| option_env!("APP_COMMIT").map(str::to_owned))
+                    .filter(|c| !c.trim().is_empty())
+                    .unwrap_or_else(|| UNKNOWN_COMMIT.to_string()),
+            },
+            store: StoreSettings {
+                uri: self.mongodb_uri.clone(),
+                db: self.mongodb_db.clone(),
+                max_pool_size: self.mongodb_max_pool_size,
+                min_pool_size: self.mongodb_min_pool_size,
+                connect_timeout: ms(self.mongodb_connect_timeout_ms),
+                server_selection_timeout: ms(self.mongodb_server_selection_timeout_ms),
+            },
+            wechat: WechatSettings {
+                appid: self.wechat_appid.clone(),
+                secret: self.wechat_secret.clone(),
+                api_base: self.wechat_api_base.clone(),
+                timeout: ms(self.wechat_timeout_ms),
+                trust_cloudrun_headers: self.wechat_trust_cloudrun_headers,
+                openapi_mode: self.wechat_openapi_mode,
+                dev_login: self.dev_login_enabled(),
+            },
+            deepseek: DeepSeekSettings {
+                api_key: self.deepseek_api_key.clone(),
+                base_url: self.deepseek_api_url.clone(),
+                connect_timeout: ms(self.deepseek_connect_timeout_ms),
+                idle_timeout: ms(self.deepseek_idle_timeout_ms),
+                deadline: secs(self.deepseek_deadline_secs),
+                max_retries: self.deepseek_max_retries,
+                retry_base: ms(self.deepseek_retry_base_ms),
+            },
+            jwt: JwtSettings {
+                secret: self.jwt_secret.clone(),
+                previous: self.jwt_secret_previous.clone(),
+                lifetime: secs(self.jwt_expires_in),
+                issuer: self.jwt_issuer.clone(),
+                audience: self.jwt_audience.clone(),
+            },
+            chat: ChatSettings {
+                personas_file: self.personas_file.clone(),
+                default_model: self.deepseek_model.clone(),
+                max_tokens: self.deepseek_max_tokens,
+                message_max_chars: self.message_max_chars,
+                context_token_budget: self.context_token_budget,
+                context_max_messages: self.context_max_messages,
+                wait_timeout: ms(self.chat_wait_timeout_ms),
+                keepalive: secs(self.sse_keepalive_secs),
+                save_interval: ms(self.progress_save_interval_ms),
+                lease: secs(self.generation_lease_secs),
+                ws_auth_timeout: ms(self.ws_auth_timeout_ms),
+                preview_openids: self.preview_openid_list(),
+                preview_model: self.preview_model.clone().filter(|m| !m.trim().is_empty()),
+            },
+            limits: LimitSettings {
+                per_minute: self.rate_limit_per_minute,
+                per_hour: self.rate_limit_per_hour,
+                ip_per_minute: self.rate_limit_ip_per_minute,
+                ip_per_hour: self.rate_limit_ip_per_hour,
+                login_per_minute: self.rate_limit_login_per_minute,
+                proxy_depth: self.trusted_proxy_depth,
+                daily_messages: self.daily_message_quota,
+                daily_tokens: self.daily_token_quota,
+            },
+            moderation: ModerationSettings {
+                enabled: self.content_check_enabled(),
+                review: self.content_check_review,
+                fail_open: self.content_check_fails_open(),
+                scene: self.content_check_scene,
+                window_chars: self.content_check_window_chars,
+            },
+        })
+    }
+}
