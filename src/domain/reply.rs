@@ -119,6 +119,77 @@ impl ReplyFailure {
         matches!(self, ReplyFailure::ContentBlocked | ReplyFailure::ContentCheckUnavailable)
     }
 
+    /// One of every failure (and of every upstream error), for documentation checks. The
+    /// matches below have no wildcard: a new variant does not compile until it is listed.
+    pub fn every() -> Vec<ReplyFailure> {
+        use LlmError as L;
+        let upstream = [
+            L::BadRequest,
+            L::Unauthorized,
+            L::InsufficientBalance,
+            L::InvalidParameters,
+            L::RateLimited,
+            L::ServerError,
+            L::Overloaded,
+            L::UnexpectedStatus(418),
+            L::Connect,
+            L::IdleTimeout,
+            L::DeadlineExceeded,
+            L::Disconnected,
+            L::Protocol,
+            L::Upstream(String::new()),
+        ];
+        for e in &upstream {
+            match e {
+                L::BadRequest
+                | L::Unauthorized
+                | L::InsufficientBalance
+                | L::InvalidParameters
+                | L::RateLimited
+                | L::ServerError
+                | L::Overloaded
+                | L::UnexpectedStatus(_)
+                | L::Connect
+                | L::IdleTimeout
+                | L::DeadlineExceeded
+                | L::Disconnected
+                | L::Protocol
+                | L::Upstream(_) => {}
+            }
+        }
+        let mut all: Vec<ReplyFailure> = upstream.into_iter().map(ReplyFailure::Upstream).collect();
+        all.extend([
+            ReplyFailure::ContentFiltered,
+            ReplyFailure::UpstreamInsufficientResource,
+            ReplyFailure::UnexpectedFinish,
+            ReplyFailure::EmptyReply,
+            ReplyFailure::ContentBlocked,
+            ReplyFailure::ContentCheckUnavailable,
+            ReplyFailure::ServerShutdown,
+            ReplyFailure::GenerationInterrupted,
+            ReplyFailure::GenerationLost,
+            ReplyFailure::StorageUnavailable,
+            ReplyFailure::MessageGone,
+        ]);
+        for failure in &all {
+            match failure {
+                ReplyFailure::Upstream(_)
+                | ReplyFailure::ContentFiltered
+                | ReplyFailure::UpstreamInsufficientResource
+                | ReplyFailure::UnexpectedFinish
+                | ReplyFailure::EmptyReply
+                | ReplyFailure::ContentBlocked
+                | ReplyFailure::ContentCheckUnavailable
+                | ReplyFailure::ServerShutdown
+                | ReplyFailure::GenerationInterrupted
+                | ReplyFailure::GenerationLost
+                | ReplyFailure::StorageUnavailable
+                | ReplyFailure::MessageGone => {}
+            }
+        }
+        all
+    }
+
     pub fn to_error(&self) -> MessageError {
         MessageError { code: self.code().to_string(), message: self.user_message().to_string() }
     }
@@ -280,21 +351,10 @@ mod tests {
 
     #[test]
     fn failure_codes_are_distinct_snake_case() {
-        let all = [
-            ReplyFailure::ContentFiltered,
-            ReplyFailure::UpstreamInsufficientResource,
-            ReplyFailure::UnexpectedFinish,
-            ReplyFailure::EmptyReply,
-            ReplyFailure::ContentBlocked,
-            ReplyFailure::ContentCheckUnavailable,
-            ReplyFailure::ServerShutdown,
-            ReplyFailure::GenerationInterrupted,
-            ReplyFailure::GenerationLost,
-            ReplyFailure::StorageUnavailable,
-            ReplyFailure::MessageGone,
-        ];
-        let codes: std::collections::HashSet<&str> = all.iter().map(ReplyFailure::code).collect();
-        assert_eq!(codes.len(), all.len());
+        let own: Vec<ReplyFailure> =
+            ReplyFailure::every().into_iter().filter(|f| !matches!(f, ReplyFailure::Upstream(_))).collect();
+        let codes: std::collections::HashSet<&str> = own.iter().map(ReplyFailure::code).collect();
+        assert_eq!(codes.len(), own.len());
         for code in codes {
             assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{code}");
         }

@@ -2,11 +2,10 @@
 use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::{web, Error};
 
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorCode};
 
 /// The most header bytes a request may carry (`MAX_HEADER_BYTES`). actix itself closes
 /// connections past 128 KiB or 96 headers; this answers smaller abuse with a clear 431.
@@ -20,12 +19,7 @@ pub async fn header_limit_middleware(
     let limit = req.app_data::<web::Data<HeaderLimit>>().map_or(usize::MAX, |l| l.0);
     let size: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     if size > limit {
-        return Err(ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            "request headers are too large",
-        )
-        .into());
+        return Err(ApiError::new(ErrorCode::HeadersTooLarge, "request headers are too large").into());
     }
     next.call(req).await
 }

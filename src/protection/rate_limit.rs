@@ -1,7 +1,7 @@
 //! Fixed-window request limits per user and per client IP, counted in MongoDB.
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpRequest};
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::auth::Identity;
 use crate::configuration::LimitSettings;
 use crate::domain::{now, UserId};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorCode};
 use crate::store::DynStore;
 
 pub struct RateLimiter {
@@ -124,9 +124,7 @@ fn exempt(req: &ServiceRequest) -> bool {
 }
 
 fn too_many(retry_after: u64) -> actix_web::Error {
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; please slow down")
-        .with_retry_after(retry_after)
-        .into()
+    ApiError::new(ErrorCode::RateLimited, "too many requests; please slow down").with_retry_after(retry_after).into()
 }
 
 /// Middleware, before identity is resolved: limits per client IP (and logins per IP).

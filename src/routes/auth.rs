@@ -1,4 +1,3 @@
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -6,7 +5,7 @@ use serde_json::json;
 use super::dto::UserDto;
 use crate::auth::{AuthState, AuthenticatedUser, CloudRunIdentity};
 use crate::domain::{LoginCode, OpenId, User};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorCode};
 use crate::store::DynStore;
 use crate::wechat::{Code2SessionError, WechatClient};
 
@@ -38,7 +37,7 @@ pub async fn login(
         .as_deref()
         .map(LoginCode::parse)
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidCode, e.to_string()))?;
     let openid = resolve_openid(&req, code, &policy, &auth, &wechat).await?;
     let user = store.find_or_create_user(&openid).await?;
     session_response(&auth, &user)
@@ -72,17 +71,17 @@ async fn resolve_openid(
 ) -> Result<OpenId, ApiError> {
     let Some(code) = code else {
         return CloudRunIdentity::openid(req, auth.trust_cloudrun_headers).ok_or_else(|| {
-            ApiError::bad_request("missing_code", "send the code from wx.login() as {\"code\": \"…\"}")
+            ApiError::new(ErrorCode::MissingCode, "send the code from wx.login() as {\"code\": \"…\"}")
         });
     };
     if policy.dev_login {
         let Some(name) = code.dev_name() else {
-            return Err(ApiError::bad_request(
-                "invalid_code",
+            return Err(ApiError::new(
+                ErrorCode::InvalidCode,
                 "development login (no WECHAT_APPID configured) expects a code like dev:<name>",
             ));
         };
-        return OpenId::for_dev_name(name).map_err(|e| ApiError::bad_request("invalid_code", e.to_string()));
+        return OpenId::for_dev_name(name).map_err(|e| ApiError::new(ErrorCode::InvalidCode, e.to_string()));
     }
     let session = wechat.code2session(&code).await.map_err(login_error)?;
     Ok(session.openid)
@@ -91,32 +90,29 @@ async fn resolve_openid(
 fn login_error(e: Code2SessionError) -> ApiError {
     use Code2SessionError::*;
     match &e {
-        InvalidCode => ApiError::bad_request("invalid_code", "the login code is invalid; call wx.login() again"),
-        CodeAlreadyUsed => ApiError::bad_request(
-            "code_already_used",
+        InvalidCode => ApiError::new(ErrorCode::InvalidCode, "the login code is invalid; call wx.login() again"),
+        CodeAlreadyUsed => ApiError::new(
+            ErrorCode::CodeAlreadyUsed,
             "the login code was already used; call wx.login() again for a new one",
         ),
-        RateLimited => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "login_rate_limited",
-            "too many login attempts; please wait a minute",
-        )
-        .with_retry_after(60),
-        HighRiskUser => {
-            ApiError::new(StatusCode::FORBIDDEN, "user_blocked", "WeChat has restricted this account from logging in")
-        }
+        RateLimited => ApiError::new(ErrorCode::LoginRateLimited, "too many login attempts; please wait a minute")
+            .with_retry_after(60),
+        HighRiskUser => ApiError::new(ErrorCode::UserBlocked, "WeChat has restricted this account from logging in"),
         Busy | Timeout | Unreachable(_) => {
             tracing::warn!(error = ?e, "code2session failed");
-            ApiError::unavailable("wechat_unavailable", "WeChat login is temporarily unavailable; please retry", 2)
+            ApiError::unavailable(
+                ErrorCode::WechatUnavailable,
+                "WeChat login is temporarily unavailable; please retry",
+                2,
+            )
         }
         BadStatus(_) | MalformedBody(_) | Other { .. } => {
             tracing::error!(error = ?e, "code2session failed");
-            ApiError::new(StatusCode::BAD_GATEWAY, "wechat_error", "WeChat login failed; please retry")
-                .with_retry_after(5)
+            ApiError::new(ErrorCode::WechatError, "WeChat login failed; please retry").with_retry_after(5)
         }
         BadCredentials { .. } | NotConfigured => {
             tracing::error!(error = ?e, "WeChat login is misconfigured: check WECHAT_APPID and WECHAT_SECRET");
-            ApiError::unavailable("login_unavailable", "login is not available right now", 30)
+            ApiError::unavailable(ErrorCode::LoginUnavailable, "login is not available right now", 30)
         }
     }
 }

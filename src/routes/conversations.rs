@@ -6,7 +6,7 @@ use super::params::{conversation_id as parse_conversation_id, page_limit};
 use crate::auth::AuthenticatedUser;
 use crate::chat::{greeting_message, ChatService};
 use crate::domain::{now, Conversation, ConversationId, ConversationTitle};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorCode};
 use crate::store::{ConversationCursor, DynStore};
 
 #[derive(Deserialize)]
@@ -27,7 +27,7 @@ pub struct ListQuery {
 }
 
 fn parse_title(raw: &str) -> Result<ConversationTitle, ApiError> {
-    ConversationTitle::parse(raw).map_err(|e| ApiError::bad_request("invalid_title", e.to_string()))
+    ConversationTitle::parse(raw).map_err(|e| ApiError::new(ErrorCode::InvalidTitle, e.to_string()))
 }
 
 /// `POST /api/conversations` `{"persona_id"?, "title"?}` → 201, opened by the persona's greeting.
@@ -39,7 +39,7 @@ pub async fn create_conversation(
 ) -> Result<HttpResponse, ApiError> {
     let requested = body.persona_id.as_deref();
     let persona = chat.persona_to_start(user.user_id, requested).await?.ok_or_else(|| {
-        ApiError::bad_request("unknown_persona", format!("no persona {:?}", requested.unwrap_or_default()))
+        ApiError::new(ErrorCode::UnknownPersona, format!("no persona {:?}", requested.unwrap_or_default()))
     })?;
     let title = match body.title.as_deref() {
         Some(raw) => parse_title(raw)?,
@@ -72,7 +72,7 @@ pub async fn list_conversations(
         None | Some("") => None,
         Some(raw) => Some(
             ConversationCursor::decode(raw)
-                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this server issued"))?,
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidCursor, "cursor is not one this server issued"))?,
         ),
     };
     // One extra tells whether another page exists.

@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use crate::errors::ErrorCode;
 use crate::startup::{AppInfo, Lifecycle};
 use crate::store::DynStore;
 
@@ -24,7 +25,7 @@ pub async fn ready(
     info: web::Data<AppInfo>,
 ) -> HttpResponse {
     if lifecycle.is_shutting_down() {
-        return not_ready("shutting_down", "the service is shutting down", json!({}));
+        return not_ready(ErrorCode::ShuttingDown, "the service is shutting down", json!({}));
     }
     let timeout = Duration::from_millis(info.ready_timeout_ms);
     match tokio::time::timeout(timeout, store.ping()).await {
@@ -35,7 +36,7 @@ pub async fn ready(
         Ok(Err(e)) => {
             tracing::warn!(error = ?e, "readiness check: store ping failed");
             not_ready(
-                "dependency_unavailable",
+                ErrorCode::DependencyUnavailable,
                 &format!("{} is unreachable", store.kind()),
                 json!({ store.kind(): "unreachable" }),
             )
@@ -43,7 +44,7 @@ pub async fn ready(
         Err(_) => {
             tracing::warn!("readiness check: store ping timed out");
             not_ready(
-                "dependency_unavailable",
+                ErrorCode::DependencyUnavailable,
                 &format!("{} did not answer in time", store.kind()),
                 json!({ store.kind(): "timeout" }),
             )
@@ -51,9 +52,9 @@ pub async fn ready(
     }
 }
 
-fn not_ready(code: &str, message: &str, checks: serde_json::Value) -> HttpResponse {
+fn not_ready(code: ErrorCode, message: &str, checks: serde_json::Value) -> HttpResponse {
     // The error envelope, plus which dependency failed.
     HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
         .insert_header(("Retry-After", "5"))
-        .json(json!({"error": {"code": code, "message": message}, "checks": checks}))
+        .json(json!({"error": {"code": code.as_str(), "message": message}, "checks": checks}))
 }

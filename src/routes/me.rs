@@ -5,7 +5,7 @@ use super::dto::{UsageDto, UserDto};
 use crate::auth::AuthenticatedUser;
 use crate::chat::ChatService;
 use crate::domain::{AvatarUrl, Nickname, ProfilePatch};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorCode};
 use crate::store::DynStore;
 
 #[derive(Deserialize)]
@@ -17,7 +17,7 @@ pub struct ProfileBody {
 
 impl ProfileBody {
     fn parse(&self) -> Result<ProfilePatch, ApiError> {
-        let invalid = |e: crate::domain::ParseError| ApiError::bad_request("invalid_profile", e.to_string());
+        let invalid = |e: crate::domain::ParseError| ApiError::new(ErrorCode::InvalidProfile, e.to_string());
         Ok(ProfilePatch {
             nickname: self.nickname.as_deref().map(Nickname::parse).transpose().map_err(invalid)?,
             avatar_url: self.avatar_url.as_deref().map(AvatarUrl::parse).transpose().map_err(invalid)?,

@@ -10,7 +10,7 @@ use super::sse::reply_stream;
 use crate::auth::AuthenticatedUser;
 use crate::chat::ChatService;
 use crate::domain::MessageId;
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorCode};
 use crate::store::DynStore;
 
 #[derive(Deserialize)]
@@ -44,7 +44,7 @@ pub async fn list_messages(
         None | Some("") => None,
         Some(raw) => Some(
             MessageId::parse(raw)
-                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "before must be a message id"))?,
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidCursor, "before must be a message id"))?,
         ),
     };
     store

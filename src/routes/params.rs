@@ -1,6 +1,6 @@
 //! Path and query values parsed at the edge, with the errors every transport gives.
 use crate::domain::{ConversationId, MessageId};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorCode};
 
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
@@ -18,6 +18,6 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(DEFAULT_PAGE),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request("invalid_query", format!("limit must be 1-{MAX_PAGE}"))),
+        Some(_) => Err(ApiError::new(ErrorCode::InvalidQuery, format!("limit must be 1-{MAX_PAGE}"))),
     }
 }

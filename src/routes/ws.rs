@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use serde::{Deserialize, Serialize};
@@ -18,7 +17,7 @@ use super::params::{conversation_id, message_id};
 use crate::auth::{AuthenticatedUser, Identity, IdentityResolver};
 use crate::chat::{ChatService, ReplyEvent, ReplyHandle};
 use crate::domain::{MessageId, UserId};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorCode};
 use crate::protection::RateLimiter;
 
 const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -43,7 +42,7 @@ enum ServerFrame<'a> {
     Pong,
     Error {
         code: &'static str,
-        message: String,
+        message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<&'a str>,
     },
@@ -64,7 +63,7 @@ fn to_text(frame: &impl Serialize) -> String {
 }
 
 fn error_frame(error: &ApiError, request_id: Option<&str>) -> String {
-    to_text(&ServerFrame::Error { code: error.code(), message: error.to_string(), request_id })
+    to_text(&ServerFrame::Error { code: error.code().as_str(), message: error.client_message(), request_id })
 }
 
 pub async fn chat_socket(
@@ -128,7 +127,7 @@ impl ChatSocket {
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
                     Some(Ok(AggregatedMessage::Binary(_))) => {
-                        let error = ApiError::bad_request("invalid_frame", "send JSON text frames");
+                        let error = ApiError::new(ErrorCode::InvalidFrame, "send JSON text frames");
                         if self.session.text(error_frame(&error, None)).await.is_err() {
                             break None;
                         }
@@ -163,7 +162,7 @@ impl ChatSocket {
     async fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
         let reply = match serde_json::from_str::<ClientFrame>(text) {
             Err(e) => {
-                Some(error_frame(&ApiError::bad_request("invalid_frame", format!("unreadable frame: {e}")), None))
+                Some(error_frame(&ApiError::new(ErrorCode::InvalidFrame, format!("unreadable frame: {e}")), None))
             }
             Ok(ClientFrame::Ping) => Some(to_text(&ServerFrame::Pong)),
             Ok(ClientFrame::Auth { token }) => match self.resolver.from_token(&token) {
@@ -215,8 +214,7 @@ impl ChatSocket {
     async fn counted_user(&self) -> Result<UserId, ApiError> {
         let user = self.user.as_ref().ok_or_else(ApiError::unauthorized)?.user_id;
         self.limiter.count_user(user).await.map_err(|retry_after| {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; please slow down")
-                .with_retry_after(retry_after)
+            ApiError::new(ErrorCode::RateLimited, "too many requests; please slow down").with_retry_after(retry_after)
         })?;
         Ok(user)
     }

@@ -7,6 +7,7 @@ mod chat_failures;
 mod chat_stream;
 mod configuration;
 mod conversations;
+mod docs;
 mod gray_release;
 mod health;
 mod helpers;

@@ -10,12 +10,26 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 
-pub fn envelope(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponseBuilder::new(status).json(json!({
-        "error": { "code": code, "message": message }
-    }))
+mod code;
+
+pub use code::ErrorCode;
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: EnvelopeBody<'a>,
+}
+
+#[derive(Serialize)]
+struct EnvelopeBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// The envelope with `code`'s status.
+pub fn envelope(code: ErrorCode, message: &str) -> HttpResponse {
+    HttpResponseBuilder::new(code.status()).json(Envelope { error: EnvelopeBody { code: code.as_str(), message } })
 }
 
 /// Formats an error and every cause beneath it, for logs.
@@ -29,10 +43,12 @@ pub fn error_chain_fmt(e: &impl std::error::Error, f: &mut std::fmt::Formatter<'
     Ok(())
 }
 
+const INTERNAL_MESSAGE: &str = "something went wrong on our side; please try again";
+
 #[derive(thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    Client { status: StatusCode, code: &'static str, message: String, retry_after: Option<u64> },
+    Client { code: ErrorCode, message: String, retry_after: Option<u64> },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -47,31 +63,21 @@ impl std::fmt::Debug for ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::Client { status, code, message: message.into(), retry_after: None }
-    }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError::Client { code, message: message.into(), retry_after: None }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(ErrorCode::NotFound, message)
     }
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing, invalid or expired credentials; log in again")
+        Self::new(ErrorCode::Unauthorized, "missing, invalid or expired credentials; log in again")
     }
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
-        ApiError::Client {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code,
-            message: message.into(),
-            retry_after: Some(retry_after),
-        }
+    pub fn unavailable(code: ErrorCode, message: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(code, message).with_retry_after(retry_after)
     }
     pub fn with_retry_after(self, seconds: u64) -> Self {
         match self {
-            ApiError::Client { status, code, message, .. } => {
-                ApiError::Client { status, code, message, retry_after: Some(seconds) }
-            }
+            ApiError::Client { code, message, .. } => ApiError::Client { code, message, retry_after: Some(seconds) },
             internal => internal,
         }
     }
@@ -82,61 +88,54 @@ impl ApiError {
         tracing::error!(error.cause_chain = ?e, "internal error");
         ApiError::Internal(e)
     }
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Client { code, .. } => code,
-            ApiError::Internal(_) => "internal_error",
+            ApiError::Client { code, .. } => *code,
+            ApiError::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+    /// What the client is told: never an internal error's details.
+    pub fn client_message(&self) -> &str {
+        match self {
+            ApiError::Client { message, .. } => message,
+            ApiError::Internal(_) => INTERNAL_MESSAGE,
         }
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::Client { status, .. } => *status,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        match self {
-            ApiError::Client { status, code, message, retry_after } => {
-                let mut response = envelope(*status, code, message);
-                if let Some(seconds) = retry_after {
-                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
-                }
-                response
-            }
-            ApiError::Internal(_) => envelope(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "something went wrong on our side; please try again",
-            ),
+        let mut response = envelope(self.code(), self.client_message());
+        if let ApiError::Client { retry_after: Some(seconds), .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
         }
+        response
     }
 }
 
 pub fn json_error_handler(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let api_error = match &err {
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large")
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
         }
-        JsonPayloadError::ContentType => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "expected Content-Type: application/json",
-        ),
+        JsonPayloadError::ContentType => {
+            ApiError::new(ErrorCode::UnsupportedMediaType, "expected Content-Type: application/json")
+        }
         JsonPayloadError::Deserialize(e) if e.is_data() => {
-            ApiError::bad_request("invalid_body", format!("request body has the wrong shape: {e}"))
+            ApiError::new(ErrorCode::InvalidBody, format!("request body has the wrong shape: {e}"))
         }
-        JsonPayloadError::Deserialize(_) => ApiError::bad_request("invalid_json", "request body is not valid JSON"),
-        _ => ApiError::bad_request("invalid_body", "request body could not be read"),
+        JsonPayloadError::Deserialize(_) => ApiError::new(ErrorCode::InvalidJson, "request body is not valid JSON"),
+        _ => ApiError::new(ErrorCode::InvalidBody, "request body could not be read"),
     };
     actix_web::error::InternalError::from_response(err, api_error.error_response()).into()
 }
 
 pub fn query_error_handler(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    let api_error = ApiError::bad_request("invalid_query", format!("invalid query string: {err}"));
+    let api_error = ApiError::new(ErrorCode::InvalidQuery, format!("invalid query string: {err}"));
     actix_web::error::InternalError::from_response(err, api_error.error_response()).into()
 }
 
@@ -161,15 +160,17 @@ pub fn envelope_for_bare_errors<B: MessageBody + 'static>(
     }
     let status = res.status();
     let (code, message) = match status {
-        StatusCode::NOT_FOUND => ("not_found", "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported content type"),
-        s if s.is_client_error() => ("bad_request", "the request could not be processed"),
-        _ => ("internal_error", "something went wrong on our side; please try again"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "method not allowed on this route"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "unsupported content type"),
+        s if s.is_client_error() => (ErrorCode::BadRequest, "the request could not be processed"),
+        _ => (ErrorCode::InternalError, INTERNAL_MESSAGE),
     };
     let (req, original) = res.into_parts();
-    let mut response = envelope(status, code, message);
+    let mut response = envelope(code, message);
+    // Keep the original status (a 408 or 411 is reported as `bad_request`, still a 408 or 411).
+    *response.status_mut() = status;
     // Keep headers such as Allow, Retry-After and X-Request-Id set by earlier layers.
     for (name, value) in original.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -186,7 +187,7 @@ impl From<crate::store::StoreError> for ApiError {
             crate::store::StoreError::Unavailable(_) => {
                 tracing::error!(error.cause_chain = ?anyhow::Error::from(e), "storage unavailable");
                 ApiError::unavailable(
-                    "storage_unavailable",
+                    ErrorCode::StorageUnavailable,
                     "storage is temporarily unavailable; please retry shortly",
                     2,
                 )
@@ -200,28 +201,25 @@ impl From<crate::chat::ChatError> for ApiError {
     fn from(e: crate::chat::ChatError) -> Self {
         use crate::chat::ChatError;
         match e {
-            ChatError::InvalidContent(message) => ApiError::bad_request("invalid_content", message),
+            ChatError::InvalidContent(message) => ApiError::new(ErrorCode::InvalidContent, message),
             ChatError::ConversationNotFound => ApiError::not_found("no such conversation"),
             ChatError::MessageNotFound => ApiError::not_found("no such message"),
-            ChatError::NotAReply => ApiError::bad_request("not_a_reply", "only assistant replies can be streamed"),
+            ChatError::NotAReply => ApiError::new(ErrorCode::NotAReply, "only assistant replies can be streamed"),
             ChatError::ReplyInProgress => ApiError::new(
-                StatusCode::CONFLICT,
-                "reply_in_progress",
+                ErrorCode::ReplyInProgress,
                 "a reply is still being generated in this conversation; wait for it or reattach",
             ),
             ChatError::QuotaExceeded { retry_after } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "quota_exceeded",
+                ErrorCode::QuotaExceeded,
                 "today's chat quota is used up; it resets at midnight (China time)",
             )
             .with_retry_after(retry_after),
             ChatError::ContentRejected => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "content_rejected",
+                ErrorCode::ContentRejected,
                 "the message did not pass the content-safety check; please rephrase it",
             ),
             ChatError::ModerationUnavailable => ApiError::unavailable(
-                "content_check_unavailable",
+                ErrorCode::ContentCheckUnavailable,
                 "messages cannot be checked right now; please retry shortly",
                 5,
             ),
