@@ -1,5 +1,6 @@
 //! Storage behind one seam: MongoDB in production, an in-process store for local
 //! development only. Both pass the same contract tests (`tests/api/store_contract.rs`).
+mod compat;
 mod memory;
 mod mongo;
 

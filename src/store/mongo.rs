@@ -10,6 +10,7 @@
 //! numbers compare and sort the same everywhere. Write-once timestamps stay dates.
 //! No index has `_id` as a component (the wire-compatible test server rejects writes to
 //! such collections); ties inside one millisecond are ordered by `_id` in the sort.
+//! Every such choice is listed, with the gap it avoids, in `compat`.
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,6 +23,7 @@ use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use super::compat::and_any;
 use super::{ConversationCursor, GenerationClaim, Store, StoreError};
 use crate::domain::{
     now, AvatarUrl, Conversation, ConversationId, ConversationTitle, FinishReason, Message, MessageError, MessageId,
@@ -568,28 +570,54 @@ impl Store for MongoStore {
         Ok(result.modified_count)
     }
 
+    /// Counts by `key`; an expired counter starts again from zero. The test server has no
+    /// pipeline updates (see `compat`), so this is up to three plain steps, the common
+    /// case one round trip, each safe under concurrent increments.
     async fn increment_counter(&self, key: &str, by: i64, expires_at: DateTime<Utc>) -> Result<i64, StoreError> {
-        match self.try_increment(key, by, expires_at).await {
+        let at = now().timestamp_millis();
+        let expiry = doc! {"expires_at": to_bson_date(expires_at), "expires_ms": expires_at.timestamp_millis()};
+        // 1. A live counter: add to it.
+        let live = self
+            .counters()
+            .find_one_and_update(live_counter(key, at), doc! {"$inc": {"count": by}, "$set": expiry.clone()})
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?;
+        if let Some(counter) = live {
+            return Ok(counter.count);
+        }
+        // 2. An expired one (TTL deletion lags): restart it, unless another increment did.
+        let mut restart = expiry.clone();
+        restart.insert("count", by);
+        let restarted = self
+            .counters()
+            .find_one_and_update(doc! {"_id": key, "expires_ms": {"$lte": at}}, doc! {"$set": restart})
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?;
+        if let Some(counter) = restarted {
+            return Ok(counter.count);
+        }
+        // 3. None yet (or one just made live by another increment): create or add.
+        match self.upsert_increment(key, by, &expiry).await {
             Ok(count) => Ok(count),
             // Two first increments raced to create the counter: the loser updates it.
-            Err(e) if is_duplicate_key(&e) => self.try_increment(key, by, expires_at).await.map_err(unavailable),
+            Err(e) if is_duplicate_key(&e) => self.upsert_increment(key, by, &expiry).await.map_err(unavailable),
             Err(e) => Err(unavailable(e)),
         }
     }
 
     async fn read_counter(&self, key: &str) -> Result<i64, StoreError> {
-        Ok(self.counters().find_one(doc! {"_id": key}).await.map_err(unavailable)?.map_or(0, |c| c.count))
+        let live = live_counter(key, now().timestamp_millis());
+        Ok(self.counters().find_one(live).await.map_err(unavailable)?.map_or(0, |c| c.count))
     }
 }
 
 impl MongoStore {
-    async fn try_increment(&self, key: &str, by: i64, expires_at: DateTime<Utc>) -> mongodb::error::Result<i64> {
+    async fn upsert_increment(&self, key: &str, by: i64, expiry: &Document) -> mongodb::error::Result<i64> {
         let updated = self
             .counters()
-            .find_one_and_update(
-                doc! {"_id": key},
-                doc! {"$inc": {"count": by}, "$set": {"expires_at": to_bson_date(expires_at)}},
-            )
+            .find_one_and_update(doc! {"_id": key}, doc! {"$inc": {"count": by}, "$set": expiry.clone()})
             .upsert(true)
             .return_document(ReturnDocument::After)
             .await?;
@@ -597,10 +625,10 @@ impl MongoStore {
     }
 }
 
-/// `all` AND (any of `alternatives`), spelled with an explicit `$and`: the test server
-/// drops top-level fields that sit beside a multi-branch `$or`.
-fn and_any(all: Document, alternatives: Vec<Document>) -> Document {
-    doc! {"$and": [all, {"$or": alternatives}]}
+/// The counter `key` if it has not expired. Counters written by older versions have no
+/// `expires_ms` and count as live (mixed versions share the database in a gray release).
+fn live_counter(key: &str, at_ms: i64) -> Document {
+    and_any(doc! {"_id": key}, vec![doc! {"expires_ms": {"$gt": at_ms}}, doc! {"expires_ms": {"$exists": false}}])
 }
 
 fn bson_of<T: Serialize>(value: &T) -> Result<Bson, StoreError> {

@@ -39,6 +39,10 @@ contract_tests!(
     messages_list_chronologically_and_page_backwards,
     progress_is_saved_and_read_back,
     only_one_generation_claims_a_conversation_until_released_or_expired,
+    a_renewed_lease_holds_past_its_first_expiry_and_only_its_holder_renews,
+    abandoned_streaming_replies_are_interrupted_but_final_ones_and_the_new_one_are_not,
+    counters_add_up_per_key_and_concurrently,
+    an_expired_counter_reads_zero_and_counts_again_from_zero,
 );
 
 fn openid(s: &str) -> OpenId {
@@ -257,4 +261,94 @@ async fn only_one_generation_claims_a_conversation_until_released_or_expired(sto
     assert_eq!(still_blocked, GenerationClaim::Busy);
     assert_eq!(after_release, GenerationClaim::Claimed);
     assert_eq!(after_expiry, GenerationClaim::Claimed);
+}
+
+async fn a_renewed_lease_holds_past_its_first_expiry_and_only_its_holder_renews(store: DynStore) {
+    let user = UserId::new();
+    let c = conversation(user, "lease", now());
+    store.insert_conversation(&c).await.unwrap();
+    let (holder, intruder) = (MessageId::new(), MessageId::new());
+    let t0 = now();
+    store.claim_generation(user, c.id, holder, t0, t0 + Duration::seconds(10)).await.unwrap();
+
+    store.renew_generation(c.id, holder, t0 + Duration::seconds(60)).await.unwrap();
+    // Past the first expiry, inside the renewed one: still held.
+    let during = store.claim_generation(user, c.id, intruder, t0 + Duration::seconds(30), t0 + Duration::seconds(90));
+    let during = during.await.unwrap();
+    // Renewing by another message changes nothing: after the holder's lease, it is free.
+    store.renew_generation(c.id, intruder, t0 + Duration::seconds(600)).await.unwrap();
+    let after = store.claim_generation(user, c.id, intruder, t0 + Duration::seconds(61), t0 + Duration::seconds(120));
+    let after = after.await.unwrap();
+
+    assert_eq!(during, GenerationClaim::Busy);
+    assert_eq!(after, GenerationClaim::Claimed);
+}
+
+async fn abandoned_streaming_replies_are_interrupted_but_final_ones_and_the_new_one_are_not(store: DynStore) {
+    let user = UserId::new();
+    let c = conversation(user, "abandoned", now());
+    let other = conversation(user, "other", now());
+    store.insert_conversation(&c).await.unwrap();
+    store.insert_conversation(&other).await.unwrap();
+    let streaming = |conv: &Conversation, text: &str| {
+        let mut m = message(conv, Role::Assistant, text);
+        m.status = MessageStatus::Streaming;
+        m
+    };
+    let (dead, finished, fresh, elsewhere) =
+        (streaming(&c, "半句"), message(&c, Role::Assistant, "完整"), streaming(&c, ""), streaming(&other, "别处"));
+    for m in [&dead, &finished, &fresh, &elsewhere] {
+        store.insert_message(m).await.unwrap();
+    }
+
+    let marked = store.interrupt_abandoned_replies(c.id, fresh.id, now()).await.unwrap();
+
+    let read = |id| {
+        let store = store.clone();
+        async move { store.get_message(c.id, id).await.unwrap().unwrap() }
+    };
+    let dead = read(dead.id).await;
+    assert_eq!(marked, 1);
+    assert_eq!(dead.status, MessageStatus::Incomplete);
+    assert_eq!(dead.error.unwrap().code, "generation_interrupted");
+    assert_eq!(dead.content, "半句", "the part received is kept");
+    assert_eq!(read(finished.id).await.status, MessageStatus::Complete);
+    assert_eq!(read(fresh.id).await.status, MessageStatus::Streaming);
+    let elsewhere = store.get_message(other.id, elsewhere.id).await.unwrap().unwrap();
+    assert_eq!(elsewhere.status, MessageStatus::Streaming, "other conversations are not touched");
+}
+
+async fn counters_add_up_per_key_and_concurrently(store: DynStore) {
+    let until = now() + Duration::seconds(120);
+    let key = format!("k:{}", MessageId::new());
+    let other = format!("k:{}", MessageId::new());
+
+    let increments = (0..8).map(|_| {
+        let store = store.clone();
+        let key = key.clone();
+        async move { store.increment_counter(&key, 1, until).await.unwrap() }
+    });
+    let mut seen = futures_util::future::join_all(increments).await;
+    let by_five = store.increment_counter(&key, 5, until).await.unwrap();
+    store.increment_counter(&other, 2, until).await.unwrap();
+
+    seen.sort();
+    assert_eq!(seen, (1..=8).collect::<Vec<i64>>(), "every concurrent increment counted once");
+    assert_eq!(by_five, 13);
+    assert_eq!(store.read_counter(&key).await.unwrap(), 13);
+    assert_eq!(store.read_counter(&other).await.unwrap(), 2);
+    assert_eq!(store.read_counter("k:never").await.unwrap(), 0);
+}
+
+async fn an_expired_counter_reads_zero_and_counts_again_from_zero(store: DynStore) {
+    let key = format!("k:{}", MessageId::new());
+    store.increment_counter(&key, 7, now() + Duration::milliseconds(300)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+
+    let read = store.read_counter(&key).await.unwrap();
+    let restarted = store.increment_counter(&key, 1, now() + Duration::seconds(60)).await.unwrap();
+
+    assert_eq!(read, 0, "expired");
+    assert_eq!(restarted, 1, "counting starts again");
+    assert_eq!(store.read_counter(&key).await.unwrap(), 1);
 }
