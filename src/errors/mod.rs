@@ -229,3 +229,56 @@ impl From<crate::chat::ChatError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged_while(f: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn an_internal_error_is_logged_once_where_it_is_created_and_rendering_adds_nothing() {
+        let mut error = None;
+        let at_creation = logged_while(|| error = Some(ApiError::internal(anyhow::anyhow!("disk on fire"))));
+        let error = error.unwrap();
+        let at_rendering = logged_while(|| {
+            let response = error.error_response();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        });
+
+        assert_eq!(at_creation.matches("disk on fire").count(), 1, "{at_creation}");
+        assert!(at_rendering.is_empty(), "rendering logged: {at_rendering}");
+        assert_eq!(error.client_message(), INTERNAL_MESSAGE, "no internal detail reaches the client");
+    }
+
+    #[test]
+    fn every_code_renders_the_envelope_with_its_own_status() {
+        for code in ErrorCode::ALL {
+            let response = ApiError::new(*code, "m").error_response();
+            assert_eq!(response.status(), code.status(), "{}", code.as_str());
+        }
+    }
+}

@@ -154,3 +154,31 @@ pub async fn limit_by_user<B: MessageBody>(
     }
     next.call(req).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn the_client_ip_is_the_entry_the_trusted_proxies_appended() {
+        let peer: std::net::SocketAddr = "10.0.0.9:5555".parse().unwrap();
+        // (label, X-Forwarded-For headers, trusted depth, expected)
+        let cases: &[(&str, &[&str], usize, &str)] = &[
+            ("no header: the peer", &[], 1, "10.0.0.9"),
+            ("depth 0 ignores the header", &["1.1.1.1"], 0, "10.0.0.9"),
+            ("one proxy: the rightmost entry", &["6.6.6.6, 2.2.2.2"], 1, "2.2.2.2"),
+            ("two proxies: one from the right", &["6.6.6.6, 3.3.3.3, 4.4.4.4"], 2, "3.3.3.3"),
+            ("entries across repeated headers", &["6.6.6.6", "5.5.5.5"], 1, "5.5.5.5"),
+            ("fewer entries than proxies: the peer", &["5.5.5.5"], 2, "10.0.0.9"),
+            ("blank entries are skipped", &["7.7.7.7, , "], 1, "7.7.7.7"),
+        ];
+        for (label, headers, depth, expected) in cases {
+            let mut request = TestRequest::default().peer_addr(peer);
+            for value in *headers {
+                request = request.append_header(("x-forwarded-for", *value));
+            }
+            assert_eq!(client_ip(&request.to_http_request(), *depth), *expected, "{label}");
+        }
+    }
+}
