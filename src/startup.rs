@@ -16,7 +16,8 @@ use crate::chat::{ChatService, Registry};
 use crate::configuration::{Config, Settings};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
 use crate::protection::{
-    cors, header_limit_middleware, limit_by_ip, limit_by_user, security_headers, HeaderLimit, RateLimiter,
+    cors, guard_body, header_limit_middleware, limit_by_ip, limit_by_user, limit_logins, security_headers, BodyGuard,
+    HeaderLimit, RateLimiter,
 };
 use crate::routes;
 use crate::routes::LoginPolicy;
@@ -182,6 +183,7 @@ fn run(
         config.wechat.timeout,
     )?);
     let body_limit = config.server.body_limit_bytes;
+    let body_guard = Arc::new(BodyGuard { limit_bytes: body_limit, read_timeout: config.server.body_read_timeout });
     let server = HttpServer::new(move || {
         App::new()
             .wrap(Condition::new(!cors_origins.is_empty(), cors(&cors_origins)))
@@ -209,7 +211,7 @@ fn run(
             .service(web::resource("/ready").get(routes::ready))
             .service(
                 web::scope("/api")
-                    // Runs bottom-up: per-IP limit, then identity, then per-user limit.
+                    // Runs bottom-up: per-IP limit, the body (read whole, bounded), identity, per-user limit.
                     .wrap(from_fn({
                         let limiter = limiter.clone();
                         move |req, next| limit_by_user(limiter.clone(), req, next)
@@ -219,10 +221,17 @@ fn run(
                         move |req, next| resolve_identity(resolver.clone(), req, next)
                     }))
                     .wrap(from_fn({
+                        let body_guard = body_guard.clone();
+                        move |req, next| guard_body(body_guard.clone(), req, next)
+                    }))
+                    .wrap(from_fn({
                         let limiter = limiter.clone();
                         move |req, next| limit_by_ip(limiter.clone(), req, next)
                     }))
-                    .service(web::resource("/auth/login").post(routes::login))
+                    .service(web::resource("/auth/login").post(routes::login).wrap(from_fn({
+                        let limiter = limiter.clone();
+                        move |req, next| limit_logins(limiter.clone(), req, next)
+                    })))
                     .service(web::resource("/auth/refresh").post(routes::refresh))
                     .service(web::resource("/me").get(routes::get_me).patch(routes::patch_me))
                     .service(web::resource("/me/usage").get(routes::get_usage))

@@ -73,6 +73,8 @@ pub struct Settings {
     pub port: u16,
     pub app_env: AppEnv,
     pub body_limit_bytes: usize,
+    /// A request body must arrive whole within this many milliseconds.
+    pub body_read_timeout_ms: u64,
     pub max_header_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub shutdown_readiness_delay_ms: u64,
@@ -153,6 +155,7 @@ host = "0.0.0.0"
 port = 80
 app_env = "development"
 body_limit_bytes = 65536
+body_read_timeout_ms = 10000
 max_header_bytes = 16384
 shutdown_grace_secs = 25
 shutdown_readiness_delay_ms = 2000
@@ -307,6 +310,7 @@ impl Settings {
             }
         };
         at_least("BODY_LIMIT_BYTES", self.body_limit_bytes as u64, 1024);
+        at_least("BODY_READ_TIMEOUT_MS", self.body_read_timeout_ms, 100);
         at_least("MAX_HEADER_BYTES", self.max_header_bytes as u64, 1024);
         at_least("MONGODB_MAX_POOL_SIZE", self.mongodb_max_pool_size.into(), 1);
         at_least("JWT_EXPIRES_IN", self.jwt_expires_in, 60);

@@ -50,6 +50,8 @@ error_codes! {
     ReplyInProgress = "reply_in_progress" => CONFLICT,
     PayloadTooLarge = "payload_too_large" => PAYLOAD_TOO_LARGE,
     UnsupportedMediaType = "unsupported_media_type" => UNSUPPORTED_MEDIA_TYPE,
+    UnsupportedContentEncoding = "unsupported_content_encoding" => UNSUPPORTED_MEDIA_TYPE,
+    RequestTimeout = "request_timeout" => REQUEST_TIMEOUT,
     ContentRejected = "content_rejected" => UNPROCESSABLE_ENTITY,
     RateLimited = "rate_limited" => TOO_MANY_REQUESTS,
     LoginRateLimited = "login_rate_limited" => TOO_MANY_REQUESTS,

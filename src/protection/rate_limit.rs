@@ -102,19 +102,18 @@ impl RateLimiter {
         self.count(&format!("user:{user}"), &HOUR, self.per_hour, at).await
     }
 
+    async fn count_login(&self, req: &ServiceRequest) -> Result<(), u64> {
+        let ip = client_ip(req.request(), self.proxy_depth);
+        self.count(&format!("login-ip:{ip}"), &MINUTE, self.login_per_minute, now()).await
+    }
+
     async fn count_ip(&self, req: &ServiceRequest) -> Result<(), u64> {
         let at = now();
         let ip = client_ip(req.request(), self.proxy_depth);
-        // By route pattern, not raw path: `/api/auth/%6cogin` is the same route.
-        if req.match_pattern().as_deref() == Some(LOGIN_ROUTE) {
-            self.count(&format!("login-ip:{ip}"), &MINUTE, self.login_per_minute, at).await?;
-        }
         self.count(&format!("ip:{ip}"), &MINUTE, self.ip_per_minute, at).await?;
         self.count(&format!("ip:{ip}"), &HOUR, self.ip_per_hour, at).await
     }
 }
-
-const LOGIN_ROUTE: &str = "/api/auth/login";
 
 /// Polling a reply (`GET …/messages/{id}`) is what `callContainer` clients must do once a
 /// second; it is a cheap indexed read and is not counted.
@@ -136,6 +135,17 @@ pub async fn limit_by_ip<B: MessageBody>(
     if !exempt(&req) {
         limiter.count_ip(&req).await.map_err(too_many)?;
     }
+    next.call(req).await
+}
+
+/// Middleware on the login resource itself, so it runs after routing: every spelling of
+/// the path that reaches login (`/api/auth/%6cogin`) is counted as a login.
+pub async fn limit_logins<B: MessageBody>(
+    limiter: Arc<RateLimiter>,
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, Error> {
+    limiter.count_login(&req).await.map_err(too_many)?;
     next.call(req).await
 }
 

@@ -11,6 +11,7 @@ mod docs;
 mod gray_release;
 mod health;
 mod helpers;
+mod hostile;
 mod login;
 mod moderation;
 mod packaging;
