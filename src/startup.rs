@@ -164,7 +164,7 @@ fn run(
     let limiter = Arc::new(RateLimiter::new(&config.limits, store.clone()));
     let cors_origins = config.server.cors_origins.clone();
     let production = config.is_production();
-    let header_limit = web::Data::new(HeaderLimit(config.server.max_header_bytes));
+    let header_limit = HeaderLimit(config.server.max_header_bytes);
     let info = web::Data::new(AppInfo::from_config(config));
     let store_data = web::Data::new(store.clone());
     let auth = Arc::new(AuthState {
@@ -191,7 +191,7 @@ fn run(
             .wrap(TracingLogger::<RequestIdRootSpan>::new())
             .wrap(DefaultHeaders::new().add((header::HeaderName::from_static("x-app-version"), APP_VERSION)))
             .wrap(security_headers(production))
-            .wrap(from_fn(header_limit_middleware))
+            .wrap(from_fn(move |req, next| header_limit_middleware(header_limit, req, next)))
             .wrap(from_fn(request_id_middleware))
             .app_data(web::JsonConfig::default().limit(body_limit).error_handler(json_error_handler))
             .app_data(web::PayloadConfig::default().limit(body_limit))
@@ -206,7 +206,6 @@ fn run(
             .app_data(wechat.clone())
             .app_data(chat.clone())
             .app_data(web::Data::from(limiter.clone()))
-            .app_data(header_limit.clone())
             .service(web::resource("/health").get(routes::health))
             .service(web::resource("/ready").get(routes::ready))
             .service(
@@ -258,8 +257,8 @@ fn run(
             )
     })
     .disable_signals()
-    // Longer than the generation grace, so streams can send their final event.
-    .shutdown_timeout(config.server.shutdown_grace.as_secs() + 5)
+    // Longer than the grace plus the replies' last save, so streams can send their final event.
+    .shutdown_timeout((config.server.shutdown_grace + crate::chat::reply::CANCELLED_SAVE_WINDOW).as_secs() + 2)
     .listen(listener)?
     .run();
     Ok(server)

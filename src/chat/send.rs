@@ -25,6 +25,9 @@ impl ChatService {
         text: String,
     ) -> Result<ReplyHandle, ChatError> {
         let registry = self.registry.clone();
+        if registry.is_closing() {
+            return Err(ChatError::ShuttingDown);
+        }
         let span = tracing::info_span!("chat.send", conversation_id = %conversation);
         let steps = async move { self.start_reply(user, conversation, &text).await };
         registry.spawn(tracing::Instrument::instrument(steps, span)).await.map_err(ChatError::internal)?
@@ -106,10 +109,7 @@ impl ChatService {
             Ok(Decision::Block { label, .. }) => {
                 tracing::info!(?label, "a message was rejected by the content check");
                 let mut rejected = Message::new(conversation, Role::User, content.as_str(), MessageStatus::Failed);
-                rejected.error = Some(crate::domain::MessageError {
-                    code: "content_rejected".into(),
-                    message: "the message did not pass the content-safety check".into(),
-                });
+                rejected.error = Some(crate::domain::MessageError::content_rejected());
                 self.store.insert_message(&rejected).await?;
                 self.count_message(conversation.user_id).await;
                 Err(ChatError::ContentRejected)

@@ -7,7 +7,7 @@ use super::personas::{Persona, Personas};
 use super::preview::PreviewAccess;
 use super::reply::{Registry, Replies, ReplyHandle};
 use crate::configuration::ChatSettings;
-use crate::domain::{Conversation, ConversationId, Message, MessageId, MessageStatus, Role, UserId};
+use crate::domain::{Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageStatus, Role, UserId};
 use crate::llm::LlmClient;
 use crate::protection::{DailyQuota, Moderator, QuotaUsage};
 use crate::store::{DynStore, StoreError};
@@ -30,6 +30,8 @@ pub enum ChatError {
     ContentRejected,
     #[error("the content-safety check is unavailable")]
     ModerationUnavailable,
+    #[error("the server is shutting down")]
+    ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("starting the reply failed")]
@@ -151,6 +153,52 @@ impl ChatService {
             return Ok(message);
         }
         Ok(ReplyHandle::existing(self.replies.clone(), message).snapshot().await?)
+    }
+
+    /// Up to `limit` messages of one of `user`'s conversations older than `before`,
+    /// chronological, each as it stands now (replies by the same rules as `message`), and
+    /// whether older ones exist.
+    pub async fn history(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<(Vec<Message>, bool), ChatError> {
+        self.store.get_conversation(user, conversation).await?.ok_or(ChatError::ConversationNotFound)?;
+        // One extra tells whether another page exists.
+        let mut items = self.store.list_messages(conversation, limit + 1, before).await?;
+        let more = items.len() > limit;
+        if more {
+            items.remove(0);
+        }
+        for item in items.iter_mut().filter(|m| !m.status.is_final()) {
+            *item = ReplyHandle::existing(self.replies.clone(), item.clone()).snapshot().await?;
+        }
+        Ok((items, more))
+    }
+
+    /// Opens a conversation with `persona` for `user`, greeted by the persona.
+    pub async fn start_conversation(
+        &self,
+        user: UserId,
+        persona: &Persona,
+        title: ConversationTitle,
+    ) -> Result<Conversation, ChatError> {
+        let at = crate::domain::now();
+        let conversation = Conversation {
+            id: ConversationId::new(),
+            user_id: user,
+            persona_id: persona.id.clone(),
+            title,
+            created_at: at,
+            last_active_at: at,
+        };
+        self.store.insert_conversation(&conversation).await?;
+        if !persona.greeting.trim().is_empty() {
+            self.store.insert_message(&greeting_message(&conversation, persona)).await?;
+        }
+        Ok(conversation)
     }
 
     /// An assistant reply of one of `user`'s conversations, to watch or wait for.

@@ -22,6 +22,8 @@ use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_FILE: &str = "config/app.toml";
 const MIN_JWT_SECRET_BYTES: usize = 32;
+/// The polled path answers within this, under callContainer's 15 s cut.
+const MAX_CHAT_WAIT_MS: u64 = 14_000;
 /// Values copied from guides and examples that must never sign production tokens.
 const PLACEHOLDER_SECRETS: &[&str] = &[
     "change-me",
@@ -323,6 +325,25 @@ impl Settings {
         at_least("CONTENT_CHECK_WINDOW_CHARS", self.content_check_window_chars as u64, 20);
         at_least("DEEPSEEK_DEADLINE_SECS", self.deepseek_deadline_secs, 1);
         at_least("DEEPSEEK_IDLE_TIMEOUT_MS", self.deepseek_idle_timeout_ms, 100);
+        at_least("WS_AUTH_TIMEOUT_MS", self.ws_auth_timeout_ms, 100);
+        at_least("READY_TIMEOUT_MS", self.ready_timeout_ms, 50);
+        at_least("WECHAT_TIMEOUT_MS", self.wechat_timeout_ms, 100);
+        at_least("CHAT_WAIT_TIMEOUT_MS", self.chat_wait_timeout_ms, 50);
+        if let Some(max_tokens) = self.deepseek_max_tokens {
+            at_least("DEEPSEEK_MAX_TOKENS", max_tokens.into(), 1);
+        }
+        if self.chat_wait_timeout_ms > MAX_CHAT_WAIT_MS {
+            problems.push(format!(
+                "CHAT_WAIT_TIMEOUT_MS must be at most {MAX_CHAT_WAIT_MS}: callContainer cuts requests at 15 s"
+            ));
+        }
+        for (name, quota) in
+            [("DAILY_MESSAGE_QUOTA", self.daily_message_quota), ("DAILY_TOKEN_QUOTA", self.daily_token_quota)]
+        {
+            if quota < 0 {
+                problems.push(format!("{name} must be 0 (no quota) or more (it is {quota})"));
+            }
+        }
         if self.mongodb_min_pool_size > self.mongodb_max_pool_size {
             problems.push("MONGODB_MIN_POOL_SIZE must not exceed MONGODB_MAX_POOL_SIZE".into());
         }

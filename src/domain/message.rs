@@ -81,6 +81,16 @@ pub struct Message {
     pub updated_at: DateTime<Utc>,
 }
 
+impl MessageError {
+    /// Stored on a user's message that the input content check refused.
+    pub fn content_rejected() -> MessageError {
+        MessageError {
+            code: "content_rejected".into(),
+            message: "the message did not pass the content-safety check; please rephrase it".into(),
+        }
+    }
+}
+
 /// The mutable part of an assistant message, saved as a generation goes on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageProgress {

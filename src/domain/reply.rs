@@ -2,7 +2,7 @@
 //! terminal `done`/`error` event of every transport.
 use serde::{Deserialize, Serialize};
 
-use super::{Message, MessageError, MessageStatus, Usage};
+use super::{Message, MessageError, MessageProgress, MessageStatus, Usage};
 use crate::llm::LlmError;
 
 /// Why the model stopped, as the upstream reports it.
@@ -254,14 +254,28 @@ pub enum ReplyEnd {
 impl ReplyEnd {
     /// `None` while the reply is still streaming.
     pub fn of_stored(message: &Message) -> Option<ReplyEnd> {
-        if !message.status.is_final() {
+        Self::of_parts(message.status, &message.error, &message.finish_reason, &message.usage)
+    }
+
+    /// The end a final progress (about to be stored, or just stored) represents.
+    pub fn of_progress(progress: &MessageProgress) -> Option<ReplyEnd> {
+        Self::of_parts(progress.status, &progress.error, &progress.finish_reason, &progress.usage)
+    }
+
+    fn of_parts(
+        status: MessageStatus,
+        error: &Option<MessageError>,
+        finish_reason: &Option<FinishReason>,
+        usage: &Option<Usage>,
+    ) -> Option<ReplyEnd> {
+        if !status.is_final() {
             return None;
         }
-        Some(match &message.error {
+        Some(match error {
             Some(error) => ReplyEnd::Failed(error.clone()),
             None => ReplyEnd::Done {
-                finish_reason: message.finish_reason.clone().unwrap_or(FinishReason::Stop),
-                usage: message.usage.clone(),
+                finish_reason: finish_reason.clone().unwrap_or(FinishReason::Stop),
+                usage: usage.clone(),
             },
         })
     }

@@ -184,14 +184,12 @@ pub fn envelope_for_bare_errors<B: MessageBody + 'static>(
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::Unavailable(_) => {
-                tracing::error!(error.cause_chain = ?anyhow::Error::from(e), "storage unavailable");
-                ApiError::unavailable(
-                    ErrorCode::StorageUnavailable,
-                    "storage is temporarily unavailable; please retry shortly",
-                    2,
-                )
-            }
+            // Logged by the store where it failed.
+            crate::store::StoreError::Unavailable(_) => ApiError::unavailable(
+                ErrorCode::StorageUnavailable,
+                "storage is temporarily unavailable; please retry shortly",
+                2,
+            ),
             corrupt => ApiError::internal(corrupt),
         }
     }
@@ -214,14 +212,18 @@ impl From<crate::chat::ChatError> for ApiError {
                 "today's chat quota is used up; it resets at midnight (China time)",
             )
             .with_retry_after(retry_after),
-            ChatError::ContentRejected => ApiError::new(
-                ErrorCode::ContentRejected,
-                "the message did not pass the content-safety check; please rephrase it",
-            ),
+            ChatError::ContentRejected => {
+                ApiError::new(ErrorCode::ContentRejected, crate::domain::MessageError::content_rejected().message)
+            }
             ChatError::ModerationUnavailable => ApiError::unavailable(
                 ErrorCode::ContentCheckUnavailable,
                 "messages cannot be checked right now; please retry shortly",
                 5,
+            ),
+            ChatError::ShuttingDown => ApiError::unavailable(
+                ErrorCode::ShuttingDown,
+                "this server is restarting; please send again in a moment",
+                1,
             ),
             ChatError::Store(e) => e.into(),
             // Logged by `ChatError::internal` where it happened.

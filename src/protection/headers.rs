@@ -3,7 +3,7 @@ use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{DefaultHeaders, Next};
-use actix_web::{web, Error};
+use actix_web::Error;
 
 use crate::errors::{ApiError, ErrorCode};
 
@@ -12,11 +12,13 @@ use crate::errors::{ApiError, ErrorCode};
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderLimit(pub usize);
 
-pub async fn header_limit_middleware(
+/// Middleware, built with its limit (never silently off).
+pub async fn header_limit_middleware<B: MessageBody>(
+    limit: HeaderLimit,
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let limit = req.app_data::<web::Data<HeaderLimit>>().map_or(usize::MAX, |l| l.0);
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, Error> {
+    let limit = limit.0;
     let size: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     if size > limit {
         return Err(ApiError::new(ErrorCode::HeadersTooLarge, "request headers are too large").into());

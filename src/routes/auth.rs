@@ -1,8 +1,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::dto::UserDto;
+use super::dto::SessionDto;
 use crate::auth::{AuthState, AuthenticatedUser, CloudRunIdentity};
 use crate::domain::{LoginCode, OpenId, User};
 use crate::errors::{ApiError, ErrorCode};
@@ -55,11 +54,7 @@ pub async fn refresh(
 
 fn session_response(auth: &AuthState, user: &User) -> Result<HttpResponse, ApiError> {
     let issued = auth.keys.issue(user.id).map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "token": issued.token,
-        "expires_in": issued.expires_in,
-        "user": UserDto::from(user),
-    })))
+    Ok(HttpResponse::Ok().json(SessionDto { token: &issued.token, expires_in: issued.expires_in, user: user.into() }))
 }
 
 async fn resolve_openid(

@@ -4,8 +4,8 @@ use serde::Deserialize;
 use super::dto::{ConversationDto, Page};
 use super::params::{conversation_id as parse_conversation_id, page_limit};
 use crate::auth::AuthenticatedUser;
-use crate::chat::{greeting_message, ChatService};
-use crate::domain::{now, Conversation, ConversationId, ConversationTitle};
+use crate::chat::ChatService;
+use crate::domain::ConversationTitle;
 use crate::errors::{ApiError, ErrorCode};
 use crate::store::{ConversationCursor, DynStore};
 
@@ -35,7 +35,6 @@ pub async fn create_conversation(
     user: AuthenticatedUser,
     body: web::Json<CreateConversation>,
     chat: web::Data<ChatService>,
-    store: web::Data<DynStore>,
 ) -> Result<HttpResponse, ApiError> {
     let requested = body.persona_id.as_deref();
     let persona = chat.persona_to_start(user.user_id, requested).await?.ok_or_else(|| {
@@ -45,19 +44,7 @@ pub async fn create_conversation(
         Some(raw) => parse_title(raw)?,
         None => parse_title(&persona.name)?,
     };
-    let at = now();
-    let conversation = Conversation {
-        id: ConversationId::new(),
-        user_id: user.user_id,
-        persona_id: persona.id.clone(),
-        title,
-        created_at: at,
-        last_active_at: at,
-    };
-    store.insert_conversation(&conversation).await?;
-    if !persona.greeting.trim().is_empty() {
-        store.insert_message(&greeting_message(&conversation, persona)).await?;
-    }
+    let conversation = chat.start_conversation(user.user_id, persona, title).await?;
     Ok(HttpResponse::Created().json(ConversationDto::from(&conversation)))
 }
 

@@ -1,12 +1,13 @@
-//! What the API publishes. Domain types are not serializable: a field reaches a client
-//! only when a DTO here names it.
+//! What the API publishes: a field reaches a client only when a DTO here (or a reply
+//! event in `chat::reply::events`) names it. Domain entities are not serializable; the
+//! small value enums (`Role`, `MessageStatus`) serialize as their lowercase names.
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::chat::reply::{ErrorEvent, UsageWire};
 use crate::chat::Persona;
 use crate::domain::{
-    Conversation, ConversationId, FinishReason, Message, MessageError, MessageId, MessageStatus, Role, Usage, User,
-    UserId,
+    Conversation, ConversationId, FinishReason, Message, MessageId, MessageStatus, Role, User, UserId,
 };
 use crate::protection::{Allowance, QuotaUsage};
 
@@ -60,11 +61,11 @@ pub struct MessageDto<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<&'a Usage>,
+    pub usage: Option<UsageWire>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub finish_reason: Option<&'a FinishReason>,
+    pub finish_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a MessageError>,
+    pub error: Option<ErrorEvent>,
 }
 
 impl<'a> From<&'a Message> for MessageDto<'a> {
@@ -76,9 +77,9 @@ impl<'a> From<&'a Message> for MessageDto<'a> {
             status: m.status,
             created_at: m.created_at,
             reasoning_content: m.reasoning_content.as_deref(),
-            usage: m.usage.as_ref(),
-            finish_reason: m.finish_reason.as_ref(),
-            error: m.error.as_ref(),
+            usage: m.usage.as_ref().map(UsageWire::from),
+            finish_reason: m.finish_reason.as_ref().map(FinishReason::as_str),
+            error: m.error.as_ref().map(ErrorEvent::from),
         }
     }
 }
@@ -131,6 +132,13 @@ impl<'a> From<&'a QuotaUsage> for UsageDto<'a> {
     fn from(u: &'a QuotaUsage) -> Self {
         UsageDto { date: &u.date, messages: (&u.messages).into(), tokens: (&u.tokens).into(), resets_at: u.resets_at }
     }
+}
+
+#[derive(Serialize)]
+pub struct SessionDto<'a> {
+    pub token: &'a str,
+    pub expires_in: u64,
+    pub user: UserDto<'a>,
 }
 
 /// A page of items and where the next one starts.

@@ -11,7 +11,6 @@ use crate::auth::AuthenticatedUser;
 use crate::chat::ChatService;
 use crate::domain::MessageId;
 use crate::errors::{ApiError, ErrorCode};
-use crate::store::DynStore;
 
 #[derive(Deserialize)]
 pub struct SendMessage {
@@ -36,7 +35,7 @@ pub async fn list_messages(
     user: AuthenticatedUser,
     path: web::Path<String>,
     query: web::Query<HistoryQuery>,
-    store: web::Data<DynStore>,
+    chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     let conversation = conversation_id(&path)?;
     let limit = page_limit(query.limit)?;
@@ -47,17 +46,8 @@ pub async fn list_messages(
                 .ok_or_else(|| ApiError::new(ErrorCode::InvalidCursor, "before must be a message id"))?,
         ),
     };
-    store
-        .get_conversation(user.user_id, conversation)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such conversation"))?;
-    let mut items = store.list_messages(conversation, limit + 1, before).await?;
-    let next_cursor = if items.len() > limit {
-        items.remove(0);
-        items.first().map(|m| m.id.to_string())
-    } else {
-        None
-    };
+    let (items, more) = chat.history(user.user_id, conversation, limit, before).await?;
+    let next_cursor = if more { items.first().map(|m| m.id.to_string()) } else { None };
     Ok(HttpResponse::Ok().json(Page { items: items.iter().map(MessageDto::from).collect(), next_cursor }))
 }
 

@@ -91,6 +91,9 @@ pub async fn chat_socket(
         user,
         watchers: HashMap::new(),
     };
+    // The socket's own loop lives on its worker, like a request: it only watches replies
+    // (the replies themselves are tracked tasks), so a drain need not wait for it.
+    #[allow(clippy::disallowed_methods)]
     actix_web::rt::spawn(socket.run(stream));
     Ok(response)
 }
@@ -234,6 +237,8 @@ impl ChatSocket {
         let id = reply.reply_id();
         let mut events = reply.events();
         let mut session = self.session.clone();
+        // A watcher of the socket, aborted with it; the reply itself is a tracked task.
+        #[allow(clippy::disallowed_methods)]
         let task = actix_web::rt::spawn(async move {
             while let Some(event) = events.next_event().await {
                 let frame = ReplyFrame { event: &event, message_id: id, request_id: request_id.as_deref() };

@@ -216,11 +216,14 @@ impl Store for InMemoryStore {
         id: MessageId,
         progress: &MessageProgress,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        if let Some(message) = self.lock().messages.get_mut(&id) {
-            message.apply(progress, now);
+    ) -> Result<bool, StoreError> {
+        match self.lock().messages.get_mut(&id) {
+            Some(message) if message.status == MessageStatus::Streaming => {
+                message.apply(progress, now);
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     async fn interrupt_abandoned_replies(
@@ -235,8 +238,9 @@ impl Store for InMemoryStore {
                 && message.id != except
                 && message.status == MessageStatus::Streaming
             {
-                message.status = MessageStatus::Incomplete;
-                message.error = Some(super::interrupted_error());
+                let settled = super::interrupted(!message.content.is_empty());
+                message.status = settled.status;
+                message.error = settled.failure.map(|f| f.to_error());
                 message.updated_at = now;
                 marked += 1;
             }

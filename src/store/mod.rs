@@ -124,15 +124,18 @@ pub trait Store: Send + Sync + 'static {
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError>;
     async fn get_message(&self, conversation: ConversationId, id: MessageId) -> Result<Option<Message>, StoreError>;
+    /// Saves a reply's progress, only while it is still `streaming`: a final reply never
+    /// changes again. Returns whether it was saved.
     async fn save_progress(
         &self,
         id: MessageId,
         progress: &MessageProgress,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-    /// Marks replies still `streaming` in this conversation, other than `except`, as
-    /// interrupted: called by the holder of a fresh claim, so no live generation owns them
-    /// (their replica died before finishing). Returns how many were marked.
+    ) -> Result<bool, StoreError>;
+    /// Settles replies still `streaming` in this conversation, other than `except`, as
+    /// interrupted (the part received kept as `incomplete`, none as `failed`, by
+    /// `domain::Conclusion`): called by the holder of a fresh claim, so no live generation
+    /// owns them (their replica died before finishing). Returns how many were settled.
     async fn interrupt_abandoned_replies(
         &self,
         conversation: ConversationId,
@@ -147,9 +150,10 @@ pub trait Store: Send + Sync + 'static {
     async fn read_counter(&self, key: &str) -> Result<i64, StoreError>;
 }
 
-/// The error stored on a reply whose generation died with its replica.
-pub fn interrupted_error() -> crate::domain::MessageError {
-    crate::domain::ReplyFailure::GenerationInterrupted.to_error()
+/// How a reply whose generation died is stored (the one mapping, in the domain).
+pub fn interrupted(has_text: bool) -> crate::domain::Conclusion {
+    use crate::domain::{Conclusion, GenerationEnd, ReplyFailure};
+    Conclusion::of(GenerationEnd::Failed(ReplyFailure::GenerationInterrupted), has_text)
 }
 
 #[cfg(test)]

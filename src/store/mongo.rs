@@ -142,7 +142,9 @@ fn parse_id<T>(raw: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError>
     parse(raw).ok_or_else(|| StoreError::Corrupt(anyhow::anyhow!("malformed id {raw:?}")))
 }
 
+/// A failed MongoDB operation, logged here where it happens (callers only map it).
 fn unavailable(e: mongodb::error::Error) -> StoreError {
+    tracing::error!(error = %e, "MongoDB operation failed");
     StoreError::Unavailable(e.into())
 }
 
@@ -531,7 +533,7 @@ impl Store for MongoStore {
         id: MessageId,
         progress: &MessageProgress,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let set: Document = doc! {
             "content": &progress.content,
             "reasoning_content": bson_of(&progress.reasoning_content)?,
@@ -541,8 +543,9 @@ impl Store for MongoStore {
             "error": bson_of(&progress.error)?,
             "updated_ms": now.timestamp_millis(),
         };
-        self.messages().update_one(doc! {"_id": id.to_string()}, doc! {"$set": set}).await.map_err(unavailable)?;
-        Ok(())
+        let streaming = doc! {"_id": id.to_string(), "status": bson_of(&MessageStatus::Streaming)?};
+        let result = self.messages().update_one(streaming, doc! {"$set": set}).await.map_err(unavailable)?;
+        Ok(result.matched_count == 1)
     }
 
     async fn interrupt_abandoned_replies(
@@ -551,23 +554,35 @@ impl Store for MongoStore {
         except: MessageId,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let result = self
-            .messages()
-            .update_many(
-                doc! {
-                    "conversation_id": conversation.to_string(),
-                    "status": bson_of(&MessageStatus::Streaming)?,
-                    "_id": {"$ne": except.to_string()},
-                },
-                doc! {"$set": {
-                    "status": bson_of(&MessageStatus::Incomplete)?,
-                    "error": bson_of(&super::interrupted_error())?,
-                    "updated_ms": now.timestamp_millis(),
-                }},
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(result.modified_count)
+        let mut settled = 0;
+        // Empty and partial replies settle differently; one update for each.
+        for has_text in [false, true] {
+            let conclusion = super::interrupted(has_text);
+            let content = if has_text {
+                doc! {"$ne": ""}
+            } else {
+                doc! {"$eq": ""}
+            };
+            let result = self
+                .messages()
+                .update_many(
+                    doc! {
+                        "conversation_id": conversation.to_string(),
+                        "status": bson_of(&MessageStatus::Streaming)?,
+                        "_id": {"$ne": except.to_string()},
+                        "content": content,
+                    },
+                    doc! {"$set": {
+                        "status": bson_of(&conclusion.status)?,
+                        "error": bson_of(&conclusion.failure.map(|f| f.to_error()))?,
+                        "updated_ms": now.timestamp_millis(),
+                    }},
+                )
+                .await
+                .map_err(unavailable)?;
+            settled += result.modified_count;
+        }
+        Ok(settled)
     }
 
     /// Counts by `key`; an expired counter starts again from zero. The test server has no

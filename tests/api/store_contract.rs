@@ -42,6 +42,7 @@ contract_tests!(
     a_renewed_lease_holds_past_its_first_expiry_and_only_its_holder_renews,
     abandoned_streaming_replies_are_interrupted_but_final_ones_and_the_new_one_are_not,
     counters_add_up_per_key_and_concurrently,
+    a_final_reply_never_changes_again,
     an_expired_counter_reads_zero_and_counts_again_from_zero,
 );
 
@@ -295,9 +296,14 @@ async fn abandoned_streaming_replies_are_interrupted_but_final_ones_and_the_new_
         m.status = MessageStatus::Streaming;
         m
     };
-    let (dead, finished, fresh, elsewhere) =
-        (streaming(&c, "半句"), message(&c, Role::Assistant, "完整"), streaming(&c, ""), streaming(&other, "别处"));
-    for m in [&dead, &finished, &fresh, &elsewhere] {
+    let (dead, silent, finished, fresh, elsewhere) = (
+        streaming(&c, "半句"),
+        streaming(&c, ""),
+        message(&c, Role::Assistant, "完整"),
+        streaming(&c, ""),
+        streaming(&other, "别处"),
+    );
+    for m in [&dead, &silent, &finished, &fresh, &elsewhere] {
         store.insert_message(m).await.unwrap();
     }
 
@@ -308,7 +314,10 @@ async fn abandoned_streaming_replies_are_interrupted_but_final_ones_and_the_new_
         async move { store.get_message(c.id, id).await.unwrap().unwrap() }
     };
     let dead = read(dead.id).await;
-    assert_eq!(marked, 1);
+    assert_eq!(marked, 2);
+    let silent = read(silent.id).await;
+    assert_eq!(silent.status, MessageStatus::Failed, "nothing received: failed, not incomplete");
+    assert_eq!(silent.error.unwrap().code, "generation_interrupted");
     assert_eq!(dead.status, MessageStatus::Incomplete);
     assert_eq!(dead.error.unwrap().code, "generation_interrupted");
     assert_eq!(dead.content, "半句", "the part received is kept");
@@ -351,4 +360,29 @@ async fn an_expired_counter_reads_zero_and_counts_again_from_zero(store: DynStor
     assert_eq!(read, 0, "expired");
     assert_eq!(restarted, 1, "counting starts again");
     assert_eq!(store.read_counter(&key).await.unwrap(), 1);
+}
+
+async fn a_final_reply_never_changes_again(store: DynStore) {
+    let c = conversation(UserId::new(), "final", now());
+    store.insert_conversation(&c).await.unwrap();
+    let mut reply = message(&c, Role::Assistant, "");
+    reply.status = MessageStatus::Streaming;
+    store.insert_message(&reply).await.unwrap();
+    let progress = |content: &str, status| MessageProgress {
+        content: content.into(),
+        reasoning_content: None,
+        status,
+        usage: None,
+        finish_reason: None,
+        error: None,
+    };
+
+    let streaming = store.save_progress(reply.id, &progress("一", MessageStatus::Streaming), now()).await.unwrap();
+    let finished = store.save_progress(reply.id, &progress("一二", MessageStatus::Complete), now()).await.unwrap();
+    let late = store.save_progress(reply.id, &progress("改", MessageStatus::Incomplete), now()).await.unwrap();
+
+    assert!(streaming && finished);
+    assert!(!late, "a save after the final one is refused");
+    let stored = store.get_message(c.id, reply.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.content.as_str()), (MessageStatus::Complete, "一二"));
 }

@@ -1,11 +1,15 @@
 //! The one rule for a reply whose generation died (its replica crashed or was killed):
 //! it is still `streaming`, no generation in this process owns it, and nobody has saved
-//! it for `stale_after` (twice the lease). Poll, reattach and followers all ask here.
+//! it for `stale_after` (twice the lease). Poll, reattach and followers all ask here, and
+//! settle it with [`settle`]. (A send that claims the conversation has stronger evidence,
+//! the free lease, and settles the others through `Store::interrupt_abandoned_replies`,
+//! with the same stored outcome: `store::interrupted`.)
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Conclusion, GenerationEnd, Message, MessageProgress, MessageStatus, ReplyFailure};
+use crate::domain::{now, Message, MessageProgress, MessageStatus};
+use crate::store::{DynStore, StoreError};
 
 pub fn is_abandoned(message: &Message, generated_here: bool, now: DateTime<Utc>, stale_after: Duration) -> bool {
     let stale_after = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
@@ -14,8 +18,7 @@ pub fn is_abandoned(message: &Message, generated_here: bool, now: DateTime<Utc>,
 
 /// What an abandoned reply is stored as: the part received is kept.
 pub fn settled_progress(message: &Message) -> MessageProgress {
-    let conclusion =
-        Conclusion::of(GenerationEnd::Failed(ReplyFailure::GenerationInterrupted), !message.content.is_empty());
+    let conclusion = crate::store::interrupted(!message.content.is_empty());
     MessageProgress {
         content: message.content.clone(),
         reasoning_content: message.reasoning_content.clone(),
@@ -24,6 +27,19 @@ pub fn settled_progress(message: &Message) -> MessageProgress {
         finish_reason: message.finish_reason.clone(),
         error: conclusion.failure.map(|f| f.to_error()),
     }
+}
+
+/// Stores an abandoned reply as settled, unless it became final meanwhile (then that
+/// state stands); returns the reply as stored.
+pub async fn settle(store: &DynStore, mut message: Message) -> Result<Message, StoreError> {
+    tracing::warn!(message_id = %message.id, "settling a reply abandoned by its generation");
+    let progress = settled_progress(&message);
+    let at = now();
+    if store.save_progress(message.id, &progress, at).await? {
+        message.apply(&progress, at);
+        return Ok(message);
+    }
+    Ok(store.get_message(message.conversation_id, message.id).await?.unwrap_or(message))
 }
 
 #[cfg(test)]

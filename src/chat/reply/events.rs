@@ -15,11 +15,38 @@ pub struct TextEvent {
     pub content: String,
 }
 
+/// Token usage as clients see it (the domain `Usage` is the stored form).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageWire {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_cache_hit_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_cache_miss_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl From<&Usage> for UsageWire {
+    fn from(u: &Usage) -> Self {
+        UsageWire {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+            prompt_cache_hit_tokens: u.prompt_cache_hit_tokens,
+            prompt_cache_miss_tokens: u.prompt_cache_miss_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DoneEvent {
     pub assistant_message_id: MessageId,
     pub finish_reason: FinishReason,
-    pub usage: Option<Usage>,
+    pub usage: Option<UsageWire>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,6 +58,12 @@ pub struct ErrorEvent {
 impl From<MessageError> for ErrorEvent {
     fn from(e: MessageError) -> Self {
         ErrorEvent { code: e.code, message: e.message }
+    }
+}
+
+impl From<&MessageError> for ErrorEvent {
+    fn from(e: &MessageError) -> Self {
+        ErrorEvent { code: e.code.clone(), message: e.message.clone() }
     }
 }
 
@@ -80,9 +113,11 @@ impl ReplyEvent {
 
     pub(super) fn terminal(assistant_message_id: MessageId, end: ReplyEnd) -> ReplyEvent {
         match end {
-            ReplyEnd::Done { finish_reason, usage } => {
-                ReplyEvent::Done(DoneEvent { assistant_message_id, finish_reason, usage })
-            }
+            ReplyEnd::Done { finish_reason, usage } => ReplyEvent::Done(DoneEvent {
+                assistant_message_id,
+                finish_reason,
+                usage: usage.as_ref().map(UsageWire::from),
+            }),
             ReplyEnd::Failed(error) => ReplyEvent::Error(error.into()),
         }
     }

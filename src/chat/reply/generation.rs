@@ -90,7 +90,13 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
         tracing::error!(error = %e, "progress saver panicked");
     }
     let progress = final_progress(&tx.borrow(), end, tail.usage);
-    save_final(&job.store, job.assistant_id, &progress).await;
+    // Watchers hear `done` only for a reply that is stored complete.
+    let end = match save_final(&job, &progress, &shutdown).await {
+        FinalSave::Stored => ReplyEnd::of_progress(&progress),
+        FinalSave::AlreadyFinal => stored_end(&job).await,
+        FinalSave::Unsaved => None,
+    }
+    .unwrap_or_else(|| ReplyEnd::failed(&ReplyFailure::StorageUnavailable));
     if let Err(e) = job.store.release_generation(job.conversation_id, job.assistant_id, now()).await {
         // The lease expires on its own; the next send waits at most that long.
         tracing::error!(error = ?e, "could not release the conversation");
@@ -101,13 +107,6 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
         }
     }
     tracing::info!(status = ?progress.status, chars = progress.content.chars().count(), "reply finished");
-    let end = match &progress.error {
-        Some(error) => ReplyEnd::Failed(error.clone()),
-        None => ReplyEnd::Done {
-            finish_reason: progress.finish_reason.clone().unwrap_or(FinishReason::Stop),
-            usage: progress.usage.clone(),
-        },
-    };
     tx.send_modify(|state| state.end = Some(end));
     job.registry.finish(job.assistant_id);
 }
@@ -192,16 +191,63 @@ async fn final_output_check(job: &GenerationJob, tx: &watch::Sender<LiveReply>, 
     }
 }
 
-/// Saves the final state, retrying: losing it would leave the reply `streaming`.
-async fn save_final(store: &DynStore, id: MessageId, progress: &MessageProgress) {
+enum FinalSave {
+    Stored,
+    /// Someone settled the reply first (its generation looked dead): that state stands.
+    AlreadyFinal,
+    /// The store stayed unreachable until shutdown; the text is in the log.
+    Unsaved,
+}
+
+/// How long a final save waits between attempts, at most.
+const MAX_SAVE_BACKOFF: Duration = Duration::from_secs(5);
+/// Attempts still made once shutdown has cancelled the wait.
+const SAVES_AFTER_SHUTDOWN: u32 = 3;
+
+/// Saves the final state, retrying for as long as it takes (losing it would leave the
+/// reply `streaming` and the client with text nobody kept) and keeping the lease while it
+/// does; after shutdown, a few last tries, then the text goes to the log as a last resort.
+async fn save_final(job: &GenerationJob, progress: &MessageProgress, shutdown: &CancellationToken) -> FinalSave {
     let mut delay = Duration::from_millis(200);
-    for attempt in 1..=5 {
-        match store.save_progress(id, progress, now()).await {
-            Ok(()) => return,
-            Err(e) => tracing::error!(error = ?e, attempt, "could not store the final reply"),
+    let mut after_shutdown = 0;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match job.store.save_progress(job.assistant_id, progress, now()).await {
+            Ok(true) => return FinalSave::Stored,
+            Ok(false) => return FinalSave::AlreadyFinal,
+            Err(e) => tracing::error!(error = ?e, attempt, "could not store the final reply; retrying"),
         }
-        tokio::time::sleep(delay).await;
-        delay *= 3;
+        if shutdown.is_cancelled() {
+            after_shutdown += 1;
+            if after_shutdown >= SAVES_AFTER_SHUTDOWN {
+                tracing::error!(
+                    message_id = %job.assistant_id,
+                    status = ?progress.status,
+                    content = %progress.content,
+                    "LAST RESORT: the final reply could not be stored before shutdown; its text is kept here"
+                );
+                return FinalSave::Unsaved;
+            }
+        }
+        let until = now() + chrono::Duration::from_std(job.lease).unwrap_or_default();
+        let _ = job.store.renew_generation(job.conversation_id, job.assistant_id, until).await;
+        if shutdown.is_cancelled() {
+            delay = Duration::from_millis(200);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+        }
+        delay = (delay * 2).min(MAX_SAVE_BACKOFF);
+    }
+}
+
+/// The end of a reply someone else settled, as stored.
+async fn stored_end(job: &GenerationJob) -> Option<ReplyEnd> {
+    match job.store.get_message(job.conversation_id, job.assistant_id).await {
+        Ok(Some(message)) => ReplyEnd::of_stored(&message),
+        _ => None,
     }
 }
 
@@ -241,9 +287,14 @@ async fn persist_progress(
             })
         };
         if let Some(progress) = progress {
-            if let Err(e) = store.save_progress(id, &progress, now()).await {
-                tracing::warn!(error = ?e, "could not save progress; will retry");
-                saved = (0, 0);
+            match store.save_progress(id, &progress, now()).await {
+                Ok(true) => {}
+                // Settled elsewhere as abandoned; the final save will find out and say so.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = ?e, "could not save progress; will retry");
+                    saved = (0, 0);
+                }
             }
         }
         if renewal_due {

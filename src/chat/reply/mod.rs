@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use events::{DoneEvent, ErrorEvent, ReplyEvent, StartEvent, TextEvent};
+pub use events::{DoneEvent, ErrorEvent, ReplyEvent, StartEvent, TextEvent, UsageWire};
 pub(super) use generation::{spawn as spawn_generation, GenerationJob};
-pub use registry::Registry;
+pub use registry::{Registry, CANCELLED_SAVE_WINDOW};
 pub use watcher::ReplyWatcher;
 
 use crate::domain::{now, Message, ReplyEnd};
@@ -76,23 +76,18 @@ impl ReplyHandle {
     /// The reply as it stands: the freshest text when generated here; an abandoned reply
     /// is settled (stored as interrupted) first.
     pub async fn snapshot(&self) -> Result<Message, StoreError> {
+        // The live text is read before the store: if the reply ends in between, the store
+        // then holds the final text, never less than a previous snapshot showed.
+        let live_text = self.live.as_ref().map(|live| live.borrow().content.clone());
         let stored = self.replies.store.get_message(self.reply.conversation_id, self.reply.id).await?;
         let mut message = stored.unwrap_or_else(|| self.reply.clone());
-        match &self.live {
-            Some(live) => {
-                let state = live.borrow();
-                if state.end.is_none() && state.content.len() > message.content.len() {
-                    message.content = state.content.clone();
-                }
-            }
+        match live_text {
+            Some(text) if !message.status.is_final() && text.len() > message.content.len() => message.content = text,
+            Some(_) => {}
             None => {
                 let generated_here = self.replies.registry.subscribe(message.id).is_some();
                 if abandoned::is_abandoned(&message, generated_here, now(), self.replies.stale_after) {
-                    tracing::warn!(message_id = %message.id, "settling a reply abandoned by its generation");
-                    let progress = abandoned::settled_progress(&message);
-                    let at = now();
-                    self.replies.store.save_progress(message.id, &progress, at).await?;
-                    message.apply(&progress, at);
+                    message = abandoned::settle(&self.replies.store, message).await?;
                 }
             }
         }
@@ -123,8 +118,17 @@ impl ReplyHandle {
     pub async fn wait_until(&mut self, deadline: tokio::time::Instant) -> Result<(bool, Message), StoreError> {
         if let Some(live) = &mut self.live {
             let _ = tokio::time::timeout_at(deadline, live.wait_for(|state| state.end.is_some())).await;
+            let message = self.snapshot().await?;
+            return Ok((message.status.is_final(), message));
         }
-        let message = self.snapshot().await?;
-        Ok((message.status.is_final(), message))
+        // Generated elsewhere: follow what is stored.
+        loop {
+            let message = self.snapshot().await?;
+            let next = tokio::time::Instant::now() + self.replies.follow_every;
+            if message.status.is_final() || next >= deadline {
+                return Ok((message.status.is_final(), message));
+            }
+            tokio::time::sleep_until(next).await;
+        }
     }
 }

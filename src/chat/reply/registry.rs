@@ -18,7 +18,7 @@ use super::LiveReply;
 use crate::domain::MessageId;
 
 /// How long replies get to store what they have once the grace period is over.
-const CANCELLED_SAVE_WINDOW: Duration = Duration::from_secs(10);
+pub const CANCELLED_SAVE_WINDOW: Duration = Duration::from_secs(10);
 
 pub struct Registry {
     live: Mutex<HashMap<MessageId, watch::Receiver<LiveReply>>>,
@@ -63,6 +63,11 @@ impl Registry {
 
     pub(super) fn finish(&self, id: MessageId) {
         self.map().remove(&id);
+    }
+
+    /// True once shutdown has begun: no new reply may start.
+    pub fn is_closing(&self) -> bool {
+        self.tracker.is_closed()
     }
 
     /// Replies being generated in this process.

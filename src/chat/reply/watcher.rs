@@ -89,23 +89,35 @@ impl ReplyWatcher {
                     if !first {
                         tokio::time::sleep(*poll).await;
                     }
-                    match store.get_message(*conversation, self.assistant_id).await {
+                    let store = store.clone();
+                    let read = store.get_message(*conversation, self.assistant_id).await;
+                    if read.is_ok() {
+                        *failures = 0;
+                    } else {
+                        *failures += 1;
+                    }
+                    let (failures, stale_after) = (*failures, *stale_after);
+                    match read {
                         Ok(Some(message)) => {
-                            *failures = 0;
-                            let abandoned = is_abandoned(&message, false, now(), *stale_after);
+                            let abandoned = is_abandoned(&message, false, now(), stale_after);
                             let reasoning = message.reasoning_content.as_deref().unwrap_or_default();
                             let reasoning = unsent(reasoning, self.sent_reasoning).to_string();
                             let content = unsent(&message.content, self.sent_content).to_string();
                             self.push_progress(&reasoning, &content, ReplyEnd::of_stored(&message));
                             if abandoned {
-                                self.push_terminal(ReplyEvent::failed(&ReplyFailure::GenerationInterrupted));
+                                // Settled by the one rule, so every view then agrees.
+                                let end = match super::abandoned::settle(&store, message).await {
+                                    Ok(settled) => ReplyEnd::of_stored(&settled),
+                                    Err(_) => None,
+                                };
+                                let end = end.unwrap_or_else(|| ReplyEnd::failed(&ReplyFailure::GenerationInterrupted));
+                                self.push_terminal(ReplyEvent::terminal(self.assistant_id, end));
                             }
                         }
                         Ok(None) => self.push_terminal(ReplyEvent::failed(&ReplyFailure::MessageGone)),
                         Err(e) => {
-                            *failures += 1;
                             tracing::warn!(error = ?e, "reading reply progress failed");
-                            if *failures >= MAX_READ_FAILURES {
+                            if failures >= MAX_READ_FAILURES {
                                 self.push_terminal(ReplyEvent::failed(&ReplyFailure::StorageUnavailable));
                             }
                         }
