@@ -4,7 +4,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +49,45 @@ pub fn spawn(job: GenerationJob) -> watch::Receiver<LiveReply> {
     let span =
         tracing::info_span!("generation", message_id = %job.assistant_id, conversation_id = %job.conversation_id);
     let registry = job.registry.clone();
-    registry.spawn(tracing::Instrument::instrument(run(job, tx), span));
+    let aftercare = Aftercare {
+        store: job.store.clone(),
+        registry: job.registry.clone(),
+        conversation_id: job.conversation_id,
+        assistant_id: job.assistant_id,
+        live: tx.subscribe(),
+    };
+    let guarded = async move {
+        if AssertUnwindSafe(run(job, tx)).catch_unwind().await.is_err() {
+            aftercare.after_panic().await;
+        }
+    };
+    registry.spawn(tracing::Instrument::instrument(guarded, span));
     rx
+}
+
+/// What is left to do when a generation panicked: without it the reply would stay
+/// `streaming`, registered here forever, with its conversation locked for a lease.
+struct Aftercare {
+    store: DynStore,
+    registry: Arc<Registry>,
+    conversation_id: ConversationId,
+    assistant_id: MessageId,
+    live: watch::Receiver<LiveReply>,
+}
+
+impl Aftercare {
+    async fn after_panic(self) {
+        tracing::error!(message_id = %self.assistant_id, "the generation panicked; storing what it had");
+        let state = self.live.borrow().clone();
+        let progress = final_progress(&state, GenerationEnd::Failed(ReplyFailure::GenerationLost), None);
+        if let Err(e) = self.store.save_progress(self.assistant_id, &progress, now()).await {
+            tracing::error!(error = ?e, "could not store the reply of a panicked generation");
+        }
+        if let Err(e) = self.store.release_generation(self.conversation_id, self.assistant_id, now()).await {
+            tracing::error!(error = ?e, "could not release the conversation");
+        }
+        self.registry.finish(self.assistant_id);
+    }
 }
 
 async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
