@@ -22,7 +22,7 @@ use crate::protection::{
 use crate::routes;
 use crate::routes::LoginPolicy;
 use crate::store::DynStore;
-use crate::telemetry::{request_id_middleware, RequestIdRootSpan};
+use crate::telemetry::{request_context, RequestIdRootSpan};
 use crate::wechat::WechatClient;
 
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -183,6 +183,7 @@ fn run(
         config.wechat.timeout,
     )?);
     let body_limit = config.server.body_limit_bytes;
+    let proxy_depth = config.limits.proxy_depth;
     let body_guard = Arc::new(BodyGuard { limit_bytes: body_limit, read_timeout: config.server.body_read_timeout });
     let server = HttpServer::new(move || {
         App::new()
@@ -192,7 +193,7 @@ fn run(
             .wrap(DefaultHeaders::new().add((header::HeaderName::from_static("x-app-version"), APP_VERSION)))
             .wrap(security_headers(production))
             .wrap(from_fn(move |req, next| header_limit_middleware(header_limit, req, next)))
-            .wrap(from_fn(request_id_middleware))
+            .wrap(from_fn(move |req, next| request_context(proxy_depth, req, next)))
             .app_data(web::JsonConfig::default().limit(body_limit).error_handler(json_error_handler))
             .app_data(web::PayloadConfig::default().limit(body_limit))
             .app_data(web::QueryConfig::default().error_handler(query_error_handler))

@@ -5,6 +5,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::{Span, Subscriber};
+
+use crate::protection::ClientIp;
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
 use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorageLayer};
 use tracing_subscriber::fmt::MakeWriter;
@@ -37,11 +39,15 @@ fn acceptable_request_id(value: &str) -> bool {
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Outermost middleware: decides the request id and echoes it on the response.
-pub async fn request_id_middleware(
+/// Outermost middleware: decides the request id (echoed on the response) and the client
+/// address (`ClientIp`, at the trusted proxy depth) that logs and limits both use.
+pub async fn request_context<B: MessageBody>(
+    proxy_depth: usize,
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, Error> {
+    let client = ClientIp::resolve(req.request(), proxy_depth);
+    req.extensions_mut().insert(client);
     let id = req
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -57,16 +63,61 @@ pub async fn request_id_middleware(
     Ok(res)
 }
 
-/// Root span carrying our request id (instead of tracing-actix-web's own).
+/// Longest part of a request's target or user agent a log line records: a 60 KB query
+/// string must not become a 60 KB log line.
+const MAX_LOGGED_CHARS: usize = 256;
+
+fn capped(text: &str) -> String {
+    match text.char_indices().nth(MAX_LOGGED_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// Root span carrying our request id, the same client address the limiter uses, and
+/// bounded copies of what the client controls.
 pub struct RequestIdRootSpan;
 
 impl RootSpanBuilder for RequestIdRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        tracing_actix_web::root_span!(request, app_request_id = %request_id)
+        let client = ClientIp::of(request.request());
+        let target = capped(&request.uri().to_string());
+        let user_agent = request.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(capped);
+        let route = request.match_pattern().unwrap_or_else(|| "unmatched".into());
+        tracing::info_span!(
+            "HTTP request",
+            otel.name = %format!("{} {}", request.method(), route),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.method = %request.method(),
+            http.route = %route,
+            http.target = %target,
+            http.client_ip = %client,
+            http.user_agent = user_agent.as_deref().unwrap_or(""),
+            http.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+        )
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
         DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logged_client_text_is_capped() {
+        let cases = [
+            ("short", "short".to_string(), 5),
+            ("at the cap", "a".repeat(256), 256),
+            ("far over", "查".repeat(60_000), 257),
+        ];
+        for (label, text, chars) in cases {
+            assert_eq!(super::capped(&text).chars().count(), chars, "{label}");
+        }
     }
 }

@@ -1,13 +1,15 @@
 //! Abuse protection: request rate limits and daily quotas, both kept in MongoDB so every
 //! replica shares them, plus security headers and CORS.
 mod body;
+mod client_ip;
 mod headers;
 mod moderation;
 mod quota;
 mod rate_limit;
 
 pub use body::{guard_body, BodyGuard};
+pub use client_ip::ClientIp;
 pub use headers::{cors, header_limit_middleware, security_headers, HeaderLimit};
 pub use moderation::{Decision, ModerationPolicy, Moderator, OutputModeration};
 pub use quota::{Allowance, DailyQuota, QuotaUsage};
-pub use rate_limit::{client_ip, limit_by_ip, limit_by_user, limit_logins, RateLimiter};
+pub use rate_limit::{limit_by_ip, limit_by_user, limit_logins, RateLimiter};

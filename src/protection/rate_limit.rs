@@ -3,11 +3,12 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpRequest};
+use actix_web::Error;
 use chrono::{DateTime, Utc};
 
 use std::sync::Arc;
 
+use super::client_ip::ClientIp;
 use crate::auth::Identity;
 use crate::configuration::LimitSettings;
 use crate::domain::{now, UserId};
@@ -21,7 +22,6 @@ pub struct RateLimiter {
     ip_per_minute: u32,
     ip_per_hour: u32,
     login_per_minute: u32,
-    proxy_depth: usize,
 }
 
 struct Window {
@@ -32,24 +32,6 @@ struct Window {
 const MINUTE: Window = Window { name: "m", seconds: 60 };
 const HOUR: Window = Window { name: "h", seconds: 3600 };
 
-/// The client's address: the entry `depth` proxies from the right of X-Forwarded-For
-/// (entries further left can be forged by the client), else the peer address.
-pub fn client_ip(req: &HttpRequest, depth: usize) -> String {
-    let peer = || req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
-    if depth == 0 {
-        return peer();
-    }
-    let forwarded: Vec<String> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect();
-    forwarded.len().checked_sub(depth).and_then(|i| forwarded.get(i).cloned()).unwrap_or_else(peer)
-}
-
 impl RateLimiter {
     pub fn new(settings: &LimitSettings, store: DynStore) -> Self {
         RateLimiter {
@@ -59,7 +41,6 @@ impl RateLimiter {
             ip_per_minute: settings.ip_per_minute,
             ip_per_hour: settings.ip_per_hour,
             login_per_minute: settings.login_per_minute,
-            proxy_depth: settings.proxy_depth,
         }
     }
 
@@ -103,13 +84,13 @@ impl RateLimiter {
     }
 
     async fn count_login(&self, req: &ServiceRequest) -> Result<(), u64> {
-        let ip = client_ip(req.request(), self.proxy_depth);
+        let ip = ClientIp::of(req.request());
         self.count(&format!("login-ip:{ip}"), &MINUTE, self.login_per_minute, now()).await
     }
 
     async fn count_ip(&self, req: &ServiceRequest) -> Result<(), u64> {
         let at = now();
-        let ip = client_ip(req.request(), self.proxy_depth);
+        let ip = ClientIp::of(req.request());
         self.count(&format!("ip:{ip}"), &MINUTE, self.ip_per_minute, at).await?;
         self.count(&format!("ip:{ip}"), &HOUR, self.ip_per_hour, at).await
     }
@@ -163,32 +144,4 @@ pub async fn limit_by_user<B: MessageBody>(
         }
     }
     next.call(req).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use actix_web::test::TestRequest;
-
-    #[test]
-    fn the_client_ip_is_the_entry_the_trusted_proxies_appended() {
-        let peer: std::net::SocketAddr = "10.0.0.9:5555".parse().unwrap();
-        // (label, X-Forwarded-For headers, trusted depth, expected)
-        let cases: &[(&str, &[&str], usize, &str)] = &[
-            ("no header: the peer", &[], 1, "10.0.0.9"),
-            ("depth 0 ignores the header", &["1.1.1.1"], 0, "10.0.0.9"),
-            ("one proxy: the rightmost entry", &["6.6.6.6, 2.2.2.2"], 1, "2.2.2.2"),
-            ("two proxies: one from the right", &["6.6.6.6, 3.3.3.3, 4.4.4.4"], 2, "3.3.3.3"),
-            ("entries across repeated headers", &["6.6.6.6", "5.5.5.5"], 1, "5.5.5.5"),
-            ("fewer entries than proxies: the peer", &["5.5.5.5"], 2, "10.0.0.9"),
-            ("blank entries are skipped", &["7.7.7.7, , "], 1, "7.7.7.7"),
-        ];
-        for (label, headers, depth, expected) in cases {
-            let mut request = TestRequest::default().peer_addr(peer);
-            for value in *headers {
-                request = request.append_header(("x-forwarded-for", *value));
-            }
-            assert_eq!(client_ip(&request.to_http_request(), *depth), *expected, "{label}");
-        }
-    }
 }

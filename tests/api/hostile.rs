@@ -75,3 +75,17 @@ async fn the_login_limit_cannot_be_walked_around_by_percent_encoding_the_path() 
     // Dev login is off here (WeChat is configured): the first two get WeChat's refusal.
     assert_eq!(statuses, [502, 502, 429, 429], "encoded paths are logins too");
 }
+
+#[tokio::test]
+async fn a_forwarded_for_entry_that_is_not_an_ip_cannot_mint_fresh_limit_buckets() {
+    let app = spawn_app_with(|s| s.rate_limit_ip_per_minute = 2).await;
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let forged = format!("{}-{i}", "x".repeat(4000));
+        let response =
+            app.client.get(app.url("/api/personas")).header("x-forwarded-for", forged).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+    }
+
+    assert_eq!(statuses[2], 429, "every forged value falls back to the one peer address: {statuses:?}");
+}
