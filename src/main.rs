@@ -3,8 +3,7 @@ use companion_backend::healthcheck;
 use companion_backend::startup::Application;
 use companion_backend::telemetry::{get_subscriber, init_subscriber};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(e) => {
@@ -21,6 +20,22 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
+    if !settings.log_backtraces {
+        // With RUST_BACKTRACE set, every error would carry a stack trace into the JSON
+        // logs; only LOG_BACKTRACES=true asks for that. Set before any thread starts.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("could not start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> std::process::ExitCode {
     init_subscriber(get_subscriber("companion-backend", "info", std::io::stdout));
     let result = async {
         let app = Application::build(settings).await?;
@@ -31,7 +46,7 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = ?e, "fatal");
+            tracing::error!(error = %format!("{e:#}"), "fatal");
             eprintln!("{e:#}");
             std::process::ExitCode::FAILURE
         }

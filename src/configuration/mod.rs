@@ -22,6 +22,10 @@ use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_FILE: &str = "config/app.toml";
 const MIN_JWT_SECRET_BYTES: usize = 32;
+/// A secret of one repeated letter is long and worthless.
+const MIN_DISTINCT_SECRET_CHARS: usize = 10;
+/// Token lifetimes past this are allowed but warned about.
+const MAX_QUIET_TOKEN_LIFETIME_SECS: u64 = 30 * 86_400;
 /// The polled path answers within this, under callContainer's 15 s cut.
 const MAX_CHAT_WAIT_MS: u64 = 14_000;
 /// Values copied from guides and examples that must never sign production tokens.
@@ -149,6 +153,8 @@ pub struct Settings {
 
     /// The source commit, reported by `/health` (the image build sets `APP_COMMIT`).
     pub app_commit: Option<String>,
+    /// Stack traces on logged errors (off: `RUST_BACKTRACE` alone does not add them).
+    pub log_backtraces: bool,
 }
 
 /// Built-in defaults (TOML); every key is documented in `.env.example`.
@@ -207,6 +213,7 @@ content_check_review = "allow"
 content_check_scene = 2
 content_check_window_chars = 300
 wechat_openapi_mode = "token"
+log_backtraces = false
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -274,20 +281,59 @@ impl Settings {
         }
         match &self.jwt_secret {
             None => problems.push("JWT_SECRET is not set".into()),
-            Some(secret) => {
-                let secret = secret.expose_secret();
-                if secret.len() < MIN_JWT_SECRET_BYTES {
-                    problems.push(format!("JWT_SECRET is shorter than {MIN_JWT_SECRET_BYTES} bytes"));
-                }
-                if PLACEHOLDER_SECRETS.contains(&secret.to_ascii_lowercase().as_str()) {
-                    problems.push("JWT_SECRET is a known placeholder value".into());
-                }
-            }
+            Some(secret) => problems.extend(weak_secret("JWT_SECRET", secret.expose_secret())),
         }
-        if self.cors_origin_list().iter().any(|o| o == "*") {
+        // The previous secret still verifies tokens: a weak one forges sessions just as well.
+        if let Some(previous) = &self.jwt_secret_previous {
+            problems.extend(weak_secret("JWT_SECRET_PREVIOUS", previous.expose_secret()));
+        }
+        let origins = self.cors_origin_list();
+        if origins.iter().any(|o| o == "*") {
             problems.push("CORS_ALLOWED_ORIGINS must list origins; \"*\" is refused in production".into());
         }
+        if origins.iter().any(|o| o.eq_ignore_ascii_case("null")) {
+            problems
+                .push("CORS_ALLOWED_ORIGINS must not contain \"null\" (sandboxed pages and file:// send it)".into());
+        }
         problems
+    }
+
+    /// Settings that run but deserve a loud word at start-up (production or not).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.wechat_trust_cloudrun_headers {
+            warnings.push(
+                "WECHAT_TRUST_CLOUDRUN_HEADERS is on: X-WX-OPENID is believed; close the service's public domain \
+                 access (公网访问) or anyone can claim any user"
+                    .into(),
+            );
+        }
+        let limits = [
+            ("RATE_LIMIT_PER_MINUTE", i64::from(self.rate_limit_per_minute)),
+            ("RATE_LIMIT_PER_HOUR", i64::from(self.rate_limit_per_hour)),
+            ("RATE_LIMIT_IP_PER_MINUTE", i64::from(self.rate_limit_ip_per_minute)),
+            ("RATE_LIMIT_IP_PER_HOUR", i64::from(self.rate_limit_ip_per_hour)),
+            ("RATE_LIMIT_LOGIN_PER_MINUTE", i64::from(self.rate_limit_login_per_minute)),
+            ("DAILY_MESSAGE_QUOTA", self.daily_message_quota),
+            ("DAILY_TOKEN_QUOTA", self.daily_token_quota),
+        ];
+        for (name, value) in limits {
+            if value == 0 {
+                warnings.push(format!("{name}=0 turns this limit OFF"));
+            }
+        }
+        for (name, url) in [("DEEPSEEK_API_URL", &self.deepseek_api_url), ("WECHAT_API_BASE", &self.wechat_api_base)] {
+            if url.starts_with("http://") && !is_loopback_url(url) {
+                warnings.push(format!("{name} is plain http: keys and user text travel unencrypted"));
+            }
+        }
+        if self.jwt_expires_in > MAX_QUIET_TOKEN_LIFETIME_SECS {
+            warnings.push(format!(
+                "JWT_EXPIRES_IN is {} days; a stolen token stays valid that long",
+                self.jwt_expires_in / 86_400
+            ));
+        }
+        warnings
     }
 
     pub fn content_check_enabled(&self) -> bool {
@@ -382,6 +428,30 @@ impl Settings {
     pub fn dev_login_enabled(&self) -> bool {
         !self.is_production() && self.wechat_appid.is_none()
     }
+}
+
+/// Why `value` is unfit to sign tokens, if it is.
+fn weak_secret(name: &str, value: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if value.len() < MIN_JWT_SECRET_BYTES {
+        problems.push(format!("{name} is shorter than {MIN_JWT_SECRET_BYTES} bytes"));
+    }
+    if PLACEHOLDER_SECRETS.contains(&value.to_ascii_lowercase().as_str()) {
+        problems.push(format!("{name} is a known placeholder value"));
+    }
+    let distinct: std::collections::HashSet<char> = value.chars().collect();
+    if distinct.len() < MIN_DISTINCT_SECRET_CHARS {
+        problems.push(format!(
+            "{name} uses fewer than {MIN_DISTINCT_SECRET_CHARS} different characters; use random bytes \
+             (for example `openssl rand -hex 32`)"
+        ));
+    }
+    problems
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let host = url.trim_start_matches("http://").split(['/', ':']).next().unwrap_or_default();
+    matches!(host, "localhost" | "127.0.0.1" | "[")
 }
 
 fn split_list(raw: Option<&str>) -> Vec<String> {

@@ -131,6 +131,9 @@ impl Settings {
     /// Checks every value (all problems at once) and builds the typed configuration.
     pub fn config(&self) -> Result<Config, ConfigError> {
         self.ensure_fit_to_run()?;
+        for warning in self.warnings() {
+            tracing::warn!(%warning, "configuration");
+        }
         let ms = Duration::from_millis;
         let secs = Duration::from_secs;
         Ok(Config {

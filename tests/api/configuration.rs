@@ -156,7 +156,7 @@ fn production_lists_every_missing_setting_at_once() {
 #[test]
 fn production_refuses_a_short_or_placeholder_jwt_secret() {
     let mut short = production_env();
-    short.insert("JWT_SECRET".into(), "too-short".into());
+    short.insert("JWT_SECRET".into(), "t0o-Short!Kq9".into());
     let problems = Settings::from_sources(&short, None).unwrap().production_problems();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("32 bytes"));
@@ -271,4 +271,39 @@ fn the_defaults_parse_into_typed_sections() {
     assert_eq!(config.wechat.openapi_mode, companion_backend::configuration::OpenApiMode::Token);
     assert!(config.wechat.dev_login, "no WeChat credentials outside production: development login");
     assert_eq!(config.server.commit, option_env!("APP_COMMIT").unwrap_or("unknown"));
+}
+
+#[test]
+fn production_refuses_weak_secrets_for_both_keys_and_a_null_origin() {
+    let cases: [(&str, &str, &str); 5] = [
+        ("JWT_SECRET_PREVIOUS", "secret", "JWT_SECRET_PREVIOUS"),
+        ("JWT_SECRET_PREVIOUS", "short-but-varied-123", "JWT_SECRET_PREVIOUS is shorter"),
+        ("JWT_SECRET", &"a".repeat(40), "different characters"),
+        ("JWT_SECRET", "abababababababababababababababababab", "different characters"),
+        ("CORS_ALLOWED_ORIGINS", "https://admin.example.com,null", "null"),
+    ];
+    for (key, value, reason) in cases {
+        let mut env = production_env();
+        env.insert(key.to_string(), value.to_string());
+        let problems = Settings::from_sources(&env, None).unwrap().production_problems();
+        assert!(problems.iter().any(|p| p.contains(reason)), "{key}={value:.12}: {problems:?}");
+    }
+    assert!(Settings::from_sources(&production_env(), None).unwrap().production_problems().is_empty());
+}
+
+#[test]
+fn risky_but_workable_settings_start_with_a_loud_warning() {
+    let cases = [
+        ("WECHAT_TRUST_CLOUDRUN_HEADERS", "true", "X-WX-OPENID"),
+        ("RATE_LIMIT_PER_MINUTE", "0", "RATE_LIMIT_PER_MINUTE=0"),
+        ("DAILY_TOKEN_QUOTA", "0", "DAILY_TOKEN_QUOTA=0"),
+        ("DEEPSEEK_API_URL", "http://api.deepseek.com", "plain http"),
+        ("JWT_EXPIRES_IN", "315360000", "3650 days"),
+    ];
+    for (key, value, phrase) in cases {
+        let settings = Settings::from_sources(&env(&[(key, value)]), None).unwrap();
+        assert!(settings.warnings().iter().any(|w| w.contains(phrase)), "{key}={value}: {:?}", settings.warnings());
+        assert!(settings.config().is_ok(), "{key}={value} still starts");
+    }
+    assert!(Settings::from_sources(&HashMap::new(), None).unwrap().warnings().is_empty(), "defaults are quiet");
 }

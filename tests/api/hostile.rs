@@ -82,8 +82,7 @@ async fn a_forwarded_for_entry_that_is_not_an_ip_cannot_mint_fresh_limit_buckets
     let mut statuses = Vec::new();
     for i in 0..3 {
         let forged = format!("{}-{i}", "x".repeat(4000));
-        let response =
-            app.client.get(app.url("/api/personas")).header("x-forwarded-for", forged).send().await.unwrap();
+        let response = app.client.get(app.url("/api/personas")).header("x-forwarded-for", forged).send().await.unwrap();
         statuses.push(response.status().as_u16());
     }
 
