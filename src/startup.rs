@@ -12,6 +12,7 @@ use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::{resolve_identity, AuthState, IdentityResolver, JwtKeys};
+use crate::chat::reply::Sweeper;
 use crate::chat::{ChatService, Registry};
 use crate::configuration::{Config, Settings};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
@@ -24,6 +25,7 @@ use crate::routes::LoginPolicy;
 use crate::store::DynStore;
 use crate::telemetry::{request_context, RequestIdRootSpan};
 use crate::wechat::WechatClient;
+use tokio_util::sync::CancellationToken;
 
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -70,6 +72,8 @@ pub struct Application {
     server: Server,
     lifecycle: web::Data<Lifecycle>,
     registry: Arc<Registry>,
+    /// Stops the abandoned-reply sweeper when shutdown begins.
+    sweeping: CancellationToken,
     shutdown_grace: Duration,
     readiness_delay: Duration,
 }
@@ -100,12 +104,18 @@ impl Application {
             wechat: &config.wechat,
         };
         let chat = build_chat(sections, store.clone(), registry.clone())?;
+        let sweeping = CancellationToken::new();
+        let sweeper = Sweeper { store: store.clone(), registry: registry.clone(), every: config.chat.lease / 4 };
+        // Runs until shutdown begins; not a reply's work, so not tracked by the drain.
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(sweeper.run(sweeping.clone()));
         let server = run(listener, &config, store, chat, lifecycle.clone())?;
         Ok(Application {
             port,
             server,
             lifecycle,
             registry,
+            sweeping,
             shutdown_grace: config.server.shutdown_grace,
             readiness_delay: config.server.readiness_delay,
         })
@@ -128,6 +138,7 @@ impl Application {
         wait_for_signal().await?;
         tracing::info!(grace_secs = self.shutdown_grace.as_secs(), "shutdown signal received; draining");
         self.lifecycle.begin_shutdown();
+        self.sweeping.cancel();
         tokio::time::sleep(self.readiness_delay).await;
         let stopping = tokio::spawn(async move { handle.stop(true).await });
         self.registry.drain(self.shutdown_grace).await;
@@ -254,7 +265,10 @@ fn run(
                             .post(routes::send_message),
                     )
                     .service(web::resource("/conversations/{id}/messages/{message_id}").get(routes::get_message))
-                    .service(web::resource("/conversations/{id}/messages/{message_id}/stream").get(routes::reattach)),
+                    .service(web::resource("/conversations/{id}/messages/{message_id}/stream").get(routes::reattach))
+                    .service(
+                        web::resource("/conversations/{id}/messages/{message_id}/cancel").post(routes::cancel_reply),
+                    ),
             )
     })
     .disable_signals()

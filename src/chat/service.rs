@@ -201,6 +201,19 @@ impl ChatService {
         Ok(conversation)
     }
 
+    /// Stops a reply of one of `user`'s conversations (see `ReplyHandle::cancel`); the
+    /// handle then shows how it ended.
+    pub async fn cancel_reply(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        id: MessageId,
+    ) -> Result<ReplyHandle, ChatError> {
+        let reply = self.open_reply(user, conversation, id).await?;
+        reply.cancel().await?;
+        Ok(reply)
+    }
+
     /// An assistant reply of one of `user`'s conversations, to watch or wait for.
     pub async fn open_reply(
         &self,

@@ -75,6 +75,8 @@ pub enum ReplyFailure {
     GenerationLost,
     StorageUnavailable,
     MessageGone,
+    /// Its owner stopped it.
+    Cancelled,
 }
 
 impl ReplyFailure {
@@ -92,6 +94,7 @@ impl ReplyFailure {
             ReplyFailure::GenerationLost => "generation_lost",
             ReplyFailure::StorageUnavailable => "storage_unavailable",
             ReplyFailure::MessageGone => "not_found",
+            ReplyFailure::Cancelled => "cancelled",
         }
     }
 
@@ -111,6 +114,7 @@ impl ReplyFailure {
             ReplyFailure::GenerationLost => "the reply stopped unexpectedly; reload the message",
             ReplyFailure::StorageUnavailable => "storage is temporarily unavailable; please retry",
             ReplyFailure::MessageGone => "the message no longer exists",
+            ReplyFailure::Cancelled => "you stopped this reply; the part received is kept",
         }
     }
 
@@ -170,6 +174,7 @@ impl ReplyFailure {
             ReplyFailure::GenerationLost,
             ReplyFailure::StorageUnavailable,
             ReplyFailure::MessageGone,
+            ReplyFailure::Cancelled,
         ]);
         for failure in &all {
             match failure {
@@ -184,7 +189,8 @@ impl ReplyFailure {
                 | ReplyFailure::GenerationInterrupted
                 | ReplyFailure::GenerationLost
                 | ReplyFailure::StorageUnavailable
-                | ReplyFailure::MessageGone => {}
+                | ReplyFailure::MessageGone
+                | ReplyFailure::Cancelled => {}
             }
         }
         all

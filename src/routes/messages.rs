@@ -84,6 +84,24 @@ pub async fn send_message(
     Ok(if finished { HttpResponse::Ok().json(body) } else { HttpResponse::Accepted().json(body) })
 }
 
+/// How long a cancel waits for the reply to be stored as cancelled.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `POST /api/conversations/{id}/messages/{message_id}/cancel`: stops the reply; its text
+/// so far is kept (`error.code` `cancelled`) and the conversation takes the next message.
+/// `200` with the stored reply, or `202` if it is still being stopped (another replica).
+pub async fn cancel_reply(
+    user: AuthenticatedUser,
+    path: web::Path<(String, String)>,
+    chat: web::Data<ChatService>,
+) -> Result<HttpResponse, ApiError> {
+    let (conversation, message) = path.into_inner();
+    let mut reply = chat.cancel_reply(user.user_id, conversation_id(&conversation)?, message_id(&message)?).await?;
+    let (stopped, message) = reply.wait_until(tokio::time::Instant::now() + CANCEL_WAIT).await?;
+    let body = MessageDto::from(&message);
+    Ok(if stopped { HttpResponse::Ok().json(body) } else { HttpResponse::Accepted().json(body) })
+}
+
 /// `GET /api/conversations/{id}/messages/{message_id}/stream`: what is stored so far as
 /// one `delta`, then live deltas, then `done`/`error`.
 pub async fn reattach(

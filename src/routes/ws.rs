@@ -25,10 +25,29 @@ const MAX_FRAME_BYTES: usize = 64 * 1024;
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum ClientFrame {
-    Auth { token: String },
-    Send { conversation_id: String, content: String, request_id: Option<String> },
-    Reattach { conversation_id: String, message_id: String, request_id: Option<String> },
-    Stop { message_id: String },
+    Auth {
+        token: String,
+    },
+    Send {
+        conversation_id: String,
+        content: String,
+        request_id: Option<String>,
+    },
+    Reattach {
+        conversation_id: String,
+        message_id: String,
+        request_id: Option<String>,
+    },
+    /// Stop watching a reply (it goes on and is stored).
+    Stop {
+        message_id: String,
+    },
+    /// Stop the reply itself (its text so far is kept, the conversation is freed).
+    Cancel {
+        conversation_id: String,
+        message_id: String,
+        request_id: Option<String>,
+    },
     Ping,
 }
 
@@ -189,6 +208,12 @@ impl ChatSocket {
                 let result = self.send(&conversation_id, content).await;
                 self.render(result, request_id)
             }
+            Ok(ClientFrame::Cancel { conversation_id, message_id, request_id }) => {
+                match self.cancel(&conversation_id, &message_id).await {
+                    Ok(()) => None,
+                    Err(error) => Some(error_frame(&error, request_id.as_deref())),
+                }
+            }
             Ok(ClientFrame::Reattach { conversation_id, message_id, request_id }) => {
                 let result = self.reattach(&conversation_id, &message_id).await;
                 self.render(result, request_id)
@@ -231,6 +256,13 @@ impl ChatSocket {
     async fn reattach(&self, conversation: &str, message: &str) -> Result<ReplyHandle, ApiError> {
         let user = self.counted_user().await?;
         Ok(self.chat.open_reply(user, conversation_id(conversation)?, message_id(message)?).await?)
+    }
+
+    /// A watcher of the reply on this socket then ends with `error` `cancelled`.
+    async fn cancel(&self, conversation: &str, message: &str) -> Result<(), ApiError> {
+        let user = self.counted_user().await?;
+        self.chat.cancel_reply(user, conversation_id(conversation)?, message_id(message)?).await?;
+        Ok(())
     }
 
     fn watch(&mut self, reply: &ReplyHandle, request_id: Option<String>) {

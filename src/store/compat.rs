@@ -17,9 +17,26 @@
 //!    depends on `$setOnInsert`, and index creation is not asserted by a test.
 //! 7. TTL indexes never delete → nothing relies on a document being gone; readers check
 //!    expiry themselves.
-use mongodb::bson::{doc, Document};
+//! 8. `$ne` on a missing field matches in `find` but not in update filters → fields an
+//!    update filter tests (`cancel_requested`) are written on insert and compared by
+//!    equality.
+//! 9. A boolean written by `$set` at a field path reads back as the integer 1 → such
+//!    fields are read with [`lenient_bool`].
+use mongodb::bson::{doc, Bson, Document};
+use serde::{Deserialize, Deserializer};
 
 /// `all` AND (any of `alternatives`), with an explicit `$and` (gap 4).
 pub fn and_any(all: Document, alternatives: Vec<Document>) -> Document {
     doc! {"$and": [all, {"$or": alternatives}]}
+}
+
+/// A boolean, also when the server hands it back as a number (gap 9).
+pub fn lenient_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(match Bson::deserialize(deserializer)? {
+        Bson::Boolean(value) => value,
+        Bson::Int32(n) => n != 0,
+        Bson::Int64(n) => n != 0,
+        Bson::Double(n) => n != 0.0,
+        _ => false,
+    })
 }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{ConversationCursor, GenerationClaim, Store, StoreError};
+use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
     now, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, MessageStatus, OpenId,
     ProfilePatch, User, UserId,
@@ -18,6 +18,7 @@ struct Inner {
     conversations: HashMap<ConversationId, Conversation>,
     leases: HashMap<ConversationId, (MessageId, DateTime<Utc>)>,
     messages: HashMap<MessageId, Message>,
+    cancel_requested: std::collections::HashSet<MessageId>,
     counters: HashMap<String, (i64, DateTime<Utc>)>,
 }
 
@@ -217,7 +218,10 @@ impl Store for InMemoryStore {
         progress: &MessageProgress,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        match self.lock().messages.get_mut(&id) {
+        let mut inner = self.lock();
+        let cancelled = inner.cancel_requested.contains(&id);
+        match inner.messages.get_mut(&id) {
+            Some(_) if cancelled && progress.status == MessageStatus::Streaming => Ok(false),
             Some(message) if message.status == MessageStatus::Streaming => {
                 message.apply(progress, now);
                 Ok(true)
@@ -246,6 +250,27 @@ impl Store for InMemoryStore {
             }
         }
         Ok(marked)
+    }
+
+    async fn request_cancel(&self, conversation: ConversationId, message: MessageId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let streaming = inner
+            .messages
+            .get(&message)
+            .is_some_and(|m| m.conversation_id == conversation && m.status == MessageStatus::Streaming);
+        if streaming {
+            inner.cancel_requested.insert(message);
+        }
+        Ok(streaming)
+    }
+
+    async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<ExpiredLease>, StoreError> {
+        let inner = self.lock();
+        let expired = inner.leases.iter().filter(|(_, (_, until))| *until < now).filter_map(|(c, (m, _))| {
+            let user = inner.conversations.get(c)?.user_id;
+            Some(ExpiredLease { user, conversation: *c, holder: *m })
+        });
+        Ok(expired.take(limit).collect())
     }
 
     async fn increment_counter(&self, key: &str, by: i64, expires_at: DateTime<Utc>) -> Result<i64, StoreError> {

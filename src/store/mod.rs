@@ -54,6 +54,14 @@ impl ConversationCursor {
     }
 }
 
+/// A conversation still held by a reply whose lease ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiredLease {
+    pub user: UserId,
+    pub conversation: ConversationId,
+    pub holder: MessageId,
+}
+
 /// Outcome of claiming a conversation for one reply at a time (across replicas).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenerationClaim {
@@ -125,7 +133,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Message>, StoreError>;
     async fn get_message(&self, conversation: ConversationId, id: MessageId) -> Result<Option<Message>, StoreError>;
     /// Saves a reply's progress, only while it is still `streaming`: a final reply never
-    /// changes again. Returns whether it was saved.
+    /// changes again. A `streaming` save is also refused once the reply's owner asked to
+    /// cancel it (the generation, wherever it runs, learns so here). Returns whether it
+    /// was saved.
     async fn save_progress(
         &self,
         id: MessageId,
@@ -142,6 +152,12 @@ pub trait Store: Send + Sync + 'static {
         except: MessageId,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
+
+    /// Marks a `streaming` reply as cancelled by its owner; false when it is not streaming.
+    async fn request_cancel(&self, conversation: ConversationId, message: MessageId) -> Result<bool, StoreError>;
+    /// Conversations whose reply lease ran out before `now` while still held: their
+    /// generation died without releasing it.
+    async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<ExpiredLease>, StoreError>;
 
     /// Adds `by` to the counter `key` (created at 0) and returns the new value. Counters
     /// are shared by every replica and vanish after `expires_at`.

@@ -23,8 +23,8 @@ use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-use super::compat::and_any;
-use super::{ConversationCursor, GenerationClaim, Store, StoreError};
+use super::compat::{and_any, lenient_bool};
+use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
     now, AvatarUrl, Conversation, ConversationId, ConversationTitle, FinishReason, Message, MessageError, MessageId,
     MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, User, UserId,
@@ -110,6 +110,9 @@ struct MessageDoc {
     created_at: bson::DateTime,
     #[serde(default)]
     updated_ms: Option<i64>,
+    /// Always written (see `compat`, gap 8), so streaming saves can require `false`.
+    #[serde(default, deserialize_with = "lenient_bool")]
+    cancel_requested: bool,
     #[serde(default = "schema_v0")]
     schema_version: i32,
 }
@@ -198,6 +201,7 @@ impl MessageDoc {
             error: m.error.clone(),
             created_at: to_bson_date(m.created_at),
             updated_ms: Some(m.updated_at.timestamp_millis()),
+            cancel_requested: false,
             schema_version: SCHEMA_VERSION,
         }
     }
@@ -257,6 +261,11 @@ impl MongoStore {
             .create_index(IndexModel::builder().keys(doc! {"user_id": 1, "last_active_ms": -1}).build())
             .await
             .context("creating conversations index")?;
+        // The sweeper's query: held leases by expiry.
+        self.conversations()
+            .create_index(IndexModel::builder().keys(doc! {"generation.expires_ms": 1}).build())
+            .await
+            .context("creating the lease expiry index")?;
         self.messages()
             .create_index(IndexModel::builder().keys(doc! {"conversation_id": 1, "created_at": -1}).build())
             .await
@@ -543,7 +552,10 @@ impl Store for MongoStore {
             "error": bson_of(&progress.error)?,
             "updated_ms": now.timestamp_millis(),
         };
-        let streaming = doc! {"_id": id.to_string(), "status": bson_of(&MessageStatus::Streaming)?};
+        let mut streaming = doc! {"_id": id.to_string(), "status": bson_of(&MessageStatus::Streaming)?};
+        if progress.status == MessageStatus::Streaming {
+            streaming.insert("cancel_requested", false);
+        }
         let result = self.messages().update_one(streaming, doc! {"$set": set}).await.map_err(unavailable)?;
         Ok(result.matched_count == 1)
     }
@@ -583,6 +595,46 @@ impl Store for MongoStore {
             settled += result.modified_count;
         }
         Ok(settled)
+    }
+
+    async fn request_cancel(&self, conversation: ConversationId, message: MessageId) -> Result<bool, StoreError> {
+        let result = self
+            .messages()
+            .update_one(
+                doc! {
+                    "_id": message.to_string(),
+                    "conversation_id": conversation.to_string(),
+                    "status": bson_of(&MessageStatus::Streaming)?,
+                },
+                doc! {"$set": {"cancel_requested": true}},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(result.matched_count == 1)
+    }
+
+    async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<ExpiredLease>, StoreError> {
+        let filter = doc! {"generation.expires_ms": {"$lt": now.timestamp_millis()}};
+        let found: Vec<ConversationDoc> = self
+            .conversations()
+            .find(filter)
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                let lease = c.generation?;
+                Some(ExpiredLease {
+                    user: UserId::parse(&c.user_id)?,
+                    conversation: ConversationId::parse(&c.id)?,
+                    holder: MessageId::parse(&lease.message_id)?,
+                })
+            })
+            .collect())
     }
 
     /// Counts by `key`; an expired counter starts again from zero. The test server has no

@@ -16,6 +16,7 @@ mod login;
 mod moderation;
 mod packaging;
 mod protection;
+mod recovery;
 mod sessions;
 mod shutdown;
 mod store_contract;

@@ -44,7 +44,7 @@ struct Tail {
 
 /// Starts the generation; the returned receiver sees every change.
 pub fn spawn(job: GenerationJob) -> watch::Receiver<LiveReply> {
-    let tx = job.registry.register(job.assistant_id);
+    let (tx, cancel) = job.registry.register(job.assistant_id);
     let rx = tx.subscribe();
     let span =
         tracing::info_span!("generation", message_id = %job.assistant_id, conversation_id = %job.conversation_id);
@@ -57,7 +57,7 @@ pub fn spawn(job: GenerationJob) -> watch::Receiver<LiveReply> {
         live: tx.subscribe(),
     };
     let guarded = async move {
-        if AssertUnwindSafe(run(job, tx)).catch_unwind().await.is_err() {
+        if AssertUnwindSafe(run(job, tx, cancel)).catch_unwind().await.is_err() {
             aftercare.after_panic().await;
         }
     };
@@ -90,7 +90,7 @@ impl Aftercare {
     }
 }
 
-async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
+async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: CancellationToken) {
     let stop_saving = CancellationToken::new();
     let persister = job.registry.spawn(persist_progress(
         job.store.clone(),
@@ -100,6 +100,7 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
         job.save_interval,
         job.lease,
         stop_saving.clone(),
+        cancel.clone(),
     ));
 
     let mut tail = Tail::default();
@@ -115,6 +116,7 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>) {
             Err(e) => GenerationEnd::Failed(ReplyFailure::Upstream(e)),
         },
         _ = shutdown.cancelled() => GenerationEnd::Failed(ReplyFailure::ServerShutdown),
+        _ = cancel.cancelled() => GenerationEnd::Failed(ReplyFailure::Cancelled),
         _ = block_signal.cancelled() => {
             GenerationEnd::Failed(blocked.get().cloned().unwrap_or(ReplyFailure::ContentBlocked))
         }
@@ -291,7 +293,10 @@ async fn stored_end(job: &GenerationJob) -> Option<ReplyEnd> {
 }
 
 /// Saves progress whenever it changed, at most once per `interval`, and keeps the
-/// conversation's lease alive.
+/// conversation's lease alive (renewed every quarter lease). A refused save means the
+/// owner asked to cancel (perhaps on another replica) or the reply was settled: the
+/// generation is told to stop.
+#[allow(clippy::too_many_arguments)]
 async fn persist_progress(
     store: DynStore,
     conversation: ConversationId,
@@ -300,6 +305,7 @@ async fn persist_progress(
     interval: Duration,
     lease: Duration,
     stop: CancellationToken,
+    cancel: CancellationToken,
 ) {
     let mut saved = (0, 0);
     let mut last_renewal = tokio::time::Instant::now();
@@ -309,7 +315,7 @@ async fn persist_progress(
             _ = tokio::time::sleep(interval) => {}
         }
         // A renewal also re-saves, so `updated_at` shows watchers elsewhere we are alive.
-        let renewal_due = last_renewal.elapsed() >= lease / 3;
+        let renewal_due = last_renewal.elapsed() >= lease / 4;
         let progress = {
             let state = rx.borrow();
             let lengths = (state.content.len(), state.reasoning.len());
@@ -328,8 +334,11 @@ async fn persist_progress(
         if let Some(progress) = progress {
             match store.save_progress(id, &progress, now()).await {
                 Ok(true) => {}
-                // Settled elsewhere as abandoned; the final save will find out and say so.
-                Ok(false) => return,
+                // Cancelled by its owner, or settled elsewhere as abandoned.
+                Ok(false) => {
+                    cancel.cancel();
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = ?e, "could not save progress; will retry");
                     saved = (0, 0);

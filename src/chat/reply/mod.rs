@@ -7,6 +7,7 @@ mod abandoned;
 mod events;
 mod generation;
 mod registry;
+mod sweeper;
 mod watcher;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 pub use events::{DoneEvent, ErrorEvent, ReplyEvent, StartEvent, TextEvent, UsageWire};
 pub(super) use generation::{spawn as spawn_generation, GenerationJob};
 pub use registry::{Registry, CANCELLED_SAVE_WINDOW};
+pub use sweeper::Sweeper;
 pub use watcher::ReplyWatcher;
 
 use crate::domain::{now, Message, ReplyEnd};
@@ -111,6 +113,15 @@ impl ReplyHandle {
             },
         };
         ReplyWatcher::new(self.reply.id, source, start)
+    }
+
+    /// Stops the reply wherever it is generated: here at once, on another replica at its
+    /// next save (within a second while text flows, a quarter lease otherwise). The text so
+    /// far is kept (`cancelled`) and the conversation is freed. False when it had ended.
+    pub async fn cancel(&self) -> Result<bool, StoreError> {
+        let requested = self.replies.store.request_cancel(self.reply.conversation_id, self.reply.id).await?;
+        let here = self.replies.registry.cancel(self.reply.id);
+        Ok(requested || here)
     }
 
     /// Waits until `deadline` for the reply to end; returns whether it did, and the reply

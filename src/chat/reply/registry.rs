@@ -20,8 +20,14 @@ use crate::domain::MessageId;
 /// How long replies get to store what they have once the grace period is over.
 pub const CANCELLED_SAVE_WINDOW: Duration = Duration::from_secs(10);
 
+/// A reply generated here: its progress, and how its owner stops it.
+struct LiveEntry {
+    progress: watch::Receiver<LiveReply>,
+    cancel: CancellationToken,
+}
+
 pub struct Registry {
-    live: Mutex<HashMap<MessageId, watch::Receiver<LiveReply>>>,
+    live: Mutex<HashMap<MessageId, LiveEntry>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     runtime: tokio::runtime::Handle,
@@ -47,18 +53,25 @@ impl Registry {
         self.tracker.spawn_on(task, &self.runtime)
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, watch::Receiver<LiveReply>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, LiveEntry>> {
         self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(super) fn register(&self, id: MessageId) -> watch::Sender<LiveReply> {
+    /// Registers a reply; returns where it publishes progress and the token that stops it.
+    pub(super) fn register(&self, id: MessageId) -> (watch::Sender<LiveReply>, CancellationToken) {
         let (tx, rx) = watch::channel(LiveReply::default());
-        self.map().insert(id, rx);
-        tx
+        let cancel = CancellationToken::new();
+        self.map().insert(id, LiveEntry { progress: rx, cancel: cancel.clone() });
+        (tx, cancel)
     }
 
     pub(super) fn subscribe(&self, id: MessageId) -> Option<watch::Receiver<LiveReply>> {
-        self.map().get(&id).cloned()
+        self.map().get(&id).map(|entry| entry.progress.clone())
+    }
+
+    /// Stops a reply generated here; false when none is.
+    pub(crate) fn cancel(&self, id: MessageId) -> bool {
+        self.map().get(&id).map(|entry| entry.cancel.cancel()).is_some()
     }
 
     pub(super) fn finish(&self, id: MessageId) {

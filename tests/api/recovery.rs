@@ -1,0 +1,142 @@
+//! Stopping a reply on purpose, and recovering replies whose replica died.
+use std::time::Duration;
+
+use companion_backend::domain::{now, ConversationId, Message, MessageId, MessageStatus, Role, UserId};
+use serde_json::{json, Value};
+
+use crate::helpers::fake_deepseek::{paced, reply_body, text_reply};
+use crate::helpers::{spawn_app_with, text_of, TestApp};
+
+/// A long paced reply, so it is still running when the test acts.
+fn slow_reply(app: &TestApp) {
+    let pieces: Vec<String> = (0..60).map(|i| format!("第{i}句。")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    app.deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(100)));
+}
+
+async fn cancel(app: &TestApp, token: &str, conversation: &str, message: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/api/conversations/{conversation}/messages/{message}/cancel")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_owner_cancels_a_reply_its_text_is_kept_and_the_conversation_takes_the_next_message() {
+    let app = spawn_app_with(|_| {}).await;
+    let (token, conversation) = app.user_with_conversation("canceller").await;
+    slow_reply(&app);
+    let mut reader = app.stream_message(&token, &conversation, "讲个长故事").await;
+    let start = reader.next().await.unwrap();
+    let reply = start.data["assistant_message_id"].as_str().unwrap().to_string();
+    reader.next().await.unwrap(); // some text has arrived
+
+    let cancelled = cancel(&app, &token, &conversation, &reply).await;
+    let status = cancelled.status();
+    let body: Value = cancelled.json().await.unwrap();
+    let (events, _) = reader.all().await;
+    app.deepseek.enqueue(text_reply(&["好的"]));
+    let next = app.send_message(&token, &conversation, &json!({"content": "换个话题", "stream": false})).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "incomplete");
+    assert_eq!(body["error"]["code"], "cancelled");
+    let kept = body["content"].as_str().unwrap();
+    assert!(!kept.is_empty() && kept.starts_with("第0句。"), "the text so far is kept: {kept}");
+    assert_eq!(events.last().unwrap().name, "error");
+    assert_eq!(events.last().unwrap().data["code"], "cancelled");
+    assert!(kept.starts_with(&text_of(&events)) || text_of(&events).starts_with(kept));
+    assert_eq!(next.status(), 200, "the conversation is free at once, no 409");
+}
+
+#[tokio::test]
+async fn cancelling_is_for_the_owner_and_for_replies_only() {
+    let app = spawn_app_with(|_| {}).await;
+    let (token, conversation) = app.user_with_conversation("owner").await;
+    let (stranger, _) = app.user_with_conversation("stranger").await;
+    app.deepseek.enqueue(text_reply(&["完"]));
+    let done: Value =
+        app.send_message(&token, &conversation, &json!({"content": "hi", "stream": false})).await.json().await.unwrap();
+    let reply = done["assistant_message"]["id"].as_str().unwrap();
+    let question = done["user_message"]["id"].as_str().unwrap();
+
+    let by_stranger = cancel(&app, &stranger, &conversation, reply).await;
+    let a_question = cancel(&app, &token, &conversation, question).await;
+    let finished = cancel(&app, &token, &conversation, reply).await;
+
+    assert_eq!(by_stranger.status(), 404);
+    assert_eq!(a_question.status(), 400);
+    assert_eq!(finished.status(), 200, "a finished reply stays as it was");
+    let finished: Value = finished.json().await.unwrap();
+    assert_eq!(finished["status"], "complete");
+}
+
+#[tokio::test]
+async fn a_cancel_on_another_replica_stops_the_reply_where_it_runs() {
+    let first = spawn_app_with(|_| {}).await;
+    let second = spawn_app_with(|s| s.mongodb_db = first.db_name.clone()).await;
+    let (token, conversation) = first.user_with_conversation("two_replicas").await;
+    slow_reply(&first);
+    let mut reader = first.stream_message(&token, &conversation, "长一点").await;
+    let start = reader.next().await.unwrap();
+    let reply = start.data["assistant_message_id"].as_str().unwrap().to_string();
+    reader.next().await.unwrap();
+
+    let answer = cancel(&second, &token, &conversation, &reply).await;
+    let (events, _) = reader.all().await;
+
+    assert!(answer.status() == 200 || answer.status() == 202, "{}", answer.status());
+    assert_eq!(events.last().unwrap().data["code"], "cancelled", "the generating replica stopped it");
+    let stored = first.wait_until_final(&token, &conversation, &reply).await;
+    assert_eq!(stored["error"]["code"], "cancelled");
+}
+
+#[tokio::test]
+async fn a_reply_left_by_a_dead_replica_is_settled_by_the_sweep_without_any_request() {
+    let app = spawn_app_with(|s| s.generation_lease_secs = 8).await;
+    let (token, conversation) = app.user_with_conversation("swept").await;
+    let conversation_id = ConversationId::parse(&conversation).unwrap();
+    let user: Value = app.get_me(&token).await.json().await.unwrap();
+    let user_id = UserId::parse(user["id"].as_str().unwrap()).unwrap();
+    // What a SIGKILLed replica leaves: a streaming reply and its lease, both dead.
+    let at = now() - chrono::Duration::seconds(30);
+    let orphan = Message {
+        id: MessageId::new(),
+        conversation_id,
+        user_id,
+        role: Role::Assistant,
+        content: "说到一半".into(),
+        status: MessageStatus::Streaming,
+        created_at: at,
+        reasoning_content: None,
+        usage: None,
+        finish_reason: None,
+        error: None,
+        updated_at: at,
+    };
+    app.store.insert_message(&orphan).await.unwrap();
+    app.store
+        .claim_generation(user_id, conversation_id, orphan.id, at, at + chrono::Duration::seconds(8))
+        .await
+        .unwrap();
+
+    let mut settled = None;
+    for _ in 0..100 {
+        let stored = app.store.get_message(conversation_id, orphan.id).await.unwrap().unwrap();
+        if stored.status != MessageStatus::Streaming {
+            settled = Some(stored);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let settled = settled.expect("settled within 10 s by the sweep (every quarter lease)");
+    assert_eq!(settled.status, MessageStatus::Incomplete);
+    assert_eq!(settled.content, "说到一半");
+    assert_eq!(settled.error.unwrap().code, "generation_interrupted");
+    app.deepseek.enqueue(text_reply(&["回来了"]));
+    let next = app.send_message(&token, &conversation, &json!({"content": "在吗", "stream": false})).await;
+    assert_eq!(next.status(), 200, "the lease was released too");
+}
