@@ -12,6 +12,10 @@ use crate::llm::ChatRequest;
 use crate::protection::{Decision, OutputModeration};
 use crate::store::GenerationClaim;
 
+/// Longer than a send's start-up steps ever take: a claim this old without its reply
+/// placeholder belongs to a send that died.
+const START_UP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl ChatService {
     /// Stores the user's message, then starts the reply.
     ///
@@ -117,14 +121,39 @@ impl ChatService {
         }
     }
 
+    /// Claims the conversation for `reply`. A claim whose send died in its start-up steps
+    /// (no placeholder stored long after the claim, not running here) is taken over, so a
+    /// storage hiccup mid-send does not lock the conversation for a whole lease.
     async fn claim(&self, user: UserId, conversation: ConversationId, reply: MessageId) -> Result<(), ChatError> {
         let at = now();
         let until = at + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-        match self.store.claim_generation(user, conversation, reply, at, until).await? {
-            GenerationClaim::Claimed => Ok(()),
-            GenerationClaim::Busy => Err(ChatError::ReplyInProgress),
-            GenerationClaim::NoSuchConversation => Err(ChatError::ConversationNotFound),
+        let (holder, held_until) = match self.store.claim_generation(user, conversation, reply, at, until).await? {
+            GenerationClaim::Claimed => return Ok(()),
+            GenerationClaim::NoSuchConversation => return Err(ChatError::ConversationNotFound),
+            GenerationClaim::Busy { holder, until } => (holder, until),
+        };
+        if self.start_up_died(conversation, holder, held_until).await?
+            && self.store.take_over_generation(conversation, holder, reply, at, until).await?
+        {
+            tracing::warn!(%holder, "took over a claim whose send died before storing its reply");
+            return Ok(());
         }
+        let retry_after = (held_until - at).num_seconds().clamp(1, 60) as u64;
+        Err(ChatError::ReplyInProgress { reply: holder, retry_after })
+    }
+
+    async fn start_up_died(
+        &self,
+        conversation: ConversationId,
+        holder: MessageId,
+        held_until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, ChatError> {
+        let claimed_at = held_until - chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+        let long_ago = now() - claimed_at > chrono::Duration::from_std(START_UP_GRACE).unwrap_or_default();
+        if !long_ago || self.registry.subscribe(holder).is_some() {
+            return Ok(false);
+        }
+        Ok(self.store.get_message(conversation, holder).await?.is_none())
     }
 
     async fn release(&self, conversation: ConversationId, reply: MessageId) {

@@ -23,7 +23,7 @@ pub enum ChatError {
     #[error("only assistant replies can be streamed")]
     NotAReply,
     #[error("a reply is still being generated in this conversation")]
-    ReplyInProgress,
+    ReplyInProgress { reply: MessageId, retry_after: u64 },
     #[error("today's quota is used up")]
     QuotaExceeded { retry_after: u64 },
     #[error("the message did not pass the content-safety check")]

@@ -25,11 +25,19 @@ struct Envelope<'a> {
 struct EnvelopeBody<'a> {
     code: &'a str,
     message: &'a str,
+    /// The reply an error is about (`reply_in_progress`: the one holding the conversation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_id: Option<&'a str>,
 }
 
 /// The envelope with `code`'s status.
 pub fn envelope(code: ErrorCode, message: &str) -> HttpResponse {
-    HttpResponseBuilder::new(code.status()).json(Envelope { error: EnvelopeBody { code: code.as_str(), message } })
+    envelope_about(code, message, None)
+}
+
+fn envelope_about(code: ErrorCode, message: &str, reply_id: Option<&str>) -> HttpResponse {
+    let body = EnvelopeBody { code: code.as_str(), message, reply_id };
+    HttpResponseBuilder::new(code.status()).json(Envelope { error: body })
 }
 
 /// Formats an error and every cause beneath it, for logs.
@@ -48,7 +56,7 @@ const INTERNAL_MESSAGE: &str = "something went wrong on our side; please try aga
 #[derive(thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    Client { code: ErrorCode, message: String, retry_after: Option<u64> },
+    Client { code: ErrorCode, message: String, retry_after: Option<u64>, reply_id: Option<String> },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -64,7 +72,7 @@ impl std::fmt::Debug for ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError::Client { code, message: message.into(), retry_after: None }
+        ApiError::Client { code, message: message.into(), retry_after: None, reply_id: None }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
@@ -75,10 +83,22 @@ impl ApiError {
     pub fn unavailable(code: ErrorCode, message: impl Into<String>, retry_after: u64) -> Self {
         Self::new(code, message).with_retry_after(retry_after)
     }
-    pub fn with_retry_after(self, seconds: u64) -> Self {
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        if let ApiError::Client { retry_after, .. } = &mut self {
+            *retry_after = Some(seconds);
+        }
+        self
+    }
+    pub fn with_reply_id(mut self, id: String) -> Self {
+        if let ApiError::Client { reply_id, .. } = &mut self {
+            *reply_id = Some(id);
+        }
+        self
+    }
+    pub fn reply_id(&self) -> Option<&str> {
         match self {
-            ApiError::Client { code, message, .. } => ApiError::Client { code, message, retry_after: Some(seconds) },
-            internal => internal,
+            ApiError::Client { reply_id, .. } => reply_id.as_deref(),
+            ApiError::Internal(_) => None,
         }
     }
     /// An internal failure, logged here with its cause chain, where it is created: how it
@@ -109,7 +129,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = envelope(self.code(), self.client_message());
+        let mut response = envelope_about(self.code(), self.client_message(), self.reply_id());
         if let ApiError::Client { retry_after: Some(seconds), .. } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
         }
@@ -203,10 +223,12 @@ impl From<crate::chat::ChatError> for ApiError {
             ChatError::ConversationNotFound => ApiError::not_found("no such conversation"),
             ChatError::MessageNotFound => ApiError::not_found("no such message"),
             ChatError::NotAReply => ApiError::new(ErrorCode::NotAReply, "only assistant replies can be streamed"),
-            ChatError::ReplyInProgress => ApiError::new(
+            ChatError::ReplyInProgress { reply, retry_after } => ApiError::new(
                 ErrorCode::ReplyInProgress,
-                "a reply is still being generated in this conversation; wait for it or reattach",
-            ),
+                "a reply is still being generated in this conversation; wait for it, reattach or cancel it",
+            )
+            .with_reply_id(reply.to_string())
+            .with_retry_after(retry_after),
             ChatError::QuotaExceeded { retry_after } => ApiError::new(
                 ErrorCode::QuotaExceeded,
                 "today's chat quota is used up; it resets at midnight (China time)",

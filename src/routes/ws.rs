@@ -63,6 +63,8 @@ enum ServerFrame<'a> {
         code: &'static str,
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
+        reply_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<&'a str>,
     },
 }
@@ -82,7 +84,12 @@ fn to_text(frame: &impl Serialize) -> String {
 }
 
 fn error_frame(error: &ApiError, request_id: Option<&str>) -> String {
-    to_text(&ServerFrame::Error { code: error.code().as_str(), message: error.client_message(), request_id })
+    to_text(&ServerFrame::Error {
+        code: error.code().as_str(),
+        message: error.client_message(),
+        reply_id: error.reply_id(),
+        request_id,
+    })
 }
 
 pub async fn chat_socket(

@@ -140,14 +140,33 @@ impl Store for InMemoryStore {
         if inner.conversations.get(&id).is_none_or(|c| c.user_id != user) {
             return Ok(GenerationClaim::NoSuchConversation);
         }
-        if inner.leases.get(&id).is_some_and(|(_, until)| *until >= now) {
-            return Ok(GenerationClaim::Busy);
+        if let Some((holder, until)) = inner.leases.get(&id).filter(|(_, until)| *until >= now) {
+            return Ok(GenerationClaim::Busy { holder: *holder, until: *until });
         }
         inner.leases.insert(id, (message, lease_until));
         if let Some(c) = inner.conversations.get_mut(&id) {
             c.last_active_at = now;
         }
         Ok(GenerationClaim::Claimed)
+    }
+
+    async fn take_over_generation(
+        &self,
+        id: ConversationId,
+        holder: MessageId,
+        message: MessageId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if !inner.leases.get(&id).is_some_and(|(m, _)| *m == holder) {
+            return Ok(false);
+        }
+        inner.leases.insert(id, (message, lease_until));
+        if let Some(c) = inner.conversations.get_mut(&id) {
+            c.last_active_at = now;
+        }
+        Ok(true)
     }
 
     async fn renew_generation(

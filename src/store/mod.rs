@@ -66,7 +66,11 @@ pub struct ExpiredLease {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenerationClaim {
     Claimed,
-    Busy,
+    /// Held by the reply `holder` until `until` (unless renewed).
+    Busy {
+        holder: MessageId,
+        until: DateTime<Utc>,
+    },
     NoSuchConversation,
 }
 
@@ -109,6 +113,15 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<GenerationClaim, StoreError>;
+    /// Moves the claim from `holder` to `message`, only if `holder` still holds it.
+    async fn take_over_generation(
+        &self,
+        id: ConversationId,
+        holder: MessageId,
+        message: MessageId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     async fn renew_generation(
         &self,
         id: ConversationId,

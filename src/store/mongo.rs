@@ -454,8 +454,37 @@ impl Store for MongoStore {
         if result.matched_count == 1 {
             return Ok(GenerationClaim::Claimed);
         }
-        let exists = self.conversations().find_one(owned).await.map_err(unavailable)?.is_some();
-        Ok(if exists { GenerationClaim::Busy } else { GenerationClaim::NoSuchConversation })
+        let Some(conversation) = self.conversations().find_one(owned).await.map_err(unavailable)? else {
+            return Ok(GenerationClaim::NoSuchConversation);
+        };
+        let holder = conversation.generation.and_then(|g| Some((MessageId::parse(&g.message_id)?, g.expires_ms)));
+        Ok(match holder {
+            Some((holder, expires_ms)) => GenerationClaim::Busy { holder, until: from_millis(expires_ms) },
+            // Released in between: the caller may simply try again.
+            None => GenerationClaim::Busy { holder: message, until: now },
+        })
+    }
+
+    async fn take_over_generation(
+        &self,
+        id: ConversationId,
+        holder: MessageId,
+        message: MessageId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .conversations()
+            .update_one(
+                doc! {"_id": id.to_string(), "generation.message_id": holder.to_string()},
+                doc! {"$set": {
+                    "generation": {"message_id": message.to_string(), "expires_ms": lease_until.timestamp_millis()},
+                    "last_active_ms": now.timestamp_millis(),
+                }},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(result.matched_count == 1)
     }
 
     async fn renew_generation(

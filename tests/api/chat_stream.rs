@@ -261,10 +261,15 @@ async fn a_second_send_while_a_reply_is_generating_is_409() {
     app.deepseek.enqueue(text_reply(&["之后"]));
 
     let mut first = app.stream_message(&token, &conversation, "first").await;
-    assert_eq!(first.next().await.unwrap().name, "start");
+    let start = first.next().await.unwrap();
+    assert_eq!(start.name, "start");
     let second = app.send_message(&token, &conversation, &json!({"content": "second"})).await;
     assert_eq!(second.status(), 409);
-    assert_eq!(error_code(second).await, "reply_in_progress");
+    let retry_after: u64 = second.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "reply_in_progress");
+    assert_eq!(body["error"]["reply_id"], start.data["assistant_message_id"], "names the reply to reattach to");
     while first.next().await.is_some() {}
     let third = app.stream_message(&token, &conversation, "third").await.all().await.0;
 

@@ -140,3 +140,48 @@ async fn a_reply_left_by_a_dead_replica_is_settled_by_the_sweep_without_any_requ
     let next = app.send_message(&token, &conversation, &json!({"content": "在吗", "stream": false})).await;
     assert_eq!(next.status(), 200, "the lease was released too");
 }
+
+#[tokio::test]
+async fn a_claim_whose_send_died_before_storing_its_reply_is_taken_over() {
+    let app = spawn_app_with(|_| {}).await;
+    let (token, conversation) = app.user_with_conversation("died_in_start_up").await;
+    let conversation_id = ConversationId::parse(&conversation).unwrap();
+    let user: Value = app.get_me(&token).await.json().await.unwrap();
+    let user_id = UserId::parse(user["id"].as_str().unwrap()).unwrap();
+    // A send claimed the conversation 15 s ago, then MongoDB failed before its reply was
+    // stored: the claim's lease (20 s) still runs, but no reply will ever renew it.
+    let claimed = now() - chrono::Duration::seconds(15);
+    let ghost = MessageId::new();
+    app.store
+        .claim_generation(user_id, conversation_id, ghost, claimed, claimed + chrono::Duration::seconds(20))
+        .await
+        .unwrap();
+    app.deepseek.enqueue(text_reply(&["接上了"]));
+
+    let retried = app.send_message(&token, &conversation, &json!({"content": "再发一次", "stream": false})).await;
+
+    assert_eq!(retried.status(), 200, "no 409 for a claim nobody will ever finish");
+    let body: Value = retried.json().await.unwrap();
+    assert_eq!(body["assistant_message"]["content"], "接上了");
+}
+
+#[tokio::test]
+async fn a_fresh_claim_still_in_its_start_up_steps_is_not_taken_over() {
+    let app = spawn_app_with(|_| {}).await;
+    let (token, conversation) = app.user_with_conversation("starting_up").await;
+    let conversation_id = ConversationId::parse(&conversation).unwrap();
+    let user: Value = app.get_me(&token).await.json().await.unwrap();
+    let user_id = UserId::parse(user["id"].as_str().unwrap()).unwrap();
+    let claimed = now() - chrono::Duration::seconds(2);
+    let starting = MessageId::new();
+    app.store
+        .claim_generation(user_id, conversation_id, starting, claimed, claimed + chrono::Duration::seconds(20))
+        .await
+        .unwrap();
+
+    let second = app.send_message(&token, &conversation, &json!({"content": "抢", "stream": false})).await;
+
+    assert_eq!(second.status(), 409);
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["reply_id"], starting.to_string());
+}

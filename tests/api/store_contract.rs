@@ -258,8 +258,8 @@ async fn only_one_generation_claims_a_conversation_until_released_or_expired(sto
         store.claim_generation(user, neighbour.id, MessageId::new(), t0, t0 + Duration::seconds(60)).await.unwrap();
     assert_eq!(neighbour_claim, GenerationClaim::Claimed);
     assert_eq!(claimed, GenerationClaim::Claimed);
-    assert_eq!(blocked, GenerationClaim::Busy);
-    assert_eq!(still_blocked, GenerationClaim::Busy);
+    assert_eq!(blocked, GenerationClaim::Busy { holder: first, until: t0 + Duration::seconds(60) });
+    assert_eq!(still_blocked, GenerationClaim::Busy { holder: first, until: t0 + Duration::seconds(60) });
     assert_eq!(after_release, GenerationClaim::Claimed);
     assert_eq!(after_expiry, GenerationClaim::Claimed);
 }
@@ -281,7 +281,7 @@ async fn a_renewed_lease_holds_past_its_first_expiry_and_only_its_holder_renews(
     let after = store.claim_generation(user, c.id, intruder, t0 + Duration::seconds(61), t0 + Duration::seconds(120));
     let after = after.await.unwrap();
 
-    assert_eq!(during, GenerationClaim::Busy);
+    assert_eq!(during, GenerationClaim::Busy { holder, until: t0 + Duration::seconds(60) });
     assert_eq!(after, GenerationClaim::Claimed);
 }
 

@@ -65,7 +65,7 @@ impl Registry {
         (tx, cancel)
     }
 
-    pub(super) fn subscribe(&self, id: MessageId) -> Option<watch::Receiver<LiveReply>> {
+    pub(crate) fn subscribe(&self, id: MessageId) -> Option<watch::Receiver<LiveReply>> {
         self.map().get(&id).map(|entry| entry.progress.clone())
     }
 

@@ -55,7 +55,7 @@ impl Sweeper {
         match self.store.claim_generation(lease.user, lease.conversation, sweeper, at, hold).await? {
             GenerationClaim::Claimed => {}
             // A send took it over first: it settles the old replies itself.
-            GenerationClaim::Busy | GenerationClaim::NoSuchConversation => return Ok(0),
+            GenerationClaim::Busy { .. } | GenerationClaim::NoSuchConversation => return Ok(0),
         }
         let settled = self.store.interrupt_abandoned_replies(lease.conversation, sweeper, at).await;
         self.store.release_generation(lease.conversation, sweeper, now()).await?;
