@@ -159,7 +159,7 @@ impl Store for InMemoryStore {
         lease_until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        if !inner.leases.get(&id).is_some_and(|(m, _)| *m == holder) {
+        if inner.leases.get(&id).is_none_or(|(m, _)| *m != holder) {
             return Ok(false);
         }
         inner.leases.insert(id, (message, lease_until));
