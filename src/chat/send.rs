@@ -9,7 +9,7 @@ use crate::domain::{
     now, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role, User, UserId,
 };
 use crate::llm::ChatRequest;
-use crate::protection::{Decision, OutputModeration};
+use crate::protection::{Decision, OutputModeration, Refusal, Reservation};
 use crate::store::GenerationClaim;
 
 /// Longer than a send's start-up steps ever take: a claim this old without its reply
@@ -48,21 +48,43 @@ impl ChatService {
         let conversation =
             self.store.get_conversation(user_id, conversation_id).await?.ok_or(ChatError::ConversationNotFound)?;
         let user = self.store.get_user(user_id).await?.ok_or(ChatError::ConversationNotFound)?;
-        self.ensure_quota_left(user_id).await?;
-        let moderation = self.screen_input(&conversation, &user, &content).await?;
-        let user_message = Message::new(&conversation, Role::User, content.as_str(), MessageStatus::Complete);
-        let reply = Message::new(&conversation, Role::Assistant, "", MessageStatus::Streaming);
+        let reservation = match self.quota.reserve(&self.store, user_id).await? {
+            Ok(reservation) => reservation,
+            Err(Refusal::QuotaExceeded { retry_after }) => return Err(ChatError::QuotaExceeded { retry_after }),
+            Err(Refusal::TooManyActive) => return Err(ChatError::TooManyReplies),
+        };
+        match self.start_reserved(&conversation, &user, &content, reservation.clone()).await {
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                // A message refused by the content check was stored, so it stays counted.
+                let keep_message = matches!(e, ChatError::ContentRejected);
+                self.quota.release(&self.store, &reservation, keep_message).await;
+                Err(e)
+            }
+        }
+    }
 
-        self.claim(user_id, conversation_id, reply.id).await?;
+    /// The steps after the quota is reserved; the generation then owns the reservation.
+    async fn start_reserved(
+        &self,
+        conversation: &Conversation,
+        user: &User,
+        content: &MessageContent,
+        reservation: Reservation,
+    ) -> Result<ReplyHandle, ChatError> {
+        let moderation = self.screen_input(conversation, user, content).await?;
+        let user_message = Message::new(conversation, Role::User, content.as_str(), MessageStatus::Complete);
+        let reply = Message::new(conversation, Role::Assistant, "", MessageStatus::Streaming);
+
+        self.claim(user.id, conversation.id, reply.id).await?;
         if let Err(e) = self.store.insert_message(&user_message).await {
-            self.release(conversation_id, reply.id).await;
+            self.release(conversation.id, reply.id).await;
             return Err(e.into());
         }
-        self.count_message(user_id).await;
-        let request = match self.prepare(&conversation, &user, &reply).await {
+        let request = match self.prepare(conversation, user, &reply).await {
             Ok(request) => request,
             Err(e) => {
-                self.release(conversation_id, reply.id).await;
+                self.release(conversation.id, reply.id).await;
                 return Err(e);
             }
         };
@@ -70,30 +92,15 @@ impl ChatService {
             store: self.store.clone(),
             llm: self.llm.clone(),
             registry: self.registry.clone(),
-            conversation_id,
+            conversation_id: conversation.id,
             assistant_id: reply.id,
             request,
             save_interval: self.config.save_interval,
             lease: self.config.lease,
-            quota: Some((self.quota, user_id)),
+            quota: Some((self.quota, reservation)),
             moderation,
         });
         Ok(ReplyHandle::fresh(self.replies.clone(), user_message, reply, live))
-    }
-
-    async fn ensure_quota_left(&self, user: UserId) -> Result<(), ChatError> {
-        let usage = self.quota.usage(&self.store, user).await?;
-        if usage.exhausted() {
-            let retry_after = (usage.resets_at - now()).num_seconds().max(1) as u64;
-            return Err(ChatError::QuotaExceeded { retry_after });
-        }
-        Ok(())
-    }
-
-    async fn count_message(&self, user: UserId) {
-        if let Err(e) = self.quota.record_message(&self.store, user).await {
-            tracing::warn!(error = ?e, "could not count the message against the daily quota");
-        }
     }
 
     /// Checks the user's text before anything reaches the model. A rejected message is
@@ -115,7 +122,6 @@ impl ChatService {
                 let mut rejected = Message::new(conversation, Role::User, content.as_str(), MessageStatus::Failed);
                 rejected.error = Some(crate::domain::MessageError::content_rejected());
                 self.store.insert_message(&rejected).await?;
-                self.count_message(conversation.user_id).await;
                 Err(ChatError::ContentRejected)
             }
         }

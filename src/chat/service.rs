@@ -24,6 +24,8 @@ pub enum ChatError {
     NotAReply,
     #[error("a reply is still being generated in this conversation")]
     ReplyInProgress { reply: MessageId, retry_after: u64 },
+    #[error("too many replies are running for this user")]
+    TooManyReplies,
     #[error("today's quota is used up")]
     QuotaExceeded { retry_after: u64 },
     #[error("the message did not pass the content-safety check")]

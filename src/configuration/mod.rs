@@ -134,6 +134,8 @@ pub struct Settings {
     /// How many proxies in front of us append to X-Forwarded-For (Cloud Run: 1).
     pub trusted_proxy_depth: usize,
     pub daily_message_quota: i64,
+    /// Replies one user may have running at once, across replicas (0: no cap).
+    pub max_active_replies_per_user: u32,
     pub daily_token_quota: i64,
     pub cors_allowed_origins: Option<String>,
     /// msgSecCheck on input and output; unset = on whenever WeChat is configured.
@@ -208,6 +210,7 @@ rate_limit_ip_per_hour = 5000
 rate_limit_login_per_minute = 10
 trusted_proxy_depth = 1
 daily_message_quota = 300
+max_active_replies_per_user = 2
 daily_token_quota = 500000
 content_check_review = "allow"
 content_check_scene = 2

@@ -96,6 +96,8 @@ pub struct LimitSettings {
     pub proxy_depth: usize,
     pub daily_messages: i64,
     pub daily_tokens: i64,
+    /// Replies one user may have running at once (0: no cap).
+    pub max_active_replies: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +214,7 @@ impl Settings {
                 proxy_depth: self.trusted_proxy_depth,
                 daily_messages: self.daily_message_quota,
                 daily_tokens: self.daily_token_quota,
+                max_active_replies: self.max_active_replies_per_user,
             },
             moderation: ModerationSettings {
                 enabled: self.content_check_enabled(),

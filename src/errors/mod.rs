@@ -242,6 +242,11 @@ impl From<crate::chat::ChatError> for ApiError {
                 "messages cannot be checked right now; please retry shortly",
                 5,
             ),
+            ChatError::TooManyReplies => ApiError::new(
+                ErrorCode::TooManyReplies,
+                "too many replies are running for you at once; wait for one to finish",
+            )
+            .with_retry_after(2),
             ChatError::ShuttingDown => ApiError::unavailable(
                 ErrorCode::ShuttingDown,
                 "this server is restarting; please send again in a moment",

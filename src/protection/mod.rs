@@ -11,5 +11,5 @@ pub use body::{guard_body, BodyGuard};
 pub use client_ip::ClientIp;
 pub use headers::{cors, header_limit_middleware, security_headers, HeaderLimit};
 pub use moderation::{Decision, ModerationPolicy, Moderator, OutputModeration};
-pub use quota::{Allowance, DailyQuota, QuotaUsage};
+pub use quota::{Allowance, DailyQuota, QuotaUsage, Refusal, Reservation};
 pub use rate_limit::{limit_by_ip, limit_by_user, limit_logins, RateLimiter};

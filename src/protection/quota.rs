@@ -10,6 +10,29 @@ const CHINA_OFFSET_SECS: i32 = 8 * 3600;
 pub struct DailyQuota {
     pub messages: i64,
     pub tokens: i64,
+    /// Replies one user may have running at once, across replicas (0: no cap).
+    pub max_active_replies: i64,
+    /// Tokens held back when a reply starts (its real use is settled when it ends), so
+    /// concurrent sends cannot all pass a nearly used-up token quota.
+    pub tokens_per_reply: i64,
+    /// How long a running reply's slot counts if its replica dies without freeing it.
+    pub slot_ttl: std::time::Duration,
+}
+
+/// What a started reply holds until it ends: one message, some tokens, one running slot.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    user: UserId,
+    date: String,
+    day_ends: DateTime<Utc>,
+    tokens: i64,
+}
+
+/// Why a reply may not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    QuotaExceeded { retry_after: u64 },
+    TooManyActive,
 }
 
 #[derive(Debug, Clone)]
@@ -26,13 +49,6 @@ pub struct QuotaUsage {
     pub resets_at: DateTime<Utc>,
 }
 
-impl QuotaUsage {
-    pub fn exhausted(&self) -> bool {
-        (self.messages.limit > 0 && self.messages.used >= self.messages.limit)
-            || (self.tokens.limit > 0 && self.tokens.used >= self.tokens.limit)
-    }
-}
-
 /// Today's date in China and the instant the day ends.
 fn today(at: DateTime<Utc>) -> (String, DateTime<Utc>) {
     let china = FixedOffset::east_opt(CHINA_OFFSET_SECS).expect("valid offset");
@@ -46,7 +62,83 @@ fn key(kind: &str, user: UserId, date: &str) -> String {
     format!("quota:{kind}:{user}:{date}")
 }
 
+fn slot_key(user: UserId) -> String {
+    format!("active-replies:{user}")
+}
+
 impl DailyQuota {
+    /// Counts a reply before it starts, atomically (increments, then checks what they
+    /// returned), so concurrent sends cannot overrun the quotas: at most the one reply
+    /// that crosses the token limit finishes over it.
+    pub async fn reserve(&self, store: &DynStore, user: UserId) -> Result<Result<Reservation, Refusal>, StoreError> {
+        let at = now();
+        let (date, day_ends) = today(at);
+        let retry_after = (day_ends - at).num_seconds().max(1) as u64;
+        let keep = day_ends + chrono::Duration::days(1);
+        let reservation = Reservation { user, date: date.clone(), day_ends, tokens: self.tokens_per_reply };
+        let messages = store.increment_counter(&key("messages", user, &date), 1, keep).await?;
+        if self.messages > 0 && messages > self.messages {
+            store.increment_counter(&key("messages", user, &date), -1, keep).await?;
+            return Ok(Err(Refusal::QuotaExceeded { retry_after }));
+        }
+        let tokens = store.increment_counter(&key("tokens", user, &date), self.tokens_per_reply, keep).await?;
+        if self.tokens > 0 && tokens - self.tokens_per_reply >= self.tokens {
+            self.release(store, &reservation, false).await;
+            return Ok(Err(Refusal::QuotaExceeded { retry_after }));
+        }
+        if self.max_active_replies > 0 {
+            let active = store.increment_counter(&slot_key(user), 1, at + self.slot_ttl).await?;
+            if active > self.max_active_replies {
+                store.increment_counter(&slot_key(user), -1, at + self.slot_ttl).await?;
+                self.release_counts(store, &reservation, false).await;
+                return Ok(Err(Refusal::TooManyActive));
+            }
+        }
+        Ok(Ok(reservation))
+    }
+
+    /// Gives a reservation back (the reply never started); the message stays counted when
+    /// it was stored anyway (a message refused by the content check).
+    pub async fn release(&self, store: &DynStore, reservation: &Reservation, keep_message: bool) {
+        self.release_counts(store, reservation, keep_message).await;
+        self.free_slot(store, reservation).await;
+    }
+
+    /// Settles a reply that ended: its real token use replaces the held-back estimate.
+    pub async fn settle(&self, store: &DynStore, reservation: &Reservation, used_tokens: i64) {
+        let keep = reservation.day_ends + chrono::Duration::days(1);
+        let difference = used_tokens - reservation.tokens;
+        if difference != 0 {
+            let tokens = key("tokens", reservation.user, &reservation.date);
+            if let Err(e) = store.increment_counter(&tokens, difference, keep).await {
+                tracing::warn!(error = ?e, "could not settle the reply's tokens against the daily quota");
+            }
+        }
+        self.free_slot(store, reservation).await;
+    }
+
+    async fn release_counts(&self, store: &DynStore, reservation: &Reservation, keep_message: bool) {
+        let keep = reservation.day_ends + chrono::Duration::days(1);
+        let (user, date) = (reservation.user, &reservation.date);
+        let tokens = store.increment_counter(&key("tokens", user, date), -reservation.tokens, keep).await;
+        let messages = match keep_message {
+            true => Ok(0),
+            false => store.increment_counter(&key("messages", user, date), -1, keep).await,
+        };
+        if let Err(e) = tokens.and(messages) {
+            tracing::warn!(error = ?e, "could not give back a quota reservation");
+        }
+    }
+
+    async fn free_slot(&self, store: &DynStore, reservation: &Reservation) {
+        if self.max_active_replies > 0 {
+            let freed = store.increment_counter(&slot_key(reservation.user), -1, now() + self.slot_ttl).await;
+            if let Err(e) = freed {
+                tracing::warn!(error = ?e, "could not free the reply's running slot");
+            }
+        }
+    }
+
     pub async fn usage(&self, store: &DynStore, user: UserId) -> Result<QuotaUsage, StoreError> {
         let (date, resets_at) = today(now());
         Ok(QuotaUsage {
@@ -58,23 +150,6 @@ impl DailyQuota {
             date,
             resets_at,
         })
-    }
-
-    pub async fn record_message(&self, store: &DynStore, user: UserId) -> Result<(), StoreError> {
-        self.add(store, "messages", user, 1).await
-    }
-
-    pub async fn record_tokens(&self, store: &DynStore, user: UserId, tokens: i64) -> Result<(), StoreError> {
-        if tokens > 0 {
-            self.add(store, "tokens", user, tokens).await?;
-        }
-        Ok(())
-    }
-
-    async fn add(&self, store: &DynStore, kind: &str, user: UserId, by: i64) -> Result<(), StoreError> {
-        let (date, ends) = today(now());
-        store.increment_counter(&key(kind, user, &date), by, ends + chrono::Duration::days(1)).await?;
-        Ok(())
     }
 }
 

@@ -15,6 +15,8 @@ use crate::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
 use crate::wechat::{AccessTokens, ContentChecker};
 
 const DEFAULT_PERSONAS_FILE: &str = "config/personas.toml";
+/// Assumed length of an answer when `DEEPSEEK_MAX_TOKENS` does not bound it.
+const DEFAULT_ANSWER_TOKENS: u32 = 2000;
 
 pub async fn build_store(settings: &StoreSettings) -> anyhow::Result<DynStore> {
     let Some(uri) = &settings.uri else {
@@ -114,7 +116,17 @@ pub fn build_chat(sections: ChatSections<'_>, store: DynStore, registry: Arc<Reg
         registry,
         config: chat.clone(),
         preview: PreviewAccess::new(chat.preview_openids.clone(), chat.preview_model.clone()),
-        quota: DailyQuota { messages: sections.limits.daily_messages, tokens: sections.limits.daily_tokens },
+        quota: DailyQuota {
+            messages: sections.limits.daily_messages,
+            tokens: sections.limits.daily_tokens,
+            max_active_replies: sections.limits.max_active_replies.into(),
+            // What one reply can cost at most: a full context and a full answer.
+            tokens_per_reply: (chat.context_token_budget + chat.max_tokens.unwrap_or(DEFAULT_ANSWER_TOKENS) as usize)
+                as i64,
+            // A running reply's slot outlives the longest reply; a dead replica's slot
+            // is forgotten after that.
+            slot_ttl: sections.deepseek.deadline + chat.lease,
+        },
         moderator: build_moderator(sections.moderation, sections.wechat)?,
     }))
 }

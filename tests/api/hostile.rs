@@ -88,3 +88,60 @@ async fn a_forwarded_for_entry_that_is_not_an_ip_cannot_mint_fresh_limit_buckets
 
     assert_eq!(statuses[2], 429, "every forged value falls back to the one peer address: {statuses:?}");
 }
+
+async fn conversations(app: &crate::helpers::TestApp, token: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let created: serde_json::Value = app.create_conversation(token, &json!({})).await.json().await.unwrap();
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+#[tokio::test]
+async fn concurrent_sends_cannot_overrun_the_daily_message_quota() {
+    let app = spawn_app_with(|s| {
+        s.daily_message_quota = 3;
+        s.max_active_replies_per_user = 0;
+    })
+    .await;
+    let (token, _) = app.user_with_conversation("racer").await;
+    let ids = conversations(&app, &token, 8).await;
+    for _ in 0..8 {
+        app.deepseek.enqueue(crate::helpers::fake_deepseek::text_reply(&["好"]));
+    }
+
+    let body = json!({"content": "抢", "stream": false});
+    let sends = ids.iter().map(|id| app.send_message(&token, id, &body));
+    let statuses: Vec<u16> = futures_util::future::join_all(sends).await.iter().map(|r| r.status().as_u16()).collect();
+    let usage: serde_json::Value =
+        app.client.get(app.url("/api/me/usage")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+
+    let accepted = statuses.iter().filter(|s| **s == 200 || **s == 202).count();
+    assert_eq!(accepted, 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
+    assert_eq!(usage["messages"]["used"], 3);
+}
+
+#[tokio::test]
+async fn one_user_can_run_only_a_few_replies_at_once() {
+    let app = spawn_app_with(|s| s.max_active_replies_per_user = 1).await;
+    let (token, first) = app.user_with_conversation("busy_bee").await;
+    let second = conversations(&app, &token, 1).await.remove(0);
+    app.deepseek.enqueue(crate::helpers::fake_deepseek::paced(
+        &crate::helpers::fake_deepseek::reply_body(&["慢", "慢", "来"], "stop"),
+        Duration::from_millis(300),
+    ));
+    app.deepseek.enqueue(crate::helpers::fake_deepseek::text_reply(&["轮到我"]));
+
+    let mut running = app.stream_message(&token, &first, "一").await;
+    running.next().await.unwrap();
+    let refused = app.send_message(&token, &second, &json!({"content": "二", "stream": false})).await;
+    let refused_status = refused.status();
+    let refused_code = error_code(refused).await;
+    let _ = running.all().await;
+    let later = app.send_message(&token, &second, &json!({"content": "二", "stream": false})).await;
+
+    assert_eq!((refused_status.as_u16(), refused_code.as_str()), (429, "too_many_replies"));
+    assert_eq!(later.status(), 200, "the slot is free once the first reply ends");
+}

@@ -14,10 +14,10 @@ use super::registry::Registry;
 use super::LiveReply;
 use crate::domain::{
     now, Conclusion, ConversationId, FinishReason, GenerationEnd, MessageId, MessageProgress, MessageStatus, ReplyEnd,
-    ReplyFailure, Usage, UserId,
+    ReplyFailure, Usage,
 };
 use crate::llm::{ChatRequest, LlmClient, LlmError, LlmEvent};
-use crate::protection::{DailyQuota, Decision, OutputModeration};
+use crate::protection::{DailyQuota, Decision, OutputModeration, Reservation};
 use crate::store::DynStore;
 
 pub struct GenerationJob {
@@ -29,8 +29,8 @@ pub struct GenerationJob {
     pub request: ChatRequest,
     pub save_interval: Duration,
     pub lease: Duration,
-    /// Whose daily token quota the reply's usage counts against.
-    pub quota: Option<(DailyQuota, UserId)>,
+    /// The quota reservation the reply settles when it ends (its real token use).
+    pub quota: Option<(DailyQuota, Reservation)>,
     /// Checks the reply's text with msgSecCheck while it streams and at the end.
     pub moderation: Option<OutputModeration>,
 }
@@ -142,10 +142,9 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
         // The lease expires on its own; the next send waits at most that long.
         tracing::error!(error = ?e, "could not release the conversation");
     }
-    if let (Some((quota, user)), Some(usage)) = (&job.quota, &progress.usage) {
-        if let Err(e) = quota.record_tokens(&job.store, *user, usage.total_tokens as i64).await {
-            tracing::warn!(error = ?e, "could not count tokens against the daily quota");
-        }
+    if let Some((quota, reservation)) = &job.quota {
+        let used = progress.usage.as_ref().map_or(0, |u| u.total_tokens as i64);
+        quota.settle(&job.store, reservation, used).await;
     }
     tracing::info!(status = ?progress.status, chars = progress.content.chars().count(), "reply finished");
     tx.send_modify(|state| state.end = Some(end));
