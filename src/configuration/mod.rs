@@ -131,6 +131,9 @@ pub struct Settings {
     pub rate_limit_ip_per_minute: u32,
     pub rate_limit_ip_per_hour: u32,
     pub rate_limit_login_per_minute: u32,
+    /// Polls of one reply (the callContainer path) per user and per client IP, per minute.
+    pub rate_limit_poll_per_minute: u32,
+    pub rate_limit_ip_poll_per_minute: u32,
     /// How many proxies in front of us append to X-Forwarded-For (Cloud Run: 1).
     pub trusted_proxy_depth: usize,
     pub daily_message_quota: i64,
@@ -208,6 +211,8 @@ rate_limit_per_hour = 1000
 rate_limit_ip_per_minute = 300
 rate_limit_ip_per_hour = 5000
 rate_limit_login_per_minute = 10
+rate_limit_poll_per_minute = 240
+rate_limit_ip_poll_per_minute = 2400
 trusted_proxy_depth = 1
 daily_message_quota = 300
 max_active_replies_per_user = 2
@@ -317,6 +322,8 @@ impl Settings {
             ("RATE_LIMIT_IP_PER_MINUTE", i64::from(self.rate_limit_ip_per_minute)),
             ("RATE_LIMIT_IP_PER_HOUR", i64::from(self.rate_limit_ip_per_hour)),
             ("RATE_LIMIT_LOGIN_PER_MINUTE", i64::from(self.rate_limit_login_per_minute)),
+            ("RATE_LIMIT_POLL_PER_MINUTE", i64::from(self.rate_limit_poll_per_minute)),
+            ("RATE_LIMIT_IP_POLL_PER_MINUTE", i64::from(self.rate_limit_ip_poll_per_minute)),
             ("DAILY_MESSAGE_QUOTA", self.daily_message_quota),
             ("DAILY_TOKEN_QUOTA", self.daily_token_quota),
         ];

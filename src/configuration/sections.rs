@@ -93,6 +93,9 @@ pub struct LimitSettings {
     pub ip_per_minute: u32,
     pub ip_per_hour: u32,
     pub login_per_minute: u32,
+    /// Polls of one reply, per user and per client IP.
+    pub poll_per_minute: u32,
+    pub ip_poll_per_minute: u32,
     pub proxy_depth: usize,
     pub daily_messages: i64,
     pub daily_tokens: i64,
@@ -211,6 +214,8 @@ impl Settings {
                 ip_per_minute: self.rate_limit_ip_per_minute,
                 ip_per_hour: self.rate_limit_ip_per_hour,
                 login_per_minute: self.rate_limit_login_per_minute,
+                poll_per_minute: self.rate_limit_poll_per_minute,
+                ip_poll_per_minute: self.rate_limit_ip_poll_per_minute,
                 proxy_depth: self.trusted_proxy_depth,
                 daily_messages: self.daily_message_quota,
                 daily_tokens: self.daily_token_quota,

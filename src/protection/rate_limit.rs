@@ -1,12 +1,18 @@
-//! Fixed-window request limits per user and per client IP, counted in MongoDB.
+//! Fixed-window request limits per user and per client IP, counted in MongoDB so every
+//! replica shares them. Polling one reply has buckets of its own (a callContainer client
+//! polls once a second). When the store cannot answer, limits fail open, but fast: each
+//! count waits at most `CHECK_TIMEOUT`, and after a failure a breaker skips counting for
+//! `BREAKER_OPEN` instead of making every request wait again.
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::Error;
 use chrono::{DateTime, Utc};
-
-use std::sync::Arc;
 
 use super::client_ip::ClientIp;
 use crate::auth::Identity;
@@ -15,13 +21,17 @@ use crate::domain::{now, UserId};
 use crate::errors::{ApiError, ErrorCode};
 use crate::store::DynStore;
 
+/// Longest a request waits for one counter.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long limits stay open (uncounted) after the store failed to answer.
+const BREAKER_OPEN: chrono::Duration = chrono::Duration::seconds(5);
+const POLL_ROUTE: &str = "/api/conversations/{id}/messages/{message_id}";
+
 pub struct RateLimiter {
     store: DynStore,
-    per_minute: u32,
-    per_hour: u32,
-    ip_per_minute: u32,
-    ip_per_hour: u32,
-    login_per_minute: u32,
+    limits: LimitSettings,
+    /// Until when (epoch ms) counting is skipped because the store failed.
+    open_until_ms: AtomicI64,
 }
 
 struct Window {
@@ -34,14 +44,7 @@ const HOUR: Window = Window { name: "h", seconds: 3600 };
 
 impl RateLimiter {
     pub fn new(settings: &LimitSettings, store: DynStore) -> Self {
-        RateLimiter {
-            store,
-            per_minute: settings.per_minute,
-            per_hour: settings.per_hour,
-            ip_per_minute: settings.ip_per_minute,
-            ip_per_hour: settings.ip_per_hour,
-            login_per_minute: settings.login_per_minute,
-        }
+        RateLimiter { store, limits: settings.clone(), open_until_ms: AtomicI64::new(0) }
     }
 
     async fn count(&self, subject: &str, window: &Window, limit: u32, at: DateTime<Utc>) -> Result<(), u64> {
@@ -49,8 +52,8 @@ impl RateLimiter {
     }
 
     /// Counts one request against `subject`'s window of `window_secs` containing `at`;
-    /// `Err` with the seconds to wait when over `limit` (0 = no limit). A store failure
-    /// lets the request through (and is logged): availability over strictness.
+    /// `Err` with the seconds to wait when over `limit` (0 = no limit). A store that fails
+    /// or is slow lets the request through (and is logged): availability over strictness.
     pub async fn count_at(
         &self,
         subject: &str,
@@ -59,17 +62,20 @@ impl RateLimiter {
         limit: u32,
         at: DateTime<Utc>,
     ) -> Result<(), u64> {
-        if limit == 0 {
+        if limit == 0 || self.open_until_ms.load(Ordering::Relaxed) > at.timestamp_millis() {
             return Ok(());
         }
         let index = at.timestamp().div_euclid(window_secs);
         let window_end = DateTime::from_timestamp((index + 1) * window_secs, 0).unwrap_or(at);
         let key = format!("rl:{subject}:{window_name}:{index}");
-        match self.store.increment_counter(&key, 1, window_end + chrono::Duration::seconds(60)).await {
-            Ok(count) if count > i64::from(limit) => Err((window_end - at).num_seconds().max(1) as u64),
-            Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::warn!(error = ?e, "rate limit unavailable; letting the request through");
+        let counted = self.store.increment_counter(&key, 1, window_end + chrono::Duration::seconds(60));
+        match tokio::time::timeout(CHECK_TIMEOUT, counted).await {
+            Ok(Ok(count)) if count > i64::from(limit) => Err((window_end - at).num_seconds().max(1) as u64),
+            Ok(Ok(_)) => Ok(()),
+            failed => {
+                let why = if failed.is_err() { "timed out" } else { "failed" };
+                tracing::warn!(why, "rate limit unavailable; letting requests through for a few seconds");
+                self.open_until_ms.store((at + BREAKER_OPEN).timestamp_millis(), Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -79,43 +85,48 @@ impl RateLimiter {
     /// on every transport, so one user has one budget.
     pub async fn count_user(&self, user: UserId) -> Result<(), u64> {
         let at = now();
-        self.count(&format!("user:{user}"), &MINUTE, self.per_minute, at).await?;
-        self.count(&format!("user:{user}"), &HOUR, self.per_hour, at).await
+        self.count(&format!("user:{user}"), &MINUTE, self.limits.per_minute, at).await?;
+        self.count(&format!("user:{user}"), &HOUR, self.limits.per_hour, at).await
+    }
+
+    async fn count_user_poll(&self, user: UserId) -> Result<(), u64> {
+        self.count(&format!("poll-user:{user}"), &MINUTE, self.limits.poll_per_minute, now()).await
     }
 
     async fn count_login(&self, req: &ServiceRequest) -> Result<(), u64> {
         let ip = ClientIp::of(req.request());
-        self.count(&format!("login-ip:{ip}"), &MINUTE, self.login_per_minute, now()).await
+        self.count(&format!("login-ip:{ip}"), &MINUTE, self.limits.login_per_minute, now()).await
     }
 
     async fn count_ip(&self, req: &ServiceRequest) -> Result<(), u64> {
         let at = now();
         let ip = ClientIp::of(req.request());
-        self.count(&format!("ip:{ip}"), &MINUTE, self.ip_per_minute, at).await?;
-        self.count(&format!("ip:{ip}"), &HOUR, self.ip_per_hour, at).await
+        if is_poll(req) {
+            return self.count(&format!("poll-ip:{ip}"), &MINUTE, self.limits.ip_poll_per_minute, at).await;
+        }
+        self.count(&format!("ip:{ip}"), &MINUTE, self.limits.ip_per_minute, at).await?;
+        self.count(&format!("ip:{ip}"), &HOUR, self.limits.ip_per_hour, at).await
     }
 }
 
-/// Polling a reply (`GET …/messages/{id}`) is what `callContainer` clients must do once a
-/// second; it is a cheap indexed read and is not counted.
-fn exempt(req: &ServiceRequest) -> bool {
-    req.method() == Method::GET
-        && req.match_pattern().as_deref() == Some("/api/conversations/{id}/messages/{message_id}")
+/// Polling one reply (`GET …/messages/{id}`), what `callContainer` clients do once a
+/// second: counted in buckets of its own, so it neither eats the general budget nor
+/// escapes limits.
+fn is_poll(req: &ServiceRequest) -> bool {
+    req.method() == Method::GET && req.match_pattern().as_deref() == Some(POLL_ROUTE)
 }
 
 fn too_many(retry_after: u64) -> actix_web::Error {
     ApiError::new(ErrorCode::RateLimited, "too many requests; please slow down").with_retry_after(retry_after).into()
 }
 
-/// Middleware, before identity is resolved: limits per client IP (and logins per IP).
+/// Middleware, before identity is resolved: limits per client IP.
 pub async fn limit_by_ip<B: MessageBody>(
     limiter: Arc<RateLimiter>,
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, Error> {
-    if !exempt(&req) {
-        limiter.count_ip(&req).await.map_err(too_many)?;
-    }
+    limiter.count_ip(&req).await.map_err(too_many)?;
     next.call(req).await
 }
 
@@ -137,11 +148,9 @@ pub async fn limit_by_user<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, Error> {
-    if !exempt(&req) {
-        let user = Identity::of(req.request())?.user().map(|u| u.user_id);
-        if let Some(user) = user {
-            limiter.count_user(user).await.map_err(too_many)?;
-        }
+    if let Some(user) = Identity::of(req.request())?.user().map(|u| u.user_id) {
+        let counted = if is_poll(&req) { limiter.count_user_poll(user).await } else { limiter.count_user(user).await };
+        counted.map_err(too_many)?;
     }
     next.call(req).await
 }

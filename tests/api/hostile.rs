@@ -145,3 +145,30 @@ async fn one_user_can_run_only_a_few_replies_at_once() {
     assert_eq!((refused_status.as_u16(), refused_code.as_str()), (429, "too_many_replies"));
     assert_eq!(later.status(), 200, "the slot is free once the first reply ends");
 }
+
+#[tokio::test]
+async fn polling_has_limits_of_its_own_per_user_and_per_ip() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit_poll_per_minute = 3;
+        s.rate_limit_ip_poll_per_minute = 5;
+        s.rate_limit_per_minute = 100;
+    })
+    .await;
+    let (token, conversation) = app.user_with_conversation("poller").await;
+    let messages = app.messages(&token, &conversation).await;
+    let greeting = messages[0]["id"].as_str().unwrap().to_string();
+
+    let mut by_user = Vec::new();
+    for _ in 0..4 {
+        by_user.push(app.get_message(&token, &conversation, &greeting).await.status().as_u16());
+    }
+    // Without credentials the per-IP poll bucket still counts (it has 1 left here).
+    let anonymous = app.url(&format!("/api/conversations/{conversation}/messages/{greeting}"));
+    let first_anonymous = app.client.get(&anonymous).send().await.unwrap().status().as_u16();
+    let second_anonymous = app.client.get(&anonymous).send().await.unwrap().status().as_u16();
+    let other_route = app.get_me(&token).await.status().as_u16();
+
+    assert_eq!(by_user, [200, 200, 200, 429], "the user's poll bucket");
+    assert_eq!((first_anonymous, second_anonymous), (401, 429), "the IP's poll bucket");
+    assert_eq!(other_route, 200, "polls do not use up the general budget");
+}
