@@ -17,8 +17,8 @@ use crate::chat::{ChatService, Registry};
 use crate::configuration::{Config, Settings};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
 use crate::protection::{
-    cors, guard_body, header_limit_middleware, limit_by_ip, limit_by_user, limit_logins, security_headers, BodyGuard,
-    HeaderLimit, RateLimiter,
+    cors, guard_body, header_limit_middleware, limit_by_ip, limit_by_user, limit_logins, require_storage,
+    security_headers, BodyGuard, HeaderLimit, RateLimiter, StoreHealth,
 };
 use crate::routes;
 use crate::routes::LoginPolicy;
@@ -105,11 +105,15 @@ impl Application {
         };
         let chat = build_chat(sections, store.clone(), registry.clone())?;
         let sweeping = CancellationToken::new();
+        let health = Arc::new(StoreHealth::default());
+        // Like the sweeper: runs until shutdown begins, outside the drain.
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(health.clone().watch(store.clone(), sweeping.clone()));
         let sweeper = Sweeper { store: store.clone(), registry: registry.clone(), every: config.chat.lease / 4 };
         // Runs until shutdown begins; not a reply's work, so not tracked by the drain.
         #[allow(clippy::disallowed_methods)]
         tokio::spawn(sweeper.run(sweeping.clone()));
-        let server = run(listener, &config, store, chat, lifecycle.clone())?;
+        let server = run(listener, &config, store, chat, lifecycle.clone(), health)?;
         Ok(Application {
             port,
             server,
@@ -170,6 +174,7 @@ fn run(
     store: DynStore,
     chat: ChatService,
     lifecycle: web::Data<Lifecycle>,
+    health: Arc<StoreHealth>,
 ) -> anyhow::Result<Server> {
     let chat = web::Data::new(chat);
     let limiter = Arc::new(RateLimiter::new(&config.limits, store.clone()));
@@ -222,7 +227,8 @@ fn run(
             .service(web::resource("/ready").get(routes::ready))
             .service(
                 web::scope("/api")
-                    // Runs bottom-up: per-IP limit, the body (read whole, bounded), identity, per-user limit.
+                    // Runs bottom-up: storage up?, per-IP limit, the body (read whole, bounded), identity,
+                    // per-user limit.
                     .wrap(from_fn({
                         let limiter = limiter.clone();
                         move |req, next| limit_by_user(limiter.clone(), req, next)
@@ -238,6 +244,10 @@ fn run(
                     .wrap(from_fn({
                         let limiter = limiter.clone();
                         move |req, next| limit_by_ip(limiter.clone(), req, next)
+                    }))
+                    .wrap(from_fn({
+                        let health = health.clone();
+                        move |req, next| require_storage(health.clone(), req, next)
                     }))
                     .service(web::resource("/auth/login").post(routes::login).wrap(from_fn({
                         let limiter = limiter.clone();

@@ -6,6 +6,7 @@ mod headers;
 mod moderation;
 mod quota;
 mod rate_limit;
+mod storage_gate;
 
 pub use body::{guard_body, BodyGuard};
 pub use client_ip::ClientIp;
@@ -13,3 +14,4 @@ pub use headers::{cors, header_limit_middleware, security_headers, HeaderLimit};
 pub use moderation::{Decision, ModerationPolicy, Moderator, OutputModeration};
 pub use quota::{Allowance, DailyQuota, QuotaUsage, Refusal, Reservation};
 pub use rate_limit::{limit_by_ip, limit_by_user, limit_logins, RateLimiter};
+pub use storage_gate::{require_storage, StoreHealth};

@@ -172,3 +172,30 @@ async fn polling_has_limits_of_its_own_per_user_and_per_ip() {
     assert_eq!((first_anonymous, second_anonymous), (401, 429), "the IP's poll bucket");
     assert_eq!(other_route, 200, "polls do not use up the general budget");
 }
+
+#[tokio::test]
+async fn with_mongodb_down_every_api_route_answers_503_at_once_instead_of_hanging() {
+    let port = crate::helpers::closed_port();
+    // The driver's own timeouts stay at their (long) defaults: the gate must not wait on them.
+    let app = spawn_app_with(|s| {
+        s.mongodb_uri = Some(secrecy::SecretString::from(format!("mongodb://127.0.0.1:{port}")));
+        s.wechat_appid = None;
+        s.wechat_secret = None;
+    })
+    .await;
+    // The watcher's first failed ping marks the store down.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+
+    let login = client.post(app.url("/api/auth/login")).json(&json!({"code": "dev:outage"})).send().await;
+    let personas = client.get(app.url("/api/personas")).bearer_auth("whatever").send().await;
+    let health = client.get(app.url("/health")).send().await.unwrap();
+
+    for response in [login, personas] {
+        let response = response.expect("an answer well before callContainer's 15 s cut");
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        assert_eq!(error_code(response).await, "storage_unavailable");
+    }
+    assert_eq!(health.status(), 200, "liveness does not depend on storage");
+}
