@@ -6,7 +6,8 @@ use super::context::{build_messages, upstream_user_hash};
 use super::reply::{spawn_generation, GenerationJob, ReplyHandle};
 use super::service::{ChatError, ChatService};
 use crate::domain::{
-    now, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role, User, UserId,
+    now, ClientMessageId, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role,
+    SendRecord, User, UserId,
 };
 use crate::llm::ChatRequest;
 use crate::protection::{Decision, OutputModeration, Refusal, Reservation};
@@ -16,24 +17,55 @@ use crate::store::GenerationClaim;
 /// placeholder belongs to a send that died.
 const START_UP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The ids a send stores its messages under, and its record when it has a client id.
+struct SendIds {
+    user_message: MessageId,
+    reply: MessageId,
+    record: Option<SendRecord>,
+}
+
+impl SendIds {
+    fn fresh(user: UserId, conversation: ConversationId, client_id: Option<ClientMessageId>) -> Self {
+        let (user_message, reply) = (MessageId::new(), MessageId::new());
+        let record = client_id.map(|client_id| SendRecord {
+            user_id: user,
+            client_id,
+            conversation_id: conversation,
+            user_message_id: user_message,
+            reply_id: reply,
+        });
+        SendIds { user_message, reply, record }
+    }
+}
+
+enum Retry {
+    Answered(ReplyHandle),
+    Resume,
+}
+
 impl ChatService {
     /// Stores the user's message, then starts the reply.
     ///
     /// The steps run as a tracked task on the main runtime, not in the request: a client
     /// that disconnects midway must not leave a claimed conversation or a reply
     /// placeholder behind, and a shutdown waits for them.
+    ///
+    /// With a `client_id`, a retry of the same send returns the original reply (still
+    /// running, or as stored), and a send that died before its reply was stored is finished
+    /// with the same ids: a message is never stored twice.
     pub async fn send(
         self: Arc<Self>,
         user: UserId,
         conversation: ConversationId,
         text: String,
+        client_id: Option<ClientMessageId>,
     ) -> Result<ReplyHandle, ChatError> {
         let registry = self.registry.clone();
         if registry.is_closing() {
             return Err(ChatError::ShuttingDown);
         }
         let span = tracing::info_span!("chat.send", conversation_id = %conversation);
-        let steps = async move { self.start_reply(user, conversation, &text).await };
+        let steps = async move { self.start_reply(user, conversation, &text, client_id).await };
         registry.spawn(tracing::Instrument::instrument(steps, span)).await.map_err(ChatError::internal)?
     }
 
@@ -42,18 +74,32 @@ impl ChatService {
         user_id: UserId,
         conversation_id: ConversationId,
         raw_text: &str,
+        client_id: Option<ClientMessageId>,
     ) -> Result<ReplyHandle, ChatError> {
         let content = MessageContent::parse(raw_text, self.config.message_max_chars)
             .map_err(|e| ChatError::InvalidContent(e.to_string()))?;
         let conversation =
             self.store.get_conversation(user_id, conversation_id).await?.ok_or(ChatError::ConversationNotFound)?;
         let user = self.store.get_user(user_id).await?.ok_or(ChatError::ConversationNotFound)?;
+        let earlier = match &client_id {
+            Some(client_id) => self.store.find_send(user_id, client_id).await?,
+            None => None,
+        };
+        let ids = match earlier {
+            Some(earlier) => match self.retried(&earlier, &conversation).await? {
+                Retry::Answered(reply) => return Ok(reply),
+                Retry::Resume => {
+                    SendIds { user_message: earlier.user_message_id, reply: earlier.reply_id, record: None }
+                }
+            },
+            None => SendIds::fresh(user_id, conversation_id, client_id),
+        };
         let reservation = match self.quota.reserve(&self.store, user_id).await? {
             Ok(reservation) => reservation,
             Err(Refusal::QuotaExceeded { retry_after }) => return Err(ChatError::QuotaExceeded { retry_after }),
             Err(Refusal::TooManyActive) => return Err(ChatError::TooManyReplies),
         };
-        match self.start_reserved(&conversation, &user, &content, reservation.clone()).await {
+        match self.start_reserved(&conversation, &user, &content, reservation.clone(), ids).await {
             Ok(reply) => Ok(reply),
             Err(e) => {
                 // A message refused by the content check was stored, so it stays counted.
@@ -71,15 +117,18 @@ impl ChatService {
         user: &User,
         content: &MessageContent,
         reservation: Reservation,
+        ids: SendIds,
     ) -> Result<ReplyHandle, ChatError> {
         let moderation = self.screen_input(conversation, user, content).await?;
-        let user_message = Message::new(conversation, Role::User, content.as_str(), MessageStatus::Complete);
-        let reply = Message::new(conversation, Role::Assistant, "", MessageStatus::Streaming);
+        let mut user_message = Message::new(conversation, Role::User, content.as_str(), MessageStatus::Complete);
+        user_message.id = ids.user_message;
+        let mut reply = Message::new(conversation, Role::Assistant, "", MessageStatus::Streaming);
+        reply.id = ids.reply;
 
         self.claim(user.id, conversation.id, reply.id).await?;
-        if let Err(e) = self.store.insert_message(&user_message).await {
+        if let Err(e) = self.store_user_message(&user_message, ids.record.as_ref()).await {
             self.release(conversation.id, reply.id).await;
-            return Err(e.into());
+            return Err(e);
         }
         let request = match self.prepare(conversation, user, &reply).await {
             Ok(request) => request,
@@ -101,6 +150,39 @@ impl ChatService {
             moderation,
         });
         Ok(ReplyHandle::fresh(self.replies.clone(), user_message, reply, live))
+    }
+
+    /// What a retried send (same client id) gets: the original reply if it was stored, or
+    /// the go-ahead to finish the original send with its own ids.
+    async fn retried(&self, earlier: &SendRecord, conversation: &Conversation) -> Result<Retry, ChatError> {
+        if earlier.conversation_id != conversation.id {
+            return Err(ChatError::InvalidContent(
+                "this client_message_id was already used in another conversation".into(),
+            ));
+        }
+        let Some(reply) = self.store.get_message(conversation.id, earlier.reply_id).await? else {
+            tracing::info!(reply_id = %earlier.reply_id, "finishing a send that died before its reply was stored");
+            return Ok(Retry::Resume);
+        };
+        let user_message = self.store.get_message(conversation.id, earlier.user_message_id).await?;
+        let user_message = user_message.ok_or(ChatError::MessageNotFound)?;
+        tracing::info!(reply_id = %reply.id, "a retried send gets its original reply");
+        Ok(Retry::Answered(ReplyHandle::resent(self.replies.clone(), user_message, reply)))
+    }
+
+    /// Stores the user's message (once: a resumed send may have stored it already), and
+    /// first the record of a send under a client id.
+    async fn store_user_message(&self, message: &Message, record: Option<&SendRecord>) -> Result<(), ChatError> {
+        if let Some(record) = record {
+            if !self.store.insert_send(record).await? {
+                // The same send arrived twice at once: the other one goes on.
+                return Err(ChatError::ReplyInProgress { reply: record.reply_id, retry_after: 1 });
+            }
+        }
+        if self.store.get_message(message.conversation_id, message.id).await?.is_none() {
+            self.store.insert_message(message).await?;
+        }
+        Ok(())
     }
 
     /// Checks the user's text before anything reaches the model. A rejected message is

@@ -3,6 +3,38 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConversationId, FinishReason, MessageId, ParseError, UserId};
 
+/// The id a client gives a message it sends, so a retry of the same send (after a cut
+/// connection or a 5xx) returns the original reply instead of sending twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientMessageId(String);
+
+impl ClientMessageId {
+    pub const MAX_LEN: usize = 64;
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let valid = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if valid {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(ParseError(format!("client_message_id must be 1-{} letters, digits, -, _, . or :", Self::MAX_LEN)))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A send as first made under a client's id: what a retry of it resumes or returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRecord {
+    pub user_id: UserId,
+    pub client_id: ClientMessageId,
+    pub conversation_id: ConversationId,
+    pub user_message_id: MessageId,
+    pub reply_id: MessageId,
+}
+
 /// What a user sends: trimmed of surrounding blank space, never empty, bounded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageContent(String);

@@ -9,7 +9,9 @@ mod user;
 
 pub use conversation::{Conversation, ConversationTitle};
 pub use ids::{ConversationId, MessageId, UserId};
-pub use message::{Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, Usage};
+pub use message::{
+    ClientMessageId, Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, SendRecord, Usage,
+};
 pub use reply::{Conclusion, FinishReason, GenerationEnd, ReplyEnd, ReplyFailure};
 pub use user::{AvatarUrl, LoginCode, Nickname, OpenId, ProfilePatch, User};
 

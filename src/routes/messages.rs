@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::dto::{MessageDto, Page};
-use super::params::{conversation_id, message_id, page_limit};
+use super::params::{client_message_id, conversation_id, message_id, page_limit};
 use super::sse::reply_stream;
 use crate::auth::AuthenticatedUser;
 use crate::chat::ChatService;
@@ -16,6 +16,8 @@ use crate::errors::{ApiError, ErrorCode};
 pub struct SendMessage {
     content: String,
     stream: Option<bool>,
+    /// Makes the send safe to retry: the same id returns the original reply.
+    client_message_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -73,8 +75,9 @@ pub async fn send_message(
     // The bound counts from arrival, so the answer stays under callContainer's 15 s cut.
     let deadline = tokio::time::Instant::now() + chat.config().wait_timeout;
     let conversation = conversation_id(&path)?;
-    let SendMessage { content, stream } = body.into_inner();
-    let mut reply = chat.clone().into_inner().send(user.user_id, conversation, content).await?;
+    let SendMessage { content, stream, client_message_id: client_id } = body.into_inner();
+    let client_id = client_message_id(client_id.as_deref())?;
+    let mut reply = chat.clone().into_inner().send(user.user_id, conversation, content, client_id).await?;
     if stream.unwrap_or(true) {
         return Ok(reply_stream(reply.events(), chat.config().keepalive));
     }

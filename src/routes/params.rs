@@ -1,5 +1,5 @@
 //! Path and query values parsed at the edge, with the errors every transport gives.
-use crate::domain::{ConversationId, MessageId};
+use crate::domain::{ClientMessageId, ConversationId, MessageId};
 use crate::errors::{ApiError, ErrorCode};
 
 const DEFAULT_PAGE: usize = 20;
@@ -12,6 +12,11 @@ pub fn conversation_id(raw: &str) -> Result<ConversationId, ApiError> {
 
 pub fn message_id(raw: &str) -> Result<MessageId, ApiError> {
     MessageId::parse(raw).ok_or_else(|| ApiError::not_found("no such message"))
+}
+
+/// The optional id a client gives a send (for safe retries).
+pub fn client_message_id(raw: Option<&str>) -> Result<Option<ClientMessageId>, ApiError> {
+    raw.map(ClientMessageId::parse).transpose().map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))
 }
 
 pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {

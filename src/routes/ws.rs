@@ -13,7 +13,7 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use super::params::{conversation_id, message_id};
+use super::params::{client_message_id, conversation_id, message_id};
 use crate::auth::{AuthenticatedUser, Identity, IdentityResolver};
 use crate::chat::{ChatService, ReplyEvent, ReplyHandle};
 use crate::domain::{MessageId, UserId};
@@ -32,6 +32,8 @@ enum ClientFrame {
         conversation_id: String,
         content: String,
         request_id: Option<String>,
+        /// Makes the send safe to retry: the same id returns the original reply.
+        client_message_id: Option<String>,
     },
     Reattach {
         conversation_id: String,
@@ -211,8 +213,8 @@ impl ChatSocket {
                 }
                 None
             }
-            Ok(ClientFrame::Send { conversation_id, content, request_id }) => {
-                let result = self.send(&conversation_id, content).await;
+            Ok(ClientFrame::Send { conversation_id, content, request_id, client_message_id }) => {
+                let result = self.send(&conversation_id, content, client_message_id.as_deref()).await;
                 self.render(result, request_id)
             }
             Ok(ClientFrame::Cancel { conversation_id, message_id, request_id }) => {
@@ -254,10 +256,16 @@ impl ChatSocket {
         Ok(user)
     }
 
-    async fn send(&self, conversation: &str, content: String) -> Result<ReplyHandle, ApiError> {
+    async fn send(
+        &self,
+        conversation: &str,
+        content: String,
+        client_id: Option<&str>,
+    ) -> Result<ReplyHandle, ApiError> {
         let user = self.counted_user().await?;
         let conversation = conversation_id(conversation)?;
-        Ok(self.chat.clone().send(user, conversation, content).await?)
+        let client_id = client_message_id(client_id)?;
+        Ok(self.chat.clone().send(user, conversation, content, client_id).await?)
     }
 
     async fn reattach(&self, conversation: &str, message: &str) -> Result<ReplyHandle, ApiError> {

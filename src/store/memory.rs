@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, MessageStatus, OpenId,
-    ProfilePatch, User, UserId,
+    now, ClientMessageId, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress,
+    MessageStatus, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
 #[derive(Default)]
@@ -19,6 +19,7 @@ struct Inner {
     leases: HashMap<ConversationId, (MessageId, DateTime<Utc>)>,
     messages: HashMap<MessageId, Message>,
     cancel_requested: std::collections::HashSet<MessageId>,
+    sends: HashMap<(UserId, String), SendRecord>,
     counters: HashMap<String, (i64, DateTime<Utc>)>,
 }
 
@@ -269,6 +270,20 @@ impl Store for InMemoryStore {
             }
         }
         Ok(marked)
+    }
+
+    async fn insert_send(&self, send: &SendRecord) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let key = (send.user_id, send.client_id.as_str().to_string());
+        if inner.sends.contains_key(&key) {
+            return Ok(false);
+        }
+        inner.sends.insert(key, send.clone());
+        Ok(true)
+    }
+
+    async fn find_send(&self, user: UserId, client_id: &ClientMessageId) -> Result<Option<SendRecord>, StoreError> {
+        Ok(self.lock().sends.get(&(user, client_id.as_str().to_string())).cloned())
     }
 
     async fn request_cancel(&self, conversation: ConversationId, message: MessageId) -> Result<bool, StoreError> {

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, OpenId, ProfilePatch, User,
-    UserId,
+    ClientMessageId, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, OpenId,
+    ProfilePatch, SendRecord, User, UserId,
 };
 
 pub use memory::InMemoryStore;
@@ -165,6 +165,10 @@ pub trait Store: Send + Sync + 'static {
         except: MessageId,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
+
+    /// Records a send under its client id; false when one is already recorded (a retry).
+    async fn insert_send(&self, send: &SendRecord) -> Result<bool, StoreError>;
+    async fn find_send(&self, user: UserId, client_id: &ClientMessageId) -> Result<Option<SendRecord>, StoreError>;
 
     /// Marks a `streaming` reply as cancelled by its owner; false when it is not streaming.
     async fn request_cancel(&self, conversation: ConversationId, message: MessageId) -> Result<bool, StoreError>;

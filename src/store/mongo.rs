@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use super::compat::{and_any, lenient_bool};
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, FinishReason, Message, MessageError, MessageId,
-    MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, User, UserId,
+    now, AvatarUrl, ClientMessageId, Conversation, ConversationId, ConversationTitle, FinishReason, Message,
+    MessageError, MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, SendRecord, Usage,
+    User, UserId,
 };
 
 const SCHEMA_VERSION: i32 = 1;
@@ -115,6 +116,36 @@ struct MessageDoc {
     cancel_requested: bool,
     #[serde(default = "schema_v0")]
     schema_version: i32,
+}
+
+/// A send under a client's id; `_id` is `<user id>:<client id>`, so a retry is a
+/// duplicate key on every MongoDB-compatible server (no partial or sparse index needed).
+#[derive(Debug, Serialize, Deserialize)]
+struct SendDoc {
+    #[serde(rename = "_id")]
+    key: String,
+    user_id: String,
+    client_id: String,
+    conversation_id: String,
+    user_message_id: String,
+    reply_id: String,
+    created_at: bson::DateTime,
+}
+
+impl SendDoc {
+    fn key(user: UserId, client_id: &ClientMessageId) -> String {
+        format!("{user}:{}", client_id.as_str())
+    }
+
+    fn into_domain(self) -> Option<SendRecord> {
+        Some(SendRecord {
+            user_id: UserId::parse(&self.user_id)?,
+            client_id: ClientMessageId::parse(&self.client_id).ok()?,
+            conversation_id: ConversationId::parse(&self.conversation_id)?,
+            user_message_id: MessageId::parse(&self.user_message_id)?,
+            reply_id: MessageId::parse(&self.reply_id)?,
+        })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -245,6 +276,9 @@ impl MongoStore {
     }
     fn messages(&self) -> Collection<MessageDoc> {
         self.db.collection("messages")
+    }
+    fn sends(&self) -> Collection<SendDoc> {
+        self.db.collection("sends")
     }
     fn counters(&self) -> Collection<CounterDoc> {
         self.db.collection("counters")
@@ -624,6 +658,28 @@ impl Store for MongoStore {
             settled += result.modified_count;
         }
         Ok(settled)
+    }
+
+    async fn insert_send(&self, send: &SendRecord) -> Result<bool, StoreError> {
+        let doc = SendDoc {
+            key: SendDoc::key(send.user_id, &send.client_id),
+            user_id: send.user_id.to_string(),
+            client_id: send.client_id.as_str().to_string(),
+            conversation_id: send.conversation_id.to_string(),
+            user_message_id: send.user_message_id.to_string(),
+            reply_id: send.reply_id.to_string(),
+            created_at: to_bson_date(now()),
+        };
+        match self.sends().insert_one(doc).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn find_send(&self, user: UserId, client_id: &ClientMessageId) -> Result<Option<SendRecord>, StoreError> {
+        let found = self.sends().find_one(doc! {"_id": SendDoc::key(user, client_id)}).await.map_err(unavailable)?;
+        Ok(found.and_then(SendDoc::into_domain))
     }
 
     async fn request_cancel(&self, conversation: ConversationId, message: MessageId) -> Result<bool, StoreError> {

@@ -185,3 +185,100 @@ async fn a_fresh_claim_still_in_its_start_up_steps_is_not_taken_over() {
     let body: Value = second.json().await.unwrap();
     assert_eq!(body["error"]["reply_id"], starting.to_string());
 }
+
+#[tokio::test]
+async fn a_retried_send_with_the_same_client_id_returns_the_original_reply_and_stores_nothing_twice() {
+    let app = spawn_app_with(|_| {}).await;
+    let (token, conversation) = app.user_with_conversation("retrier").await;
+    app.deepseek.enqueue(text_reply(&["只回", "一次"]));
+    let body = json!({"content": "你好", "stream": false, "client_message_id": "m-20261123-1"});
+
+    let first: Value = app.send_message(&token, &conversation, &body).await.json().await.unwrap();
+    let again = app.send_message(&token, &conversation, &body).await;
+    let streamed =
+        app.send_message(&token, &conversation, &json!({"content": "你好", "client_message_id": "m-20261123-1"})).await;
+
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["assistant_message"]["id"], first["assistant_message"]["id"]);
+    assert_eq!(again["user_message"]["id"], first["user_message"]["id"]);
+    assert_eq!(again["assistant_message"]["content"], "只回一次");
+    let (events, _) = crate::helpers::EventReader::new(streamed).all().await;
+    assert_eq!(events[0].data["assistant_message_id"], first["assistant_message"]["id"], "start names the original");
+    assert_eq!(text_of(&events), "只回一次");
+    assert_eq!(events.last().unwrap().name, "done");
+    let asked: Vec<Value> =
+        app.messages(&token, &conversation).await.into_iter().filter(|m| m["role"] == "user").collect();
+    assert_eq!(asked.len(), 1, "the message is stored once");
+    assert_eq!(app.deepseek.requests().len(), 1, "DeepSeek was asked once");
+}
+
+#[tokio::test]
+async fn a_send_that_died_before_its_reply_was_stored_is_finished_by_its_retry() {
+    let app = spawn_app_with(|_| {}).await;
+    let (token, conversation) = app.user_with_conversation("resumer").await;
+    let conversation_id = ConversationId::parse(&conversation).unwrap();
+    let user: Value = app.get_me(&token).await.json().await.unwrap();
+    let user_id = UserId::parse(user["id"].as_str().unwrap()).unwrap();
+    // The first attempt recorded the send, stored the user's message and claimed the
+    // conversation 15 s ago, then MongoDB failed before the reply was stored.
+    let at = now() - chrono::Duration::seconds(15);
+    let record = companion_backend::domain::SendRecord {
+        user_id,
+        client_id: companion_backend::domain::ClientMessageId::parse("m-lost-1").unwrap(),
+        conversation_id,
+        user_message_id: MessageId::new(),
+        reply_id: MessageId::new(),
+    };
+    app.store.insert_send(&record).await.unwrap();
+    let asked = Message {
+        id: record.user_message_id,
+        conversation_id,
+        user_id,
+        role: Role::User,
+        content: "还在吗".into(),
+        status: MessageStatus::Complete,
+        created_at: at,
+        reasoning_content: None,
+        usage: None,
+        finish_reason: None,
+        error: None,
+        updated_at: at,
+    };
+    app.store.insert_message(&asked).await.unwrap();
+    app.store
+        .claim_generation(user_id, conversation_id, record.reply_id, at, at + chrono::Duration::seconds(20))
+        .await
+        .unwrap();
+    app.deepseek.enqueue(text_reply(&["在的"]));
+
+    let body = json!({"content": "还在吗", "stream": false, "client_message_id": "m-lost-1"});
+    let retried = app.send_message(&token, &conversation, &body).await;
+
+    assert_eq!(retried.status(), 200);
+    let retried: Value = retried.json().await.unwrap();
+    assert_eq!(retried["assistant_message"]["id"], record.reply_id.to_string(), "the original reply id, finished");
+    assert_eq!(retried["assistant_message"]["content"], "在的");
+    let users: Vec<Value> =
+        app.messages(&token, &conversation).await.into_iter().filter(|m| m["role"] == "user").collect();
+    assert_eq!(users.len(), 1, "the user's message is not stored twice");
+    assert_eq!(users[0]["id"], record.user_message_id.to_string());
+}
+
+#[tokio::test]
+async fn a_client_id_belongs_to_one_conversation() {
+    let app = spawn_app_with(|_| {}).await;
+    let (token, conversation) = app.user_with_conversation("one_place").await;
+    let other: Value = app.create_conversation(&token, &json!({})).await.json().await.unwrap();
+    app.deepseek.enqueue(text_reply(&["好"]));
+    let body = json!({"content": "hi", "stream": false, "client_message_id": "m-1"});
+    app.send_message(&token, &conversation, &body).await;
+
+    let elsewhere = app.send_message(&token, other["id"].as_str().unwrap(), &body).await;
+    let malformed =
+        app.send_message(&token, &conversation, &json!({"content": "hi", "client_message_id": "有空格 的"})).await;
+
+    assert_eq!(elsewhere.status(), 400);
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(crate::helpers::error_code(malformed).await, "invalid_body");
+}

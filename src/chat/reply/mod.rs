@@ -61,6 +61,12 @@ impl ReplyHandle {
         Self { replies, reply, user_message: Some(user_message), live: Some(live) }
     }
 
+    /// The original reply of a retried send: announced by `start` like a fresh one.
+    pub(crate) fn resent(replies: Arc<Replies>, user_message: Message, reply: Message) -> Self {
+        let live = replies.registry.subscribe(reply.id);
+        Self { replies, reply, user_message: Some(user_message), live }
+    }
+
     pub(super) fn existing(replies: Arc<Replies>, reply: Message) -> Self {
         let live = replies.registry.subscribe(reply.id);
         Self { replies, reply, user_message: None, live }
