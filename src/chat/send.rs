@@ -39,7 +39,7 @@ impl SendIds {
 }
 
 enum Retry {
-    Answered(ReplyHandle),
+    Answered(Box<ReplyHandle>),
     Resume,
 }
 
@@ -87,7 +87,7 @@ impl ChatService {
         };
         let ids = match earlier {
             Some(earlier) => match self.retried(&earlier, &conversation).await? {
-                Retry::Answered(reply) => return Ok(reply),
+                Retry::Answered(reply) => return Ok(*reply),
                 Retry::Resume => {
                     SendIds { user_message: earlier.user_message_id, reply: earlier.reply_id, record: None }
                 }
@@ -167,7 +167,7 @@ impl ChatService {
         let user_message = self.store.get_message(conversation.id, earlier.user_message_id).await?;
         let user_message = user_message.ok_or(ChatError::MessageNotFound)?;
         tracing::info!(reply_id = %reply.id, "a retried send gets its original reply");
-        Ok(Retry::Answered(ReplyHandle::resent(self.replies.clone(), user_message, reply)))
+        Ok(Retry::Answered(Box::new(ReplyHandle::resent(self.replies.clone(), user_message, reply))))
     }
 
     /// Stores the user's message (once: a resumed send may have stored it already), and
