@@ -199,6 +199,7 @@ fn run(
         config.wechat.timeout,
     )?);
     let body_limit = config.server.body_limit_bytes;
+    let sockets = web::Data::new(routes::SocketSlots::new(config.limits.ws_max_sockets_per_user as usize));
     let proxy_depth = config.limits.proxy_depth;
     let body_guard = Arc::new(BodyGuard { limit_bytes: body_limit, read_timeout: config.server.body_read_timeout });
     let server = HttpServer::new(move || {
@@ -223,6 +224,7 @@ fn run(
             .app_data(wechat.clone())
             .app_data(chat.clone())
             .app_data(web::Data::from(limiter.clone()))
+            .app_data(sockets.clone())
             .service(web::resource("/health").get(routes::health))
             .service(web::resource("/ready").get(routes::ready))
             .service(

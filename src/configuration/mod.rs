@@ -139,6 +139,8 @@ pub struct Settings {
     pub daily_message_quota: i64,
     /// Replies one user may have running at once, across replicas (0: no cap).
     pub max_active_replies_per_user: u32,
+    /// Open WebSockets per user on one replica (0 = no cap).
+    pub ws_max_sockets_per_user: u32,
     pub daily_token_quota: i64,
     pub cors_allowed_origins: Option<String>,
     /// msgSecCheck on input and output; unset = on whenever WeChat is configured.
@@ -216,6 +218,7 @@ rate_limit_ip_poll_per_minute = 2400
 trusted_proxy_depth = 1
 daily_message_quota = 300
 max_active_replies_per_user = 2
+ws_max_sockets_per_user = 5
 daily_token_quota = 500000
 content_check_review = "allow"
 content_check_scene = 2
@@ -326,6 +329,7 @@ impl Settings {
             ("RATE_LIMIT_IP_POLL_PER_MINUTE", i64::from(self.rate_limit_ip_poll_per_minute)),
             ("DAILY_MESSAGE_QUOTA", self.daily_message_quota),
             ("DAILY_TOKEN_QUOTA", self.daily_token_quota),
+            ("WS_MAX_SOCKETS_PER_USER", i64::from(self.ws_max_sockets_per_user)),
         ];
         for (name, value) in limits {
             if value == 0 {

@@ -101,6 +101,8 @@ pub struct LimitSettings {
     pub daily_tokens: i64,
     /// Replies one user may have running at once (0: no cap).
     pub max_active_replies: u32,
+    /// Open WebSockets per user on one replica (0: no cap).
+    pub ws_max_sockets_per_user: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +222,7 @@ impl Settings {
                 daily_messages: self.daily_message_quota,
                 daily_tokens: self.daily_token_quota,
                 max_active_replies: self.max_active_replies_per_user,
+                ws_max_sockets_per_user: self.ws_max_sockets_per_user,
             },
             moderation: ModerationSettings {
                 enabled: self.content_check_enabled(),

@@ -57,6 +57,7 @@ error_codes! {
     LoginRateLimited = "login_rate_limited" => TOO_MANY_REQUESTS,
     QuotaExceeded = "quota_exceeded" => TOO_MANY_REQUESTS,
     TooManyReplies = "too_many_replies" => TOO_MANY_REQUESTS,
+    TooManySockets = "too_many_sockets" => TOO_MANY_REQUESTS,
     HeadersTooLarge = "headers_too_large" => REQUEST_HEADER_FIELDS_TOO_LARGE,
     InternalError = "internal_error" => INTERNAL_SERVER_ERROR,
     WechatError = "wechat_error" => BAD_GATEWAY,

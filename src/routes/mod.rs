@@ -17,4 +17,4 @@ pub use health::{health, ready};
 pub use me::{get_me, get_usage, patch_me};
 pub use messages::{cancel_reply, get_message, list_messages, reattach, send_message};
 pub use personas::list_personas;
-pub use ws::chat_socket;
+pub use ws::{chat_socket, SocketSlots};

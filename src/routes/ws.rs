@@ -6,7 +6,7 @@
 //! `reasoning`, `done`, `error`), each tagged with `message_id` (and the client's
 //! `request_id` when given), so several replies can share one socket.
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
@@ -51,6 +51,17 @@ enum ClientFrame {
         request_id: Option<String>,
     },
     Ping,
+}
+
+impl ClientFrame {
+    fn request_id(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Send { request_id, .. }
+            | ClientFrame::Reattach { request_id, .. }
+            | ClientFrame::Cancel { request_id, .. } => request_id.as_deref(),
+            ClientFrame::Auth { .. } | ClientFrame::Stop { .. } | ClientFrame::Ping => None,
+        }
+    }
 }
 
 /// Frames the server sends besides reply events.
@@ -100,6 +111,7 @@ pub async fn chat_socket(
     chat: web::Data<ChatService>,
     resolver: web::Data<IdentityResolver>,
     limiter: web::Data<RateLimiter>,
+    slots: web::Data<SocketSlots>,
 ) -> Result<HttpResponse, actix_web::Error> {
     // Credentials on the upgrade request were checked by the identity middleware; without
     // any, the client authenticates with its first frame.
@@ -107,6 +119,11 @@ pub async fn chat_socket(
         Identity::User(user) => Some(user),
         Identity::Anonymous => None,
         Identity::Refused => return Err(ApiError::unauthorized().into()),
+    };
+    let slots = slots.into_inner();
+    let slot = match &user {
+        Some(user) => Some(slots.take(user.user_id).ok_or_else(too_many_sockets)?),
+        None => None,
     };
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream =
@@ -117,7 +134,10 @@ pub async fn chat_socket(
         resolver: resolver.into_inner(),
         limiter: limiter.into_inner(),
         user,
+        slots,
+        slot,
         watchers: HashMap::new(),
+        frames_before_auth: 0,
     };
     // The socket's own loop lives on its worker, like a request: it only watches replies
     // (the replies themselves are tracked tasks), so a drain need not wait for it.
@@ -134,29 +154,85 @@ struct ChatSocket {
     /// limits, under the same key.
     limiter: Arc<RateLimiter>,
     user: Option<AuthenticatedUser>,
+    slots: Arc<SocketSlots>,
+    /// This socket's place among its user's sockets; freed when the socket ends.
+    slot: Option<SocketSlot>,
     watchers: HashMap<MessageId, JoinHandle<()>>,
+    frames_before_auth: u32,
+}
+
+/// Frames a socket may send before it authenticates (an `auth`, a `ping` or two).
+const MAX_FRAMES_BEFORE_AUTH: u32 = 5;
+
+fn too_many_sockets() -> ApiError {
+    ApiError::new(ErrorCode::TooManySockets, "too many open connections for this user; close one first")
+}
+
+/// Open sockets per user on this replica, capped.
+pub struct SocketSlots {
+    open: Mutex<HashMap<UserId, usize>>,
+    max_per_user: usize,
+}
+
+/// One open socket of a user; dropping it frees the place.
+pub struct SocketSlot {
+    slots: Arc<SocketSlots>,
+    user: UserId,
+}
+
+impl SocketSlots {
+    pub fn new(max_per_user: usize) -> Self {
+        SocketSlots { open: Mutex::default(), max_per_user }
+    }
+
+    fn take(self: &Arc<Self>, user: UserId) -> Option<SocketSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(user).or_default();
+        if self.max_per_user > 0 && *count >= self.max_per_user {
+            return None;
+        }
+        *count += 1;
+        Some(SocketSlot { slots: self.clone(), user })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl ChatSocket {
     async fn run(mut self, mut stream: actix_ws::AggregatedMessageStream) {
         let auth_deadline = tokio::time::sleep(self.chat.config().ws_auth_timeout);
         tokio::pin!(auth_deadline);
-        let mut heartbeat = tokio::time::interval(self.chat.config().keepalive);
+        let keepalive = self.chat.config().keepalive;
+        let mut heartbeat = tokio::time::interval(keepalive);
         heartbeat.reset();
+        // A client that answers no ping for two rounds is gone (or never meant to answer).
+        let mut last_heard = tokio::time::Instant::now();
         let close = loop {
             tokio::select! {
                 message = stream.recv() => match message {
                     Some(Ok(AggregatedMessage::Text(text))) => {
+                        last_heard = tokio::time::Instant::now();
                         if let Err(reason) = self.on_text(&text).await {
                             break Some(reason);
                         }
                     }
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        last_heard = tokio::time::Instant::now();
                         if self.session.pong(&bytes).await.is_err() {
                             break None;
                         }
                     }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Pong(_))) => last_heard = tokio::time::Instant::now(),
                     Some(Ok(AggregatedMessage::Binary(_))) => {
                         let error = ApiError::new(ErrorCode::InvalidFrame, "send JSON text frames");
                         if self.session.text(error_frame(&error, None)).await.is_err() {
@@ -176,6 +252,10 @@ impl ChatSocket {
                     break Some(CloseReason { code: CloseCode::Policy, description: Some("authentication required".into()) });
                 }
                 _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > keepalive * 2 {
+                        tracing::debug!("websocket closed: no answer to pings");
+                        break Some(CloseReason { code: CloseCode::Policy, description: Some("no answer to pings".into()) });
+                    }
                     if self.session.ping(b"").await.is_err() {
                         break None;
                     }
@@ -191,17 +271,50 @@ impl ChatSocket {
 
     /// Handles one client frame; `Err` closes the socket.
     async fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
-        let reply = match serde_json::from_str::<ClientFrame>(text) {
+        let frame = serde_json::from_str::<ClientFrame>(text);
+        let request_id = frame.as_ref().ok().and_then(ClientFrame::request_id).map(str::to_owned);
+        if let Err(reply) = self.count_frame(request_id.as_deref()).await {
+            return match self.session.text(reply).await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(CloseReason { code: CloseCode::Normal, description: None }),
+            };
+        }
+        if self.user.is_none() {
+            self.frames_before_auth += 1;
+            if self.frames_before_auth > MAX_FRAMES_BEFORE_AUTH {
+                return Err(CloseReason {
+                    code: CloseCode::Policy,
+                    description: Some("authentication required".into()),
+                });
+            }
+        }
+        let reply = match frame {
             Err(e) => {
                 Some(error_frame(&ApiError::new(ErrorCode::InvalidFrame, format!("unreadable frame: {e}")), None))
             }
             Ok(ClientFrame::Ping) => Some(to_text(&ServerFrame::Pong)),
             Ok(ClientFrame::Auth { token }) => match self.resolver.from_token(&token) {
-                Some(user) => {
+                Some(user) if self.slot.is_none() => {
+                    let Some(slot) = self.slots.take(user.user_id) else {
+                        let _ = self.session.text(error_frame(&too_many_sockets(), None)).await;
+                        return Err(CloseReason {
+                            code: CloseCode::Policy,
+                            description: Some("too many sockets".into()),
+                        });
+                    };
+                    self.slot = Some(slot);
                     let ready = to_text(&ServerFrame::Ready { user_id: user.user_id });
                     self.user = Some(user);
                     Some(ready)
                 }
+                // Already authenticated (headers or an earlier frame): the socket keeps its user.
+                Some(user) if self.user.as_ref().is_some_and(|u| u.user_id == user.user_id) => {
+                    Some(to_text(&ServerFrame::Ready { user_id: user.user_id }))
+                }
+                Some(_) => Some(error_frame(
+                    &ApiError::new(ErrorCode::InvalidFrame, "this socket is already authenticated as another user"),
+                    None,
+                )),
                 None => {
                     let _ = self.session.text(error_frame(&ApiError::unauthorized(), None)).await;
                     return Err(CloseReason { code: CloseCode::Policy, description: Some("unauthorized".into()) });
@@ -247,13 +360,19 @@ impl ChatSocket {
         }
     }
 
-    /// The socket's user, counted against the per-user limit like an HTTP request.
-    async fn counted_user(&self) -> Result<UserId, ApiError> {
-        let user = self.user.as_ref().ok_or_else(ApiError::unauthorized)?.user_id;
-        self.limiter.count_user(user).await.map_err(|retry_after| {
-            ApiError::new(ErrorCode::RateLimited, "too many requests; please slow down").with_retry_after(retry_after)
-        })?;
-        Ok(user)
+    /// Every frame of an authenticated socket counts against its user's limit, under the
+    /// same key as HTTP requests; `Err` is the frame to answer instead.
+    async fn count_frame(&self, request_id: Option<&str>) -> Result<(), String> {
+        let Some(user) = &self.user else { return Ok(()) };
+        self.limiter.count_user(user.user_id).await.map_err(|retry_after| {
+            let error = ApiError::new(ErrorCode::RateLimited, "too many requests; please slow down")
+                .with_retry_after(retry_after);
+            error_frame(&error, request_id)
+        })
+    }
+
+    fn counted_user(&self) -> Result<UserId, ApiError> {
+        Ok(self.user.as_ref().ok_or_else(ApiError::unauthorized)?.user_id)
     }
 
     async fn send(
@@ -262,20 +381,20 @@ impl ChatSocket {
         content: String,
         client_id: Option<&str>,
     ) -> Result<ReplyHandle, ApiError> {
-        let user = self.counted_user().await?;
+        let user = self.counted_user()?;
         let conversation = conversation_id(conversation)?;
         let client_id = client_message_id(client_id)?;
         Ok(self.chat.clone().send(user, conversation, content, client_id).await?)
     }
 
     async fn reattach(&self, conversation: &str, message: &str) -> Result<ReplyHandle, ApiError> {
-        let user = self.counted_user().await?;
+        let user = self.counted_user()?;
         Ok(self.chat.open_reply(user, conversation_id(conversation)?, message_id(message)?).await?)
     }
 
     /// A watcher of the reply on this socket then ends with `error` `cancelled`.
     async fn cancel(&self, conversation: &str, message: &str) -> Result<(), ApiError> {
-        let user = self.counted_user().await?;
+        let user = self.counted_user()?;
         self.chat.cancel_reply(user, conversation_id(conversation)?, message_id(message)?).await?;
         Ok(())
     }

@@ -276,3 +276,75 @@ async fn one_connect_container_user_has_one_budget_over_http_and_websocket() {
         .unwrap();
     assert_eq!(over_http.status(), 429, "HTTP shares the budget the socket used up");
 }
+
+#[tokio::test]
+async fn one_user_cannot_hold_more_than_the_allowed_sockets() {
+    let app = spawn_app_with(|s| {
+        s.wechat_trust_cloudrun_headers = true;
+        s.ws_max_sockets_per_user = 2;
+    })
+    .await;
+    let first = connect(&app, Some("o_hoarder")).await;
+    let _second = connect(&app, Some("o_hoarder")).await;
+
+    let mut request =
+        format!("ws://127.0.0.1:{}/api/ws", app.address.rsplit(':').next().unwrap()).into_client_request().unwrap();
+    request.headers_mut().insert("x-wx-source", "wx_client".parse().unwrap());
+    request.headers_mut().insert("x-wx-openid", "o_hoarder".parse().unwrap());
+    let third = tokio_tungstenite::connect_async(request.clone()).await;
+    let other_user = connect(&app, Some("o_someone_else")).await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_closing_one = tokio_tungstenite::connect_async(request).await;
+
+    match third {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("a third socket was accepted: {:?}", other.map(|_| ())),
+    }
+    drop(other_user);
+    assert!(after_closing_one.is_ok(), "a closed socket frees its place");
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_disconnected() {
+    let app = spawn_app_with(|s| {
+        s.wechat_trust_cloudrun_headers = true;
+        s.sse_keepalive_secs = 1;
+    })
+    .await;
+    let mut silent = connect(&app, Some("o_silent")).await;
+    // Not reading means not answering the server's pings.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+
+    let mut closed = false;
+    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(2), silent.next()).await {
+        match frame {
+            Ok(Frame::Close(_)) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => continue,
+        }
+    }
+    assert!(closed, "the server closed a socket that answered no ping for two rounds");
+}
+
+#[tokio::test]
+async fn every_frame_of_a_socket_counts_against_its_users_limit() {
+    let app = spawn_app_with(|s| {
+        s.wechat_trust_cloudrun_headers = true;
+        s.rate_limit_per_minute = 3;
+    })
+    .await;
+    // The upgrade request itself is the first count.
+    let mut socket = connect(&app, Some("o_chatty")).await;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        send(&mut socket, json!({"type": "ping"})).await;
+        answers.push(next(&mut socket).await.unwrap());
+    }
+
+    assert_eq!(answers[0]["type"], "pong");
+    assert_eq!(answers[1]["type"], "pong");
+    assert_eq!((answers[2]["type"].as_str(), answers[2]["code"].as_str()), (Some("error"), Some("rate_limited")));
+}
