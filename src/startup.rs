@@ -186,8 +186,10 @@ fn run(
     let auth = Arc::new(AuthState {
         keys: JwtKeys::from_settings(&config.jwt),
         trust_cloudrun_headers: config.wechat.trust_cloudrun_headers,
+        max_session: config.jwt.max_session,
     });
-    let resolver = Arc::new(IdentityResolver { auth: auth.clone(), store: store.clone() });
+    let resolver =
+        Arc::new(IdentityResolver { auth: auth.clone(), store: store.clone(), sessions: Default::default() });
     let login_policy = web::Data::new(LoginPolicy { dev_login: config.wechat.dev_login });
     if login_policy.dev_login {
         tracing::warn!("WECHAT_APPID is not set: development login is on (code \"dev:<name>\")");
@@ -256,6 +258,7 @@ fn run(
                         move |req, next| limit_logins(limiter.clone(), req, next)
                     })))
                     .service(web::resource("/auth/refresh").post(routes::refresh))
+                    .service(web::resource("/auth/logout").post(routes::logout))
                     .service(web::resource("/me").get(routes::get_me).patch(routes::patch_me))
                     .service(web::resource("/me/usage").get(routes::get_usage))
                     .service(web::resource("/personas").get(routes::list_personas))

@@ -4,7 +4,9 @@
 //! Cloud Run headers into an [`Identity`] in the request's extensions. The
 //! `AuthenticatedUser` extractor and the per-user rate limit both read that value, so
 //! they can never disagree about who is calling.
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -13,7 +15,7 @@ use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::{ready, Ready};
 
-use super::JwtKeys;
+use super::{JwtKeys, VerifiedToken};
 use crate::domain::{OpenId, UserId};
 use crate::errors::ApiError;
 use crate::store::DynStore;
@@ -24,6 +26,8 @@ pub struct AuthState {
     /// `WECHAT_TRUST_CLOUDRUN_HEADERS`: believe `X-WX-OPENID` on requests marked by
     /// `X-WX-SOURCE`. Safe only when the service's public-domain access is closed.
     pub trust_cloudrun_headers: bool,
+    /// How long a session may be refreshed from its login (`SESSION_MAX_DAYS`).
+    pub max_session: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,8 @@ pub enum IdentitySource {
 pub struct AuthenticatedUser {
     pub user_id: UserId,
     pub source: IdentitySource,
+    /// The token's session, for a token (`None` for Cloud Run identity headers).
+    pub session: Option<VerifiedToken>,
 }
 
 /// The resolved caller, stored in the request's extensions.
@@ -93,29 +99,70 @@ fn bearer_token(req: &HttpRequest) -> Option<&str> {
 pub struct IdentityResolver {
     pub auth: Arc<AuthState>,
     pub store: DynStore,
+    /// Users' session versions, read from the store at most every `SESSION_CHECK_EVERY`.
+    pub sessions: Mutex<HashMap<UserId, (i64, Instant)>>,
 }
+
+/// How stale a cached session version may be: a logout takes effect on other replicas
+/// within this.
+const SESSION_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 impl IdentityResolver {
     pub async fn resolve(&self, req: &HttpRequest) -> Result<Identity, ApiError> {
         if let Some(openid) = CloudRunIdentity::openid(req, self.auth.trust_cloudrun_headers) {
             let user = self.store.find_or_create_user(&openid).await?;
-            return Ok(Identity::User(AuthenticatedUser { user_id: user.id, source: IdentitySource::CloudRunHeaders }));
+            let source = IdentitySource::CloudRunHeaders;
+            return Ok(Identity::User(AuthenticatedUser { user_id: user.id, source, session: None }));
         }
         Ok(match bearer_token(req) {
             None => Identity::Anonymous,
-            Some(token) => self.from_token(token).map_or(Identity::Refused, Identity::User),
+            Some(token) => self.from_token(token).await?.map_or(Identity::Refused, Identity::User),
         })
     }
 
-    /// A token presented outside the headers (a WebSocket's first `auth` frame).
-    pub fn from_token(&self, token: &str) -> Option<AuthenticatedUser> {
-        match self.auth.keys.verify(token) {
-            Ok(user_id) => Some(AuthenticatedUser { user_id, source: IdentitySource::Token }),
+    /// A token (from the header, or a WebSocket's first `auth` frame): valid when it
+    /// verifies and its session was not ended by a logout (or the user deleted).
+    pub async fn from_token(&self, token: &str) -> Result<Option<AuthenticatedUser>, ApiError> {
+        let verified = match self.auth.keys.verify(token) {
+            Ok(verified) => verified,
             Err(e) => {
                 tracing::debug!(reason = %e, "token refused");
-                None
+                return Ok(None);
             }
+        };
+        let current = self.session_version(verified.user_id).await?;
+        if current != Some(verified.session_version) {
+            tracing::debug!("token refused: its session ended");
+            return Ok(None);
         }
+        let user =
+            AuthenticatedUser { user_id: verified.user_id, source: IdentitySource::Token, session: Some(verified) };
+        Ok(Some(user))
+    }
+
+    async fn session_version(&self, user: UserId) -> Result<Option<i64>, ApiError> {
+        let cached = self.cache().get(&user).filter(|(_, at)| at.elapsed() < SESSION_CHECK_EVERY).map(|(v, _)| *v);
+        if let Some(version) = cached {
+            return Ok(Some(version));
+        }
+        let Some(found) = self.store.get_user(user).await? else { return Ok(None) };
+        self.cache().insert(user, (found.session_version, Instant::now()));
+        Ok(Some(found.session_version))
+    }
+
+    /// Ends every session of `user` (logout): their tokens stop working here at once, on
+    /// other replicas within `SESSION_CHECK_EVERY`.
+    pub async fn end_sessions(&self, user: UserId) -> Result<(), ApiError> {
+        let version = self.store.bump_session_version(user).await?;
+        match version {
+            Some(version) => self.cache().insert(user, (version, Instant::now())),
+            None => self.cache().remove(&user),
+        };
+        Ok(())
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, (i64, Instant)>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

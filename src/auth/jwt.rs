@@ -26,6 +26,24 @@ struct Claims {
     exp: u64,
     iss: String,
     aud: String,
+    /// The user's session version when issued: a logout bumps it and revokes the token.
+    #[serde(default)]
+    sv: i64,
+    /// When the session began (the login); refreshes carry it on, so a session cannot be
+    /// slid forever. Tokens of older versions lack it (then `iat` stands in).
+    #[serde(default)]
+    auth_time: u64,
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub user_id: UserId,
+    pub session_version: i64,
+    /// The login that began this session (Unix seconds).
+    pub auth_time: u64,
+    /// Unix seconds.
+    pub expires_at: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,7 +106,9 @@ impl JwtKeys {
         }
     }
 
-    pub fn issue(&self, user: UserId) -> anyhow::Result<IssuedToken> {
+    /// A token for `user` at `session_version`; `auth_time` carries a refreshed session's
+    /// start (`None`: a new session begins now).
+    pub fn issue(&self, user: UserId, session_version: i64, auth_time: Option<u64>) -> anyhow::Result<IssuedToken> {
         let iat = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user.to_string(),
@@ -96,16 +116,28 @@ impl JwtKeys {
             exp: iat + self.ttl_secs,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            sv: session_version,
+            auth_time: auth_time.unwrap_or(iat),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok(IssuedToken { token, expires_in: self.ttl_secs })
     }
 
-    pub fn verify(&self, token: &str) -> Result<UserId, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let mut last_error = None;
         for key in &self.decoding {
             match decode::<Claims>(token, key, &self.validation) {
-                Ok(data) => return UserId::parse(&data.claims.sub).ok_or(TokenError::BadSubject),
+                Ok(data) => {
+                    let claims = data.claims;
+                    let user_id = UserId::parse(&claims.sub).ok_or(TokenError::BadSubject)?;
+                    let auth_time = if claims.auth_time == 0 { claims.iat } else { claims.auth_time };
+                    return Ok(VerifiedToken {
+                        user_id,
+                        session_version: claims.sv,
+                        auth_time,
+                        expires_at: claims.exp,
+                    });
+                }
                 // Only a signature mismatch is worth trying the next key for.
                 Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => last_error = Some(e),
                 Err(e) => return Err(e.into()),

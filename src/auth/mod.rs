@@ -5,4 +5,4 @@ mod jwt;
 pub use identity::{
     resolve_identity, AuthState, AuthenticatedUser, CloudRunIdentity, Identity, IdentityResolver, IdentitySource,
 };
-pub use jwt::{IssuedToken, JwtKeys, TokenError};
+pub use jwt::{IssuedToken, JwtKeys, TokenError, VerifiedToken};

@@ -112,6 +112,8 @@ pub struct Settings {
     pub jwt_secret: Option<SecretString>,
     pub jwt_secret_previous: Option<SecretString>,
     pub jwt_expires_in: u64,
+    /// Days after a login that its session may still be refreshed; then log in again.
+    pub session_max_days: u64,
     pub jwt_issuer: String,
     pub jwt_audience: String,
 
@@ -195,6 +197,7 @@ deepseek_max_retries = 2
 deepseek_retry_base_ms = 500
 
 jwt_expires_in = 604800
+session_max_days = 30
 jwt_issuer = "companion-backend"
 jwt_audience = "companion-miniprogram"
 
@@ -376,6 +379,7 @@ impl Settings {
         at_least("MAX_HEADER_BYTES", self.max_header_bytes as u64, 1024);
         at_least("MONGODB_MAX_POOL_SIZE", self.mongodb_max_pool_size.into(), 1);
         at_least("JWT_EXPIRES_IN", self.jwt_expires_in, 60);
+        at_least("SESSION_MAX_DAYS", self.session_max_days, 1);
         at_least("MESSAGE_MAX_CHARS", self.message_max_chars as u64, 1);
         at_least("CONTEXT_TOKEN_BUDGET", self.context_token_budget as u64, 100);
         at_least("CONTEXT_MAX_MESSAGES", self.context_max_messages as u64, 1);

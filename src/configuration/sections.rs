@@ -62,6 +62,8 @@ pub struct JwtSettings {
     pub secret: Option<SecretString>,
     pub previous: Option<SecretString>,
     pub lifetime: Duration,
+    /// How long after its login a session may still be refreshed.
+    pub max_session: Duration,
     pub issuer: String,
     pub audience: String,
 }
@@ -192,6 +194,7 @@ impl Settings {
                 secret: self.jwt_secret.clone(),
                 previous: self.jwt_secret_previous.clone(),
                 lifetime: secs(self.jwt_expires_in),
+                max_session: secs(self.session_max_days * 86_400),
                 issuer: self.jwt_issuer.clone(),
                 audience: self.jwt_audience.clone(),
             },

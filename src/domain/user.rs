@@ -115,4 +115,6 @@ pub struct User {
     pub nickname: Option<Nickname>,
     pub avatar_url: Option<AvatarUrl>,
     pub created_at: DateTime<Utc>,
+    /// Bumped by a logout: tokens issued at an older version no longer work.
+    pub session_version: i64,
 }

@@ -2,7 +2,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::dto::SessionDto;
-use crate::auth::{AuthState, AuthenticatedUser, CloudRunIdentity};
+use crate::auth::{AuthState, AuthenticatedUser, CloudRunIdentity, IdentityResolver};
 use crate::domain::{LoginCode, OpenId, User};
 use crate::errors::{ApiError, ErrorCode};
 use crate::store::DynStore;
@@ -39,7 +39,7 @@ pub async fn login(
         .map_err(|e| ApiError::new(ErrorCode::InvalidCode, e.to_string()))?;
     let openid = resolve_openid(&req, code, &policy, &auth, &wechat).await?;
     let user = store.find_or_create_user(&openid).await?;
-    session_response(&auth, &user)
+    session_response(&auth, &user, None)
 }
 
 /// `POST /api/auth/refresh`: a valid session gets a fresh token.
@@ -48,12 +48,29 @@ pub async fn refresh(
     auth: web::Data<AuthState>,
     store: web::Data<DynStore>,
 ) -> Result<HttpResponse, ApiError> {
+    let now = jsonwebtoken::get_current_timestamp();
+    // A token verifies for a few seconds past its expiry (clock skew), but is not renewed
+    // then; and no refresh carries a session past its absolute lifetime.
+    let auth_time = match user.session {
+        Some(session) if session.expires_at > now && now - session.auth_time < auth.max_session.as_secs() => {
+            Some(session.auth_time)
+        }
+        Some(_) => return Err(ApiError::unauthorized()),
+        // Cloud Run identity headers: a new token, a new session.
+        None => None,
+    };
     let user = store.get_user(user.user_id).await?.ok_or_else(ApiError::unauthorized)?;
-    session_response(&auth, &user)
+    session_response(&auth, &user, auth_time)
 }
 
-fn session_response(auth: &AuthState, user: &User) -> Result<HttpResponse, ApiError> {
-    let issued = auth.keys.issue(user.id).map_err(ApiError::internal)?;
+/// `POST /api/auth/logout`: ends every session of the user (all their tokens) → 204.
+pub async fn logout(user: AuthenticatedUser, resolver: web::Data<IdentityResolver>) -> Result<HttpResponse, ApiError> {
+    resolver.end_sessions(user.user_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn session_response(auth: &AuthState, user: &User, auth_time: Option<u64>) -> Result<HttpResponse, ApiError> {
+    let issued = auth.keys.issue(user.id, user.session_version, auth_time).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(SessionDto { token: &issued.token, expires_in: issued.expires_in, user: user.into() }))
 }
 

@@ -9,7 +9,7 @@ mod personas;
 mod sse;
 mod ws;
 
-pub use auth::{login, refresh, LoginPolicy};
+pub use auth::{login, logout, refresh, LoginPolicy};
 pub use conversations::{
     create_conversation, delete_conversation, get_conversation, list_conversations, rename_conversation,
 };

@@ -293,7 +293,7 @@ impl ChatSocket {
                 Some(error_frame(&ApiError::new(ErrorCode::InvalidFrame, format!("unreadable frame: {e}")), None))
             }
             Ok(ClientFrame::Ping) => Some(to_text(&ServerFrame::Pong)),
-            Ok(ClientFrame::Auth { token }) => match self.resolver.from_token(&token) {
+            Ok(ClientFrame::Auth { token }) => match self.resolver.from_token(&token).await.ok().flatten() {
                 Some(user) if self.slot.is_none() => {
                     let Some(slot) = self.slots.take(user.user_id) else {
                         let _ = self.session.text(error_frame(&too_many_sockets(), None)).await;

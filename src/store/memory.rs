@@ -54,8 +54,14 @@ impl Store for InMemoryStore {
         if let Some(id) = inner.user_by_openid.get(openid.as_str()) {
             return Ok(inner.users[id].clone());
         }
-        let user =
-            User { id: UserId::new(), openid: openid.clone(), nickname: None, avatar_url: None, created_at: now() };
+        let user = User {
+            id: UserId::new(),
+            openid: openid.clone(),
+            nickname: None,
+            avatar_url: None,
+            created_at: now(),
+            session_version: 0,
+        };
         inner.user_by_openid.insert(openid.as_str().to_string(), user.id);
         inner.users.insert(user.id, user.clone());
         Ok(user)
@@ -270,6 +276,13 @@ impl Store for InMemoryStore {
             }
         }
         Ok(marked)
+    }
+
+    async fn bump_session_version(&self, id: UserId) -> Result<Option<i64>, StoreError> {
+        Ok(self.lock().users.get_mut(&id).map(|user| {
+            user.session_version += 1;
+            user.session_version
+        }))
     }
 
     async fn insert_send(&self, send: &SendRecord) -> Result<bool, StoreError> {

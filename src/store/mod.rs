@@ -85,6 +85,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
     async fn update_user_profile(&self, id: UserId, patch: &ProfilePatch) -> Result<Option<User>, StoreError>;
 
+    /// Revokes every token of the user (logout); the new version, `None` without the user.
+    async fn bump_session_version(&self, id: UserId) -> Result<Option<i64>, StoreError>;
+
     async fn insert_conversation(&self, conversation: &Conversation) -> Result<(), StoreError>;
     /// Most recently active first.
     async fn list_conversations(

@@ -60,6 +60,8 @@ struct UserDoc {
     #[serde(default)]
     avatar_url: Option<String>,
     created_at: bson::DateTime,
+    #[serde(default)]
+    session_version: i64,
     #[serde(default = "schema_v0")]
     schema_version: i32,
 }
@@ -198,6 +200,7 @@ impl UserDoc {
             nickname: self.nickname.as_deref().and_then(|n| Nickname::parse(n).ok()),
             avatar_url: self.avatar_url.as_deref().and_then(|a| AvatarUrl::parse(a).ok()),
             created_at: from_bson_date(self.created_at),
+            session_version: self.session_version,
         })
     }
 }
@@ -344,6 +347,7 @@ impl Store for MongoStore {
             nickname: None,
             avatar_url: None,
             created_at: to_bson_date(now()),
+            session_version: 0,
             schema_version: SCHEMA_VERSION,
         };
         match self.users().insert_one(&fresh).await {
@@ -376,6 +380,16 @@ impl Store for MongoStore {
         }
         self.users().update_one(doc! {"user_id": id.to_string()}, doc! {"$set": set}).await.map_err(unavailable)?;
         self.get_user(id).await
+    }
+
+    async fn bump_session_version(&self, id: UserId) -> Result<Option<i64>, StoreError> {
+        let bumped = self
+            .users()
+            .find_one_and_update(doc! {"user_id": id.to_string()}, doc! {"$inc": {"session_version": 1}})
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?;
+        Ok(bumped.map(|user| user.session_version))
     }
 
     async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError> {

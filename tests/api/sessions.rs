@@ -252,3 +252,77 @@ async fn cloud_run_headers_are_ignored_unless_trusted_or_without_x_wx_source() {
     assert_eq!(error_code(no_code).await, "missing_code");
     assert_eq!(no_source.status(), 401);
 }
+
+fn keys(ttl_secs: u64) -> companion_backend::auth::JwtKeys {
+    companion_backend::auth::JwtKeys::new(
+        &SecretString::from(TEST_JWT_SECRET),
+        None,
+        "companion-backend",
+        "companion-miniprogram",
+        ttl_secs,
+    )
+}
+
+async fn user_id_of(app: &TestApp, token: &str) -> companion_backend::domain::UserId {
+    let me: Value = app.get_me(token).await.json().await.unwrap();
+    companion_backend::domain::UserId::parse(me["id"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn logout_ends_every_session_of_the_user_and_a_new_login_works() {
+    let app = spawn_app().await;
+    let (phone, _) = app.login_as("o_leaving").await;
+    let (tablet, _) = app.login_as("o_leaving").await;
+    let (neighbour, _) = app.login_as("o_staying").await;
+
+    let logout = app.client.post(app.url("/api/auth/logout")).bearer_auth(&phone).send().await.unwrap();
+
+    assert_eq!(logout.status(), 204);
+    assert_eq!(app.get_me(&phone).await.status(), 401);
+    assert_eq!(app.get_me(&tablet).await.status(), 401, "every token of the user");
+    assert_eq!(app.post_refresh(&tablet).await.status(), 401, "a revoked token cannot be refreshed back to life");
+    assert_eq!(app.get_me(&neighbour).await.status(), 200, "other users are untouched");
+    let (again, _) = app.login_as("o_leaving").await;
+    assert_eq!(app.get_me(&again).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_token_of_a_user_that_no_longer_exists_is_refused() {
+    let app = spawn_app().await;
+    let ghost = companion_backend::domain::UserId::new();
+    let token = keys(3600).issue(ghost, 0, None).unwrap().token;
+
+    assert_eq!(app.get_me(&token).await.status(), 401);
+    assert_eq!(app.post_refresh(&token).await.status(), 401);
+}
+
+#[tokio::test]
+async fn refresh_cannot_carry_a_session_past_its_absolute_lifetime() {
+    let app = spawn_app_with(|s| s.session_max_days = 30).await;
+    let (token, _) = app.login_as("o_long_session").await;
+    let user = user_id_of(&app, &token).await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let recent = keys(3600).issue(user, 0, Some(now - 86_400)).unwrap().token;
+    let ancient = keys(3600).issue(user, 0, Some(now - 31 * 86_400)).unwrap().token;
+
+    let renewed = app.post_refresh(&recent).await;
+    let refused = app.post_refresh(&ancient).await;
+
+    assert_eq!(renewed.status(), 200, "a day-old session is refreshed");
+    let renewed: Value = renewed.json().await.unwrap();
+    let renewed_again = app.post_refresh(renewed["token"].as_str().unwrap()).await;
+    assert_eq!(renewed_again.status(), 200, "and keeps its original start");
+    assert_eq!(refused.status(), 401, "a 31-day-old session must log in again");
+    assert_eq!(app.get_me(&ancient).await.status(), 200, "the token itself is valid until it expires");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_not_refreshed_even_within_the_clock_skew_allowance() {
+    let app = spawn_app().await;
+    let (token, _) = app.login_as("o_expiring").await;
+    let user = user_id_of(&app, &token).await;
+    let short = keys(1).issue(user, 0, None).unwrap().token;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+
+    assert_eq!(app.post_refresh(&short).await.status(), 401);
+}

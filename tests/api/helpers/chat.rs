@@ -120,6 +120,6 @@ impl TestApp {
             "companion-miniprogram",
             3600,
         );
-        (keys.issue(user.id).unwrap().token, user.id.to_string())
+        (keys.issue(user.id, user.session_version, None).unwrap().token, user.id.to_string())
     }
 }
