@@ -259,3 +259,38 @@ async fn a_send_still_in_its_start_up_steps_at_sigterm_is_generated_and_stored_f
     assert_eq!(reply.status, companion_backend::domain::MessageStatus::Complete, "{reply:?}");
     assert_eq!(reply.content, pieces.concat());
 }
+
+#[tokio::test]
+async fn a_replica_that_only_follows_a_reply_ends_its_followers_with_server_shutdown_and_stops_promptly() {
+    crate::requires_mongodb!();
+    let deepseek = FakeDeepSeek::start().await;
+    let pieces: Vec<String> = (0..60).map(|i| format!("第{i}句。")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(200)));
+    let generator = start_binary(&deepseek, 20).await;
+    let db = generator.db_name.clone();
+    let mut follower = start_binary_with(&deepseek, 20, &[("MONGODB_DB", db.as_str())]).await;
+    let (token, conversation, mut reader) = generator.login_and_stream("hi").await;
+    let start = reader.next().await.unwrap();
+    let message = start.data["assistant_message_id"].as_str().unwrap().to_string();
+    let followed = follower
+        .client
+        .get(format!("{}/api/conversations/{conversation}/messages/{message}/stream", follower.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut following = EventReader::new(followed);
+    following.next().await.unwrap();
+
+    follower.sigterm();
+    let (events, _) = following.all().await;
+    let status = follower.wait_for_exit(Duration::from_secs(8)).await;
+
+    assert!(status.success(), "{status:?}");
+    let last = events.last().expect("the follower got a final event");
+    assert_eq!((last.name.as_str(), last.data["code"].as_str()), ("error", Some("server_shutdown")));
+    let stored = generator.stored_reply(&conversation, &message).await;
+    assert_eq!(stored.status, companion_backend::domain::MessageStatus::Streaming, "the reply goes on elsewhere");
+    drop(reader);
+}

@@ -116,6 +116,7 @@ impl ReplyHandle {
                 poll: self.replies.follow_every,
                 stale_after: self.replies.stale_after,
                 failures: 0,
+                closing: self.replies.registry.closing_token(),
             },
         };
         ReplyWatcher::new(self.reply.id, source, start)

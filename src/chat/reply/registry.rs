@@ -29,6 +29,8 @@ struct LiveEntry {
 pub struct Registry {
     live: Mutex<HashMap<MessageId, LiveEntry>>,
     tracker: TaskTracker,
+    /// Cancelled when the drain begins: followers of replies generated elsewhere end.
+    closing: CancellationToken,
     shutdown: CancellationToken,
     runtime: tokio::runtime::Handle,
 }
@@ -39,6 +41,7 @@ impl Registry {
         Self {
             live: Mutex::default(),
             tracker: TaskTracker::new(),
+            closing: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             runtime: tokio::runtime::Handle::current(),
         }
@@ -88,6 +91,11 @@ impl Registry {
         self.map().len()
     }
 
+    /// Cancelled when the drain begins (after the readiness delay).
+    pub(super) fn closing_token(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+
     /// Cancelled when the grace period after SIGTERM runs out.
     pub(super) fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -97,6 +105,7 @@ impl Registry {
     /// what they have) and waits for them to do so.
     pub async fn drain(&self, grace: Duration) {
         self.tracker.close();
+        self.closing.cancel();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
             return;
         }

@@ -22,12 +22,15 @@ pub(super) enum Source {
         closed: bool,
     },
     /// Another replica (or an earlier process) owns the reply: follow what it stores.
+    /// `closing` ends the follower with `server_shutdown` when this replica drains: the
+    /// reply goes on elsewhere, and the client reattaches to another replica.
     Stored {
         store: DynStore,
         conversation: ConversationId,
         poll: Duration,
         stale_after: Duration,
         failures: u32,
+        closing: tokio_util::sync::CancellationToken,
     },
 }
 
@@ -85,9 +88,16 @@ impl ReplyWatcher {
                         self.push_terminal(ReplyEvent::failed(&ReplyFailure::GenerationLost));
                     }
                 }
-                Source::Stored { store, conversation, poll, stale_after, failures } => {
+                Source::Stored { store, conversation, poll, stale_after, failures, closing } => {
+                    if closing.is_cancelled() {
+                        self.push_terminal(ReplyEvent::failed(&ReplyFailure::ServerShutdown));
+                        continue;
+                    }
                     if !first {
-                        tokio::time::sleep(*poll).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(*poll) => {}
+                            _ = closing.cancelled() => continue,
+                        }
                     }
                     let store = store.clone();
                     let read = store.get_message(*conversation, self.assistant_id).await;
