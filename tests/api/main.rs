@@ -8,6 +8,7 @@ mod chat_stream;
 mod configuration;
 mod conversations;
 mod docs;
+mod faults;
 mod gray_release;
 mod health;
 mod helpers;
