@@ -208,7 +208,7 @@ context_max_messages = 50
 chat_wait_timeout_ms = 10000
 sse_keepalive_secs = 15
 progress_save_interval_ms = 1000
-generation_lease_secs = 20
+generation_lease_secs = 15
 ws_auth_timeout_ms = 10000
 
 rate_limit_per_minute = 60

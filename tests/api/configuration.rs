@@ -266,7 +266,7 @@ fn the_defaults_parse_into_typed_sections() {
     let config = Settings::from_sources(&HashMap::new(), None).unwrap().config().unwrap();
 
     assert_eq!(config.chat.keepalive, Duration::from_secs(15));
-    assert_eq!(config.chat.lease, Duration::from_secs(20));
+    assert_eq!(config.chat.lease, Duration::from_secs(15));
     assert_eq!(config.server.shutdown_grace, Duration::from_secs(25));
     assert_eq!(config.wechat.openapi_mode, companion_backend::configuration::OpenApiMode::Token);
     assert!(config.wechat.dev_login, "no WeChat credentials outside production: development login");

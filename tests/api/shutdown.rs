@@ -294,3 +294,57 @@ async fn a_replica_that_only_follows_a_reply_ends_its_followers_with_server_shut
     assert_eq!(stored.status, companion_backend::domain::MessageStatus::Streaming, "the reply goes on elsewhere");
     drop(reader);
 }
+
+#[tokio::test]
+async fn after_a_sigkill_mid_reply_another_replica_settles_it_and_takes_sends_within_twenty_seconds() {
+    crate::requires_mongodb!();
+    let deepseek = FakeDeepSeek::start().await;
+    let pieces: Vec<String> = (0..100).map(|i| format!("第{i}句。")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(200)));
+    deepseek.enqueue(crate::helpers::fake_deepseek::text_reply(&["我回来了"]));
+    let mut doomed = start_binary(&deepseek, 20).await;
+    let db = doomed.db_name.clone();
+    let (token, conversation, mut reader) = doomed.login_and_stream("讲个长故事").await;
+    let start = reader.next().await.unwrap();
+    let message = start.data["assistant_message_id"].as_str().unwrap().to_string();
+    reader.next().await.unwrap();
+    // Let at least one progress save land, then the replica dies without a word.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    doomed.child.kill().unwrap();
+    let killed = Instant::now();
+    let survivor = start_binary_with(&deepseek, 20, &[("MONGODB_DB", db.as_str())]).await;
+
+    // Nobody asks: the survivor's sweep settles the reply.
+    let settled = loop {
+        let stored = doomed.stored_reply(&conversation, &message).await;
+        if stored.status != companion_backend::domain::MessageStatus::Streaming {
+            break stored;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "still streaming 20 s after the replica died");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // And the conversation takes a new message.
+    let sent = loop {
+        let response = survivor
+            .client
+            .post(format!("{}/api/conversations/{conversation}/messages", survivor.base))
+            .bearer_auth(&token)
+            .json(&json!({"content": "还在吗", "stream": false}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 409 {
+            break response;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "still locked 20 s after the replica died");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    assert_eq!(settled.status, companion_backend::domain::MessageStatus::Incomplete);
+    assert_eq!(settled.error.unwrap().code, "generation_interrupted");
+    assert!(!settled.content.is_empty() && pieces.concat().starts_with(&settled.content), "the saved part is kept");
+    assert_eq!(sent.status(), 200);
+    let body: Value = sent.json().await.unwrap();
+    assert_eq!(body["assistant_message"]["content"], "我回来了");
+}
