@@ -17,8 +17,8 @@ use crate::chat::{ChatService, Registry};
 use crate::configuration::{Config, Settings};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
 use crate::protection::{
-    cors, guard_body, header_limit_middleware, limit_by_ip, limit_by_user, limit_logins, require_storage,
-    security_headers, BodyGuard, HeaderLimit, RateLimiter, StoreHealth,
+    cap_in_flight, cors, guard_body, header_limit_middleware, limit_by_ip, limit_by_user, limit_logins,
+    require_storage, security_headers, BodyGuard, HeaderLimit, InFlight, RateLimiter, StoreHealth,
 };
 use crate::routes;
 use crate::routes::LoginPolicy;
@@ -203,6 +203,7 @@ fn run(
     let body_limit = config.server.body_limit_bytes;
     let sockets = web::Data::new(routes::SocketSlots::new(config.limits.ws_max_sockets_per_user as usize));
     let proxy_depth = config.limits.proxy_depth;
+    let in_flight = Arc::new(InFlight::new(config.limits.max_in_flight_per_ip as usize));
     let body_guard = Arc::new(BodyGuard { limit_bytes: body_limit, read_timeout: config.server.body_read_timeout });
     let server = HttpServer::new(move || {
         App::new()
@@ -231,7 +232,7 @@ fn run(
             .service(web::resource("/ready").get(routes::ready))
             .service(
                 web::scope("/api")
-                    // Runs bottom-up: storage up?, per-IP limit, the body (read whole, bounded), identity,
+                    // Runs bottom-up: requests in flight per IP, storage up?, per-IP limit, the body (read whole, bounded), identity,
                     // per-user limit.
                     .wrap(from_fn({
                         let limiter = limiter.clone();
@@ -252,6 +253,10 @@ fn run(
                     .wrap(from_fn({
                         let health = health.clone();
                         move |req, next| require_storage(health.clone(), req, next)
+                    }))
+                    .wrap(from_fn({
+                        let in_flight = in_flight.clone();
+                        move |req, next| cap_in_flight(in_flight.clone(), req, next)
                     }))
                     .service(web::resource("/auth/login").post(routes::login).wrap(from_fn({
                         let limiter = limiter.clone();

@@ -143,6 +143,8 @@ pub struct Settings {
     pub max_active_replies_per_user: u32,
     /// Open WebSockets per user on one replica (0 = no cap).
     pub ws_max_sockets_per_user: u32,
+    /// Requests one client address may have in flight at once on one replica (0 = no cap).
+    pub max_in_flight_per_ip: u32,
     pub daily_token_quota: i64,
     pub cors_allowed_origins: Option<String>,
     /// msgSecCheck on input and output; unset = on whenever WeChat is configured.
@@ -222,6 +224,7 @@ trusted_proxy_depth = 1
 daily_message_quota = 300
 max_active_replies_per_user = 2
 ws_max_sockets_per_user = 5
+max_in_flight_per_ip = 64
 daily_token_quota = 500000
 content_check_review = "allow"
 content_check_scene = 2
@@ -333,6 +336,7 @@ impl Settings {
             ("DAILY_MESSAGE_QUOTA", self.daily_message_quota),
             ("DAILY_TOKEN_QUOTA", self.daily_token_quota),
             ("WS_MAX_SOCKETS_PER_USER", i64::from(self.ws_max_sockets_per_user)),
+            ("MAX_IN_FLIGHT_PER_IP", i64::from(self.max_in_flight_per_ip)),
         ];
         for (name, value) in limits {
             if value == 0 {

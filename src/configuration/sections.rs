@@ -105,6 +105,8 @@ pub struct LimitSettings {
     pub max_active_replies: u32,
     /// Open WebSockets per user on one replica (0: no cap).
     pub ws_max_sockets_per_user: u32,
+    /// Requests one client address may have in flight on one replica (0: no cap).
+    pub max_in_flight_per_ip: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +228,7 @@ impl Settings {
                 daily_tokens: self.daily_token_quota,
                 max_active_replies: self.max_active_replies_per_user,
                 ws_max_sockets_per_user: self.ws_max_sockets_per_user,
+                max_in_flight_per_ip: self.max_in_flight_per_ip,
             },
             moderation: ModerationSettings {
                 enabled: self.content_check_enabled(),

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use actix_web::{HttpMessage, HttpRequest};
 
 /// The client address of a request, stored in its extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl ClientIp {

@@ -3,6 +3,7 @@
 mod body;
 mod client_ip;
 mod headers;
+mod in_flight;
 mod moderation;
 mod quota;
 mod rate_limit;
@@ -11,6 +12,7 @@ mod storage_gate;
 pub use body::{guard_body, BodyGuard};
 pub use client_ip::ClientIp;
 pub use headers::{cors, header_limit_middleware, security_headers, HeaderLimit};
+pub use in_flight::{cap_in_flight, InFlight};
 pub use moderation::{Decision, ModerationPolicy, Moderator, OutputModeration};
 pub use quota::{Allowance, DailyQuota, QuotaUsage, Refusal, Reservation};
 pub use rate_limit::{limit_by_ip, limit_by_user, limit_logins, RateLimiter};

@@ -199,3 +199,32 @@ async fn with_mongodb_down_every_api_route_answers_503_at_once_instead_of_hangin
     }
     assert_eq!(health.status(), 200, "liveness does not depend on storage");
 }
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_its_share_of_requests_open() {
+    let app = spawn_app_with(|s| {
+        s.max_in_flight_per_ip = 2;
+        s.body_read_timeout_ms = 3000;
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /api/auth/login HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        held.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let third = app.client.post(app.url("/api/auth/login")).json(&json!({"code": "dev:x"})).send().await.unwrap();
+    let third_status = third.status();
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = app.client.get(app.url("/api/personas")).send().await.unwrap();
+
+    assert_eq!(third_status, 429, "two slow bodies already hold this address's share");
+    assert_eq!(after.status(), 401, "closing them frees the share (then the route answers as usual)");
+}
