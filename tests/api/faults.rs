@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 
 use crate::helpers::fake_deepseek::{paced, reply_body};
-use crate::helpers::{closed_port, spawn_app_with, text_of};
+use crate::helpers::{assert_nothing_lost_or_stuck, closed_port, spawn_app_with, text_of};
 
 /// A private nx-27017 (the MongoDB wire-protocol test server), so killing it touches no
 /// other test.
@@ -84,10 +84,12 @@ async fn a_reply_that_ends_while_mongodb_is_down_is_stored_when_it_returns_and_o
     let start = reader.next().await.unwrap();
     let first = reader.next().await.unwrap();
 
-    // MongoDB dies mid-reply; the reply finishes upstream while it is down.
+    // MongoDB dies mid-reply; the reply finishes upstream while it is down. The outage
+    // lasts FAULT_OUTAGE_SECS (6 here; run with 80 for the long version).
+    let outage_secs: u64 = std::env::var("FAULT_OUTAGE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     mongo.kill();
     let mut during_outage = vec![first];
-    let outage = tokio::time::timeout(Duration::from_secs(6), async {
+    let outage = tokio::time::timeout(Duration::from_secs(outage_secs), async {
         while let Some(event) = reader.next().await {
             let terminal = event.name == "done" || event.name == "error";
             during_outage.push(event);
@@ -118,4 +120,12 @@ async fn a_reply_that_ends_while_mongodb_is_down_is_stored_when_it_returns_and_o
     }
     assert_eq!(stored["status"], "complete");
     assert_eq!(stored["content"], pieces.concat(), "the whole reply is stored, not the last periodic save");
+    let conversation_id = companion_backend::domain::ConversationId::parse(&conversation).unwrap();
+    // The app's own database lives on the private server.
+    let store: companion_backend::store::DynStore = std::sync::Arc::new(
+        companion_backend::store::MongoStore::connect(&mongo.uri(), &app.db_name, &crate::helpers::store_options())
+            .await
+            .unwrap(),
+    );
+    assert_nothing_lost_or_stuck(&store, conversation_id, &["讲完它"]).await;
 }

@@ -347,4 +347,7 @@ async fn after_a_sigkill_mid_reply_another_replica_settles_it_and_takes_sends_wi
     assert_eq!(sent.status(), 200);
     let body: Value = sent.json().await.unwrap();
     assert_eq!(body["assistant_message"]["content"], "我回来了");
+    let store: companion_backend::store::DynStore = mongo_store(&db).await;
+    let conversation_id = companion_backend::domain::ConversationId::parse(&conversation).unwrap();
+    crate::helpers::assert_nothing_lost_or_stuck(&store, conversation_id, &["讲个长故事", "还在吗"]).await;
 }

@@ -228,3 +228,24 @@ pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// The invariants a fault must not break, checked on one conversation: no reply left
+/// `streaming`, no lease still held, and each of `asked` stored exactly once as a user
+/// message.
+pub async fn assert_nothing_lost_or_stuck(
+    store: &DynStore,
+    conversation: companion_backend::domain::ConversationId,
+    asked: &[&str],
+) {
+    use companion_backend::domain::{MessageStatus, Role};
+    let messages = store.list_messages(conversation, 500, None).await.expect("read the conversation");
+    let stuck: Vec<_> = messages.iter().filter(|m| m.status == MessageStatus::Streaming).map(|m| m.id).collect();
+    assert!(stuck.is_empty(), "replies stuck in streaming: {stuck:?}");
+    let far_future = companion_backend::domain::now() + chrono::Duration::days(365);
+    let held = store.expired_leases(far_future, 10_000).await.expect("read leases");
+    assert!(!held.iter().any(|l| l.conversation == conversation), "a lease is still held: {held:?}");
+    for text in asked {
+        let copies = messages.iter().filter(|m| m.role == Role::User && m.content == *text).count();
+        assert_eq!(copies, 1, "the user's message {text:?} is stored {copies} times");
+    }
+}
