@@ -348,3 +348,28 @@ async fn every_frame_of_a_socket_counts_against_its_users_limit() {
     assert_eq!(answers[1]["type"], "pong");
     assert_eq!((answers[2]["type"].as_str(), answers[2]["code"].as_str()), (Some("error"), Some("rate_limited")));
 }
+
+#[tokio::test]
+async fn a_cancel_frame_stops_the_reply_and_its_watcher_hears_cancelled() {
+    let app = trusting_app().await;
+    let conversation = conversation_for(&app, "o_ws_cancel").await;
+    let pieces: Vec<String> = (0..50).map(|i| format!("第{i}句。")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    app.deepseek.enqueue(paced(&reply_body(&pieces, "stop"), Duration::from_millis(100)));
+    app.deepseek.enqueue(text_reply(&["下一条"]));
+    let mut socket = connect(&app, Some("o_ws_cancel")).await;
+
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "长篇"})).await;
+    let start = next(&mut socket).await.unwrap();
+    let running = start["assistant_message_id"].as_str().unwrap().to_string();
+    next(&mut socket).await.unwrap();
+    send(&mut socket, json!({"type": "cancel", "conversation_id": conversation, "message_id": running})).await;
+    let rest = reply(&mut socket).await;
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "再来"})).await;
+    let next_reply = reply(&mut socket).await;
+
+    let last = rest.last().unwrap();
+    assert_eq!((last["type"].as_str(), last["code"].as_str()), (Some("error"), Some("cancelled")));
+    assert_eq!(next_reply.last().unwrap()["type"], "done", "the conversation took the next message");
+    assert_eq!(text(&next_reply), "下一条");
+}
