@@ -252,20 +252,14 @@ async fn a_reply_abandoned_by_a_dead_replica_is_marked_interrupted_on_the_next_s
     let user_id = companion_backend::domain::UserId::parse(user["id"].as_str().unwrap()).unwrap();
     let conversation_id = companion_backend::domain::ConversationId::parse(&conversation).unwrap();
     // What a replica that died mid-reply leaves behind: a streaming reply and an expired lease.
-    let orphan = companion_backend::domain::Message {
-        id: companion_backend::domain::MessageId::new(),
+    let orphan = crate::helpers::stored_message(
         conversation_id,
         user_id,
-        role: companion_backend::domain::Role::Assistant,
-        content: "半句".into(),
-        status: companion_backend::domain::MessageStatus::Streaming,
-        created_at: companion_backend::domain::now(),
-        reasoning_content: None,
-        usage: None,
-        finish_reason: None,
-        error: None,
-        updated_at: companion_backend::domain::now(),
-    };
+        companion_backend::domain::Role::Assistant,
+        "半句",
+        companion_backend::domain::MessageStatus::Streaming,
+        companion_backend::domain::now(),
+    );
     app.store.insert_message(&orphan).await.unwrap();
     let past = companion_backend::domain::now() - chrono::Duration::seconds(60);
     app.store
@@ -309,20 +303,14 @@ async fn polling_a_reply_whose_generation_died_settles_it_as_interrupted() {
     let conversation_id = companion_backend::domain::ConversationId::parse(&conversation).unwrap();
     let user: Value = app.get_me(&token).await.json().await.unwrap();
     let long_ago = companion_backend::domain::now() - chrono::Duration::minutes(10);
-    let orphan = companion_backend::domain::Message {
-        id: companion_backend::domain::MessageId::new(),
+    let orphan = crate::helpers::stored_message(
         conversation_id,
-        user_id: companion_backend::domain::UserId::parse(user["id"].as_str().unwrap()).unwrap(),
-        role: companion_backend::domain::Role::Assistant,
-        content: "写到一半".into(),
-        status: companion_backend::domain::MessageStatus::Streaming,
-        created_at: long_ago,
-        reasoning_content: None,
-        usage: None,
-        finish_reason: None,
-        error: None,
-        updated_at: long_ago,
-    };
+        companion_backend::domain::UserId::parse(user["id"].as_str().unwrap()).unwrap(),
+        companion_backend::domain::Role::Assistant,
+        "写到一半",
+        companion_backend::domain::MessageStatus::Streaming,
+        long_ago,
+    );
     app.store.insert_message(&orphan).await.unwrap();
 
     let polled: Value = app.get_message(&token, &conversation, &orphan.id.to_string()).await.json().await.unwrap();

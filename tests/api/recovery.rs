@@ -1,11 +1,11 @@
 //! Stopping a reply on purpose, and recovering replies whose replica died.
 use std::time::Duration;
 
-use companion_backend::domain::{now, ConversationId, Message, MessageId, MessageStatus, Role, UserId};
+use companion_backend::domain::{now, ConversationId, MessageId, MessageStatus, Role, UserId};
 use serde_json::{json, Value};
 
 use crate::helpers::fake_deepseek::{paced, reply_body, text_reply};
-use crate::helpers::{spawn_app_with, text_of, TestApp};
+use crate::helpers::{spawn_app_with, stored_message, text_of, TestApp};
 
 /// A long paced reply, so it is still running when the test acts.
 fn slow_reply(app: &TestApp) {
@@ -103,20 +103,7 @@ async fn a_reply_left_by_a_dead_replica_is_settled_by_the_sweep_without_any_requ
     let user_id = UserId::parse(user["id"].as_str().unwrap()).unwrap();
     // What a SIGKILLed replica leaves: a streaming reply and its lease, both dead.
     let at = now() - chrono::Duration::seconds(30);
-    let orphan = Message {
-        id: MessageId::new(),
-        conversation_id,
-        user_id,
-        role: Role::Assistant,
-        content: "说到一半".into(),
-        status: MessageStatus::Streaming,
-        created_at: at,
-        reasoning_content: None,
-        usage: None,
-        finish_reason: None,
-        error: None,
-        updated_at: at,
-    };
+    let orphan = stored_message(conversation_id, user_id, Role::Assistant, "说到一半", MessageStatus::Streaming, at);
     app.store.insert_message(&orphan).await.unwrap();
     app.store
         .claim_generation(user_id, conversation_id, orphan.id, at, at + chrono::Duration::seconds(8))
@@ -232,20 +219,8 @@ async fn a_send_that_died_before_its_reply_was_stored_is_finished_by_its_retry()
         reply_id: MessageId::new(),
     };
     app.store.insert_send(&record).await.unwrap();
-    let asked = Message {
-        id: record.user_message_id,
-        conversation_id,
-        user_id,
-        role: Role::User,
-        content: "还在吗".into(),
-        status: MessageStatus::Complete,
-        created_at: at,
-        reasoning_content: None,
-        usage: None,
-        finish_reason: None,
-        error: None,
-        updated_at: at,
-    };
+    let mut asked = stored_message(conversation_id, user_id, Role::User, "还在吗", MessageStatus::Complete, at);
+    asked.id = record.user_message_id;
     app.store.insert_message(&asked).await.unwrap();
     app.store
         .claim_generation(user_id, conversation_id, record.reply_id, at, at + chrono::Duration::seconds(20))

@@ -249,3 +249,29 @@ pub async fn assert_nothing_lost_or_stuck(
         assert_eq!(copies, 1, "the user's message {text:?} is stored {copies} times");
     }
 }
+
+/// A message as a test puts it straight into the store (what a dead replica left behind,
+/// or an earlier attempt stored).
+pub fn stored_message(
+    conversation: companion_backend::domain::ConversationId,
+    user: companion_backend::domain::UserId,
+    role: companion_backend::domain::Role,
+    content: &str,
+    status: companion_backend::domain::MessageStatus,
+    at: chrono::DateTime<chrono::Utc>,
+) -> companion_backend::domain::Message {
+    companion_backend::domain::Message {
+        id: companion_backend::domain::MessageId::new(),
+        conversation_id: conversation,
+        user_id: user,
+        role,
+        content: content.into(),
+        status,
+        created_at: at,
+        reasoning_content: None,
+        usage: None,
+        finish_reason: None,
+        error: None,
+        updated_at: at,
+    }
+}
