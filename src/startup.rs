@@ -109,7 +109,9 @@ impl Application {
         // Like the sweeper: runs until shutdown begins, outside the drain.
         #[allow(clippy::disallowed_methods)]
         tokio::spawn(health.clone().watch(store.clone(), sweeping.clone()));
-        let sweeper = Sweeper { store: store.clone(), registry: registry.clone(), every: config.chat.lease / 4 };
+        // Often enough that a dead replica's reply is settled soon after its lease runs out.
+        let every = (config.chat.lease / 4).min(Duration::from_secs(2));
+        let sweeper = Sweeper { store: store.clone(), registry: registry.clone(), every };
         // Runs until shutdown begins; not a reply's work, so not tracked by the drain.
         #[allow(clippy::disallowed_methods)]
         tokio::spawn(sweeper.run(sweeping.clone()));

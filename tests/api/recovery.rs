@@ -120,7 +120,7 @@ async fn a_reply_left_by_a_dead_replica_is_settled_by_the_sweep_without_any_requ
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let settled = settled.expect("settled within 10 s by the sweep (every quarter lease)");
+    let settled = settled.expect("settled within 10 s by the sweep");
     assert_eq!(settled.status, MessageStatus::Incomplete);
     assert_eq!(settled.content, "说到一半");
     assert_eq!(settled.error.unwrap().code, "generation_interrupted");
