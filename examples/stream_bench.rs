@@ -3,6 +3,9 @@
 //!     cargo build --release --bin companion-backend
 //!     cargo run --release --example stream_bench -- 2000
 //!
+//! `BENCH_SERVER_BIN=/path/to/other/companion-backend` runs the same load against another
+//! build (for example the previous release), for a ratio measured in one session.
+//!
 //! A fake DeepSeek (in this process) streams each reply as 20 pieces, 100 ms apart; each
 //! piece carries the instant it was sent, so the client side measures the relay latency
 //! (upstream write → server → client read, two loopback hops included). The server's
@@ -100,7 +103,10 @@ async fn main() -> anyhow::Result<()> {
     let base = Instant::now();
     let upstream = fake_deepseek(base).await?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let binary = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/companion-backend");
+    // BENCH_SERVER_BIN compares another build (say, the previous release) in the same run.
+    let binary = std::env::var("BENCH_SERVER_BIN")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/companion-backend").to_string());
+    let binary = binary.as_str();
     let mut server = Command::new(binary)
         .env_clear()
         .env("PORT", port.to_string())
@@ -114,6 +120,9 @@ async fn main() -> anyhow::Result<()> {
         .env("RATE_LIMIT_IP_PER_HOUR", "0")
         .env("DAILY_MESSAGE_QUOTA", "0")
         .env("DAILY_TOKEN_QUOTA", "0")
+        // One user and one address drive every stream here.
+        .env("MAX_ACTIVE_REPLIES_PER_USER", "0")
+        .env("MAX_IN_FLIGHT_PER_IP", "0")
         .env("CONTENT_CHECK", "false")
         .env("RUST_LOG", "error")
         .current_dir(std::env::temp_dir())
