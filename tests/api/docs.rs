@@ -32,3 +32,17 @@ fn the_readme_lists_every_reply_error_code() {
         assert!(paragraph.contains(&format!("`{}`", failure.code())), "`{}` is missing", failure.code());
     }
 }
+
+#[test]
+fn the_mini_program_has_a_chinese_message_for_every_error_code() {
+    let messages =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/miniprogram/utils/errors.js")).unwrap();
+    let has = |code: &str| messages.lines().any(|l| l.trim_start().starts_with(&format!("{code}: '")));
+    let codes = ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .chain(ReplyFailure::every().iter().map(ReplyFailure::code))
+        .collect::<Vec<_>>();
+    let missing: Vec<&str> = codes.into_iter().filter(|c| !has(c)).collect();
+    assert!(missing.is_empty(), "miniprogram/utils/errors.js has no message for {missing:?}");
+}
