@@ -33,6 +33,11 @@ impl PrivateMongo {
         let child = Command::new(server_binary().unwrap())
             .args(["--data-dir", self.data.path().to_str().unwrap(), "--host", "127.0.0.1"])
             .args(["--port", &self.port.to_string()])
+            // Without its own pid file the server refuses to start beside another instance.
+            .arg("--pid-file")
+            .arg(self.data.path().join("nx.pid"))
+            .arg("--log-file")
+            .arg(self.data.path().join("nx.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
