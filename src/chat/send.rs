@@ -22,6 +22,8 @@ struct SendIds {
     user_message: MessageId,
     reply: MessageId,
     record: Option<SendRecord>,
+    /// Finishing an earlier attempt, which may have stored the user's message already.
+    resumed: bool,
 }
 
 impl SendIds {
@@ -34,7 +36,7 @@ impl SendIds {
             user_message_id: user_message,
             reply_id: reply,
         });
-        SendIds { user_message, reply, record }
+        SendIds { user_message, reply, record, resumed: false }
     }
 }
 
@@ -88,9 +90,12 @@ impl ChatService {
         let ids = match earlier {
             Some(earlier) => match self.retried(&earlier, &conversation).await? {
                 Retry::Answered(reply) => return Ok(*reply),
-                Retry::Resume => {
-                    SendIds { user_message: earlier.user_message_id, reply: earlier.reply_id, record: None }
-                }
+                Retry::Resume => SendIds {
+                    user_message: earlier.user_message_id,
+                    reply: earlier.reply_id,
+                    record: None,
+                    resumed: true,
+                },
             },
             None => SendIds::fresh(user_id, conversation_id, client_id),
         };
@@ -126,7 +131,7 @@ impl ChatService {
         reply.id = ids.reply;
 
         self.claim(user.id, conversation.id, reply.id).await?;
-        if let Err(e) = self.store_user_message(&user_message, ids.record.as_ref()).await {
+        if let Err(e) = self.store_user_message(&user_message, &ids).await {
             self.release(conversation.id, reply.id).await;
             return Err(e);
         }
@@ -172,14 +177,15 @@ impl ChatService {
 
     /// Stores the user's message (once: a resumed send may have stored it already), and
     /// first the record of a send under a client id.
-    async fn store_user_message(&self, message: &Message, record: Option<&SendRecord>) -> Result<(), ChatError> {
-        if let Some(record) = record {
+    async fn store_user_message(&self, message: &Message, ids: &SendIds) -> Result<(), ChatError> {
+        if let Some(record) = &ids.record {
             if !self.store.insert_send(record).await? {
                 // The same send arrived twice at once: the other one goes on.
                 return Err(ChatError::ReplyInProgress { reply: record.reply_id, retry_after: 1 });
             }
         }
-        if self.store.get_message(message.conversation_id, message.id).await?.is_none() {
+        let stored_before = ids.resumed && self.store.get_message(message.conversation_id, message.id).await?.is_some();
+        if !stored_before {
             self.store.insert_message(message).await?;
         }
         Ok(())

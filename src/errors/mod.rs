@@ -31,7 +31,7 @@ struct EnvelopeBody<'a> {
 }
 
 /// The envelope with `code`'s status.
-pub fn envelope(code: ErrorCode, message: &str) -> HttpResponse {
+fn envelope(code: ErrorCode, message: &str) -> HttpResponse {
     envelope_about(code, message, None)
 }
 

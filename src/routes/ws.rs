@@ -371,7 +371,8 @@ impl ChatSocket {
         })
     }
 
-    fn counted_user(&self) -> Result<UserId, ApiError> {
+    /// The socket's user (its frames were already counted by `count_frame`).
+    fn user_id(&self) -> Result<UserId, ApiError> {
         Ok(self.user.as_ref().ok_or_else(ApiError::unauthorized)?.user_id)
     }
 
@@ -381,20 +382,20 @@ impl ChatSocket {
         content: String,
         client_id: Option<&str>,
     ) -> Result<ReplyHandle, ApiError> {
-        let user = self.counted_user()?;
+        let user = self.user_id()?;
         let conversation = conversation_id(conversation)?;
         let client_id = client_message_id(client_id)?;
         Ok(self.chat.clone().send(user, conversation, content, client_id).await?)
     }
 
     async fn reattach(&self, conversation: &str, message: &str) -> Result<ReplyHandle, ApiError> {
-        let user = self.counted_user()?;
+        let user = self.user_id()?;
         Ok(self.chat.open_reply(user, conversation_id(conversation)?, message_id(message)?).await?)
     }
 
     /// A watcher of the reply on this socket then ends with `error` `cancelled`.
     async fn cancel(&self, conversation: &str, message: &str) -> Result<(), ApiError> {
-        let user = self.counted_user()?;
+        let user = self.user_id()?;
         self.chat.cancel_reply(user, conversation_id(conversation)?, message_id(message)?).await?;
         Ok(())
     }

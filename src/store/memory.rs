@@ -250,6 +250,9 @@ impl Store for InMemoryStore {
             Some(_) if cancelled && progress.status == MessageStatus::Streaming => Ok(false),
             Some(message) if message.status == MessageStatus::Streaming => {
                 message.apply(progress, now);
+                if progress.status != MessageStatus::Streaming {
+                    inner.cancel_requested.remove(&id);
+                }
                 Ok(true)
             }
             _ => Ok(false),

@@ -498,19 +498,22 @@ impl Store for MongoStore {
             "generation": {"message_id": message.to_string(), "expires_ms": lease_until.timestamp_millis()},
             "last_active_ms": now.timestamp_millis(),
         }};
-        let result = self.conversations().update_one(claimable, update).await.map_err(unavailable)?;
-        if result.matched_count == 1 {
-            return Ok(GenerationClaim::Claimed);
+        // Twice at most: the claim may be released (or run out) between the two steps.
+        for _ in 0..2 {
+            let result =
+                self.conversations().update_one(claimable.clone(), update.clone()).await.map_err(unavailable)?;
+            if result.matched_count == 1 {
+                return Ok(GenerationClaim::Claimed);
+            }
+            let Some(conversation) = self.conversations().find_one(owned.clone()).await.map_err(unavailable)? else {
+                return Ok(GenerationClaim::NoSuchConversation);
+            };
+            let lease = conversation.generation.filter(|g| g.expires_ms >= now.timestamp_millis());
+            if let Some(holder) = lease.as_ref().and_then(|g| MessageId::parse(&g.message_id)) {
+                return Ok(GenerationClaim::Busy { holder, until: from_millis(lease.map_or(0, |g| g.expires_ms)) });
+            }
         }
-        let Some(conversation) = self.conversations().find_one(owned).await.map_err(unavailable)? else {
-            return Ok(GenerationClaim::NoSuchConversation);
-        };
-        let holder = conversation.generation.and_then(|g| Some((MessageId::parse(&g.message_id)?, g.expires_ms)));
-        Ok(match holder {
-            Some((holder, expires_ms)) => GenerationClaim::Busy { holder, until: from_millis(expires_ms) },
-            // Released in between: the caller may simply try again.
-            None => GenerationClaim::Busy { holder: message, until: now },
-        })
+        Err(StoreError::Unavailable(anyhow::anyhow!("the conversation's claim kept changing under us")))
     }
 
     async fn take_over_generation(
