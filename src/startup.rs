@@ -14,8 +14,9 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::{resolve_identity, AuthState, IdentityResolver, JwtKeys};
 use crate::chat::reply::Sweeper;
 use crate::chat::{ChatService, Registry};
-use crate::configuration::{Config, Settings};
+use crate::configuration::{Config, Settings, UpstreamSettings};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
+use crate::llm::{check_models, LlmClient, MODEL_CHECK_TIMEOUT};
 use crate::protection::{
     cap_in_flight, cors, guard_body, header_limit_middleware, limit_by_ip, limit_by_user, limit_logins,
     require_storage, security_headers, BodyGuard, HeaderLimit, InFlight, RateLimiter, StoreHealth,
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 mod components;
-use components::{build_chat, build_store, ChatSections};
+use components::{build_chat, build_llm, build_store, ChatSections};
 
 /// What `/health` and the `X-App-Version` header report.
 #[derive(Debug, Clone)]
@@ -78,6 +79,21 @@ pub struct Application {
     readiness_delay: Duration,
 }
 
+/// Warns (never refuses to start) when an upstream does not list its configured model.
+fn check_models_in_background(llm: &Arc<LlmClient>, upstreams: &UpstreamSettings) {
+    if !matches!(**llm, LlmClient::Upstreams(_)) {
+        return;
+    }
+    let (llm, default_model) = (llm.clone(), upstreams.default_model.clone());
+    // A one-off look at start-up that holds nothing up; the drain need not wait for it.
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move {
+        if let LlmClient::Upstreams(pool) = &*llm {
+            check_models(pool, &default_model, MODEL_CHECK_TIMEOUT).await;
+        }
+    });
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let config = settings.config()?;
@@ -98,12 +114,14 @@ impl Application {
         let registry = Arc::new(Registry::new());
         let sections = ChatSections {
             chat: &config.chat,
-            deepseek: &config.deepseek,
+            upstreams: &config.upstreams,
             limits: &config.limits,
             moderation: &config.moderation,
             wechat: &config.wechat,
         };
-        let chat = build_chat(sections, store.clone(), registry.clone())?;
+        let llm = Arc::new(build_llm(&config.upstreams)?);
+        check_models_in_background(&llm, &config.upstreams);
+        let chat = build_chat(sections, llm, store.clone(), registry.clone())?;
         let sweeping = CancellationToken::new();
         let health = Arc::new(StoreHealth::default());
         // Like the sweeper: runs until shutdown begins, outside the drain.
@@ -294,6 +312,9 @@ fn run(
             )
     })
     .disable_signals()
+    // Without it a stream's first `delta` after `start` waits for the client's delayed ACK
+    // (Nagle's algorithm): about 20 ms added to every first token.
+    .tcp_nodelay(true)
     // Longer than the grace plus the replies' last save, so streams can send their final event.
     .shutdown_timeout((config.server.shutdown_grace + crate::chat::reply::CANCELLED_SAVE_WINDOW).as_secs() + 2)
     .listen(listener)?

@@ -48,6 +48,8 @@ var MESSAGES = {
   too_many_sockets: '打开的连接太多了，请关闭其他页面后重试',
   internal_error: '服务出了点问题，请稍后再试',
   shutting_down: '服务正在更新，请稍后重发',
+  companion_busy: '小伙伴正忙着陪很多人聊天，请稍后再发',
+  upstream_unavailable: '小伙伴暂时无法回复，请稍后再试',
   dependency_unavailable: '服务暂时不可用，请稍后再试',
   cancelled: '已停止这条回复，已保留收到的部分',
   empty_reply: 'AI 伙伴没有回复，请重试',

@@ -149,6 +149,7 @@ mod tests {
             usage: None,
             finish_reason: None,
             error: None,
+            served: None,
             updated_at: at,
         }
     }

@@ -1,4 +1,5 @@
 //! Companion chat: personas, context, sending, and replies (see `reply`).
+mod capacity;
 pub mod context;
 mod personas;
 mod preview;
@@ -6,6 +7,7 @@ pub mod reply;
 mod send;
 mod service;
 
+pub use capacity::{Capacity, Slot};
 pub use personas::{Persona, Personas};
 pub use preview::PreviewAccess;
 pub use reply::{Registry, ReplyEvent, ReplyHandle, ReplyWatcher};

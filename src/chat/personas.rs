@@ -25,7 +25,7 @@ pub struct Persona {
     #[serde(default)]
     pub thinking: bool,
     #[serde(default)]
-    pub reasoning_effort: Option<String>,
+    pub reasoning_effort: Option<crate::llm::ReasoningEffort>,
     #[serde(default)]
     pub preview: bool,
 }
@@ -134,6 +134,16 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_effort_takes_what_deepseek_v4_1_accepts() {
+        for (raw, accepted) in
+            [("low", true), ("high", true), ("max", true), ("medium", false), ("xhigh", false), ("", false)]
+        {
+            let text = persona("p", &format!("thinking = true\nreasoning_effort = \"{raw}\""));
+            assert_eq!(Personas::parse(&text).is_ok(), accepted, "reasoning_effort = {raw:?}");
+        }
+    }
+
+    #[test]
     fn optional_persona_fields_are_read_and_defaulted() {
         let text = persona("plain", "")
             + &persona("thinker", "model = \"m\"\nthinking = true\nreasoning_effort = \"high\"\npreview = true")
@@ -145,7 +155,14 @@ mod tests {
             .all()
             .iter()
             .map(|p| {
-                (p.id.as_str(), p.model.as_deref(), p.thinking, p.reasoning_effort.as_deref(), p.preview, p.temperature)
+                (
+                    p.id.as_str(),
+                    p.model.as_deref(),
+                    p.thinking,
+                    p.reasoning_effort.map(|e| e.as_str()),
+                    p.preview,
+                    p.temperature,
+                )
             })
             .collect();
         assert_eq!(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::context::{build_messages, upstream_user_hash};
 use super::reply::{spawn_generation, GenerationJob, ReplyHandle};
 use super::service::{ChatError, ChatService};
+use super::Slot;
 use crate::domain::{
     now, ClientMessageId, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role,
     SendRecord, User, UserId,
@@ -66,8 +67,13 @@ impl ChatService {
         if registry.is_closing() {
             return Err(ChatError::ShuttingDown);
         }
+        // Taken before anything is read or stored; the generation holds it to its end.
+        let Some(slot) = self.capacity.try_take() else {
+            tracing::warn!(running = self.capacity.in_use(), "at the cap on running generations; send refused");
+            return Err(ChatError::CompanionBusy);
+        };
         let span = tracing::info_span!("chat.send", conversation_id = %conversation);
-        let steps = async move { self.start_reply(user, conversation, &text, client_id).await };
+        let steps = async move { self.start_reply(user, conversation, &text, client_id, slot).await };
         registry.spawn(tracing::Instrument::instrument(steps, span)).await.map_err(ChatError::internal)?
     }
 
@@ -77,6 +83,7 @@ impl ChatService {
         conversation_id: ConversationId,
         raw_text: &str,
         client_id: Option<ClientMessageId>,
+        slot: Slot,
     ) -> Result<ReplyHandle, ChatError> {
         let content = MessageContent::parse(raw_text, self.config.message_max_chars)
             .map_err(|e| ChatError::InvalidContent(e.to_string()))?;
@@ -104,7 +111,7 @@ impl ChatService {
             Err(Refusal::QuotaExceeded { retry_after }) => return Err(ChatError::QuotaExceeded { retry_after }),
             Err(Refusal::TooManyActive) => return Err(ChatError::TooManyReplies),
         };
-        match self.start_reserved(&conversation, &user, &content, reservation.clone(), ids).await {
+        match self.start_reserved(&conversation, &user, &content, reservation.clone(), ids, slot).await {
             Ok(reply) => Ok(reply),
             Err(e) => {
                 // A message refused by the content check was stored, so it stays counted.
@@ -123,6 +130,7 @@ impl ChatService {
         content: &MessageContent,
         reservation: Reservation,
         ids: SendIds,
+        slot: Slot,
     ) -> Result<ReplyHandle, ChatError> {
         let moderation = self.screen_input(conversation, user, content).await?;
         let mut user_message = Message::new(conversation, Role::User, content.as_str(), MessageStatus::Complete);
@@ -153,6 +161,7 @@ impl ChatService {
             lease: self.config.lease,
             quota: Some((self.quota, reservation)),
             moderation,
+            slot: Some(slot),
         });
         Ok(ReplyHandle::fresh(self.replies.clone(), user_message, reply, live))
     }
@@ -280,7 +289,7 @@ impl ChatService {
             model,
             messages: build_messages(&persona.system_prompt, &history, self.config.context_token_budget),
             thinking: persona.thinking,
-            reasoning_effort: persona.reasoning_effort.clone(),
+            reasoning_effort: persona.reasoning_effort,
             temperature: persona.temperature,
             max_tokens: self.config.max_tokens,
             user_hash: upstream_user_hash(conversation.user_id),

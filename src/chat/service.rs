@@ -34,6 +34,8 @@ pub enum ChatError {
     ModerationUnavailable,
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("this instance runs as many replies as it may")]
+    CompanionBusy,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("starting the reply failed")]
@@ -72,6 +74,7 @@ pub struct ChatService {
     pub(super) preview: PreviewAccess,
     pub(super) quota: DailyQuota,
     pub(super) moderator: Option<Arc<Moderator>>,
+    pub(super) capacity: super::Capacity,
 }
 
 /// How often a follower reads the progress another replica stores.
@@ -91,6 +94,7 @@ impl ChatService {
             personas: parts.personas,
             registry: parts.registry,
             replies,
+            capacity: super::Capacity::new(parts.config.max_concurrent_generations),
             config: parts.config,
             preview: parts.preview,
             quota: parts.quota,

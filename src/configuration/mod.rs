@@ -10,8 +10,8 @@
 mod sections;
 
 pub use sections::{
-    ChatSettings, Config, DeepSeekSettings, JwtSettings, LimitSettings, ModerationSettings, ServerSettings,
-    StoreSettings, WechatSettings,
+    ChatSettings, Config, JwtSettings, LimitSettings, ModerationSettings, ServerSettings, StoreSettings,
+    UpstreamConfig, UpstreamSettings, WechatSettings,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use config::{Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::llm::Dialect;
 
 pub const DEFAULT_CONFIG_FILE: &str = "config/app.toml";
 const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -109,6 +111,27 @@ pub struct Settings {
     pub deepseek_retry_base_ms: u64,
     pub deepseek_max_tokens: Option<u32>,
 
+    /// Fallback upstreams, tried in order after DeepSeek (see README, "Upstreams").
+    pub fallback1_name: Option<String>,
+    pub fallback1_api_url: Option<String>,
+    pub fallback1_api_key: Option<SecretString>,
+    pub fallback1_model: Option<String>,
+    pub fallback1_dialect: Dialect,
+    pub fallback2_name: Option<String>,
+    pub fallback2_api_url: Option<String>,
+    pub fallback2_api_key: Option<SecretString>,
+    pub fallback2_model: Option<String>,
+    pub fallback2_dialect: Dialect,
+    /// Consecutive failures that open an upstream's circuit (0: never).
+    pub upstream_breaker_failures: u32,
+    pub upstream_breaker_cooldown_ms: u64,
+    /// `http://` upstreams speak HTTP/2 without TLS (h2c, prior knowledge).
+    pub upstream_h2c: bool,
+    /// Connections per upstream that requests are spread over.
+    pub upstream_connections: usize,
+    /// Generations running at once on this instance (0: no cap).
+    pub max_concurrent_generations: u32,
+
     pub jwt_secret: Option<SecretString>,
     pub jwt_secret_previous: Option<SecretString>,
     pub jwt_expires_in: u64,
@@ -191,12 +214,19 @@ wechat_timeout_ms = 5000
 wechat_trust_cloudrun_headers = false
 
 deepseek_api_url = "https://api.deepseek.com"
-deepseek_model = "deepseek-v4-flash"
+deepseek_model = "deepseek-flash"
 deepseek_connect_timeout_ms = 5000
 deepseek_idle_timeout_ms = 60000
 deepseek_deadline_secs = 600
 deepseek_max_retries = 2
 deepseek_retry_base_ms = 500
+fallback1_dialect = "openai"
+fallback2_dialect = "openai"
+upstream_breaker_failures = 5
+upstream_breaker_cooldown_ms = 15000
+upstream_h2c = false
+upstream_connections = 4
+max_concurrent_generations = 500
 
 jwt_expires_in = 604800
 session_max_days = 30
@@ -268,7 +298,9 @@ impl Settings {
     }
 
     fn normalized(mut self) -> Self {
-        self.deepseek_api_url = normalize_deepseek_url(&self.deepseek_api_url);
+        self.deepseek_api_url = trim_url(&self.deepseek_api_url);
+        self.fallback1_api_url = self.fallback1_api_url.as_deref().map(trim_url);
+        self.fallback2_api_url = self.fallback2_api_url.as_deref().map(trim_url);
         self.wechat_api_base = self.wechat_api_base.trim_end_matches('/').to_string();
         self.wechat_appid = self.wechat_appid.filter(|a| !a.is_empty());
         self
@@ -337,13 +369,20 @@ impl Settings {
             ("DAILY_TOKEN_QUOTA", self.daily_token_quota),
             ("WS_MAX_SOCKETS_PER_USER", i64::from(self.ws_max_sockets_per_user)),
             ("MAX_IN_FLIGHT_PER_IP", i64::from(self.max_in_flight_per_ip)),
+            ("MAX_CONCURRENT_GENERATIONS", i64::from(self.max_concurrent_generations)),
         ];
         for (name, value) in limits {
             if value == 0 {
                 warnings.push(format!("{name}=0 turns this limit OFF"));
             }
         }
-        for (name, url) in [("DEEPSEEK_API_URL", &self.deepseek_api_url), ("WECHAT_API_BASE", &self.wechat_api_base)] {
+        let urls = [
+            ("DEEPSEEK_API_URL", Some(&self.deepseek_api_url)),
+            ("FALLBACK1_API_URL", self.fallback1_api_url.as_ref()),
+            ("FALLBACK2_API_URL", self.fallback2_api_url.as_ref()),
+            ("WECHAT_API_BASE", Some(&self.wechat_api_base)),
+        ];
+        for (name, url) in urls.into_iter().filter_map(|(name, url)| Some((name, url?))) {
             if url.starts_with("http://") && !is_loopback_url(url) {
                 warnings.push(format!("{name} is plain http: keys and user text travel unencrypted"));
             }
@@ -397,6 +436,8 @@ impl Settings {
         at_least("READY_TIMEOUT_MS", self.ready_timeout_ms, 50);
         at_least("WECHAT_TIMEOUT_MS", self.wechat_timeout_ms, 100);
         at_least("CHAT_WAIT_TIMEOUT_MS", self.chat_wait_timeout_ms, 50);
+        at_least("UPSTREAM_CONNECTIONS", self.upstream_connections as u64, 1);
+        at_least("UPSTREAM_BREAKER_COOLDOWN_MS", self.upstream_breaker_cooldown_ms, 10);
         if let Some(max_tokens) = self.deepseek_max_tokens {
             at_least("DEEPSEEK_MAX_TOKENS", max_tokens.into(), 1);
         }
@@ -420,6 +461,31 @@ impl Settings {
         }
         if self.progress_save_interval_ms >= self.generation_lease_secs * 1000 / 3 {
             problems.push("PROGRESS_SAVE_INTERVAL_MS must be well under a third of GENERATION_LEASE_SECS".into());
+        }
+        problems.extend(self.fallback_problems());
+        problems
+    }
+
+    /// A fallback is all of URL, key and model, or nothing.
+    fn fallback_problems(&self) -> Vec<String> {
+        let fallbacks = [
+            ("FALLBACK1", &self.fallback1_api_url, &self.fallback1_api_key, &self.fallback1_model),
+            ("FALLBACK2", &self.fallback2_api_url, &self.fallback2_api_key, &self.fallback2_model),
+        ];
+        let mut problems = Vec::new();
+        for (prefix, url, key, model) in fallbacks {
+            let set = [url.is_some(), key.is_some(), model.is_some()];
+            if set.iter().any(|s| *s) && !set.iter().all(|s| *s) {
+                problems.push(format!("{prefix}_API_URL, {prefix}_API_KEY and {prefix}_MODEL are needed together"));
+            }
+            if let Some(url) = url {
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    problems.push(format!("{prefix}_API_URL must start with https:// (it is {url:?})"));
+                }
+            }
+        }
+        if self.fallback2_api_url.is_some() && self.fallback1_api_url.is_none() {
+            problems.push("FALLBACK2_* is set without FALLBACK1_*: fill FALLBACK1 first".into());
         }
         problems
     }
@@ -480,9 +546,8 @@ fn split_list(raw: Option<&str>) -> Vec<String> {
     raw.unwrap_or_default().split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
 }
 
-/// Accepts `https://api.deepseek.com`, `https://api.deepseek.com/` and the older
-/// `https://api.deepseek.com/v1`; the client appends `/chat/completions`.
-pub fn normalize_deepseek_url(url: &str) -> String {
-    let trimmed = url.trim().trim_end_matches('/');
-    trimmed.strip_suffix("/v1").unwrap_or(trimmed).to_string()
+/// A base URL as configured, less surrounding space and a trailing `/`: its path is kept
+/// (`…/compatible-mode/v1`), and the client appends `/chat/completions` to it.
+pub fn trim_url(url: &str) -> String {
+    url.trim().trim_end_matches('/').to_string()
 }

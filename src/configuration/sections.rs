@@ -6,6 +6,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use super::{AppEnv, ConfigError, OpenApiMode, ReviewPolicy, Settings};
+use crate::llm::{BreakerPolicy, Dialect};
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -45,11 +46,27 @@ pub struct WechatSettings {
     pub dev_login: bool,
 }
 
+/// One OpenAI-compatible upstream, in failover order.
 #[derive(Debug, Clone)]
-pub struct DeepSeekSettings {
-    /// `None`: the offline demo companion (development only).
-    pub api_key: Option<SecretString>,
+pub struct UpstreamConfig {
+    pub name: String,
     pub base_url: String,
+    pub api_key: SecretString,
+    /// `None` for DeepSeek: the model a reply asks for (persona, preview or default).
+    pub model: Option<String>,
+    pub dialect: Dialect,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// In failover order, DeepSeek first; empty: the offline demo companion
+    /// (development only, without DEEPSEEK_API_KEY).
+    pub upstreams: Vec<UpstreamConfig>,
+    /// The model asked of DeepSeek when a persona names none.
+    pub default_model: String,
+    pub breaker: BreakerPolicy,
+    pub h2c: bool,
+    pub connections: usize,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub deadline: Duration,
@@ -70,6 +87,8 @@ pub struct JwtSettings {
 
 #[derive(Debug, Clone)]
 pub struct ChatSettings {
+    /// Generations running at once on this instance (0: no cap).
+    pub max_concurrent_generations: u32,
     pub personas_file: PathBuf,
     pub default_model: String,
     pub max_tokens: Option<u32>,
@@ -123,7 +142,7 @@ pub struct Config {
     pub server: ServerSettings,
     pub store: StoreSettings,
     pub wechat: WechatSettings,
-    pub deepseek: DeepSeekSettings,
+    pub upstreams: UpstreamSettings,
     pub jwt: JwtSettings,
     pub chat: ChatSettings,
     pub limits: LimitSettings,
@@ -183,9 +202,15 @@ impl Settings {
                 openapi_mode: self.wechat_openapi_mode,
                 dev_login: self.dev_login_enabled(),
             },
-            deepseek: DeepSeekSettings {
-                api_key: self.deepseek_api_key.clone(),
-                base_url: self.deepseek_api_url.clone(),
+            upstreams: UpstreamSettings {
+                upstreams: self.upstream_list(),
+                default_model: self.deepseek_model.clone(),
+                breaker: BreakerPolicy {
+                    failures: self.upstream_breaker_failures,
+                    cooldown: ms(self.upstream_breaker_cooldown_ms),
+                },
+                h2c: self.upstream_h2c,
+                connections: self.upstream_connections,
                 connect_timeout: ms(self.deepseek_connect_timeout_ms),
                 idle_timeout: ms(self.deepseek_idle_timeout_ms),
                 deadline: secs(self.deepseek_deadline_secs),
@@ -201,6 +226,7 @@ impl Settings {
                 audience: self.jwt_audience.clone(),
             },
             chat: ChatSettings {
+                max_concurrent_generations: self.max_concurrent_generations,
                 personas_file: self.personas_file.clone(),
                 default_model: self.deepseek_model.clone(),
                 max_tokens: self.deepseek_max_tokens,
@@ -238,5 +264,49 @@ impl Settings {
                 window_chars: self.content_check_window_chars,
             },
         })
+    }
+}
+
+impl Settings {
+    /// DeepSeek, then the fallbacks that are configured; nothing without DEEPSEEK_API_KEY.
+    fn upstream_list(&self) -> Vec<UpstreamConfig> {
+        let Some(key) = &self.deepseek_api_key else { return Vec::new() };
+        let mut upstreams = vec![UpstreamConfig {
+            name: "deepseek".into(),
+            base_url: self.deepseek_api_url.clone(),
+            api_key: key.clone(),
+            model: None,
+            dialect: Dialect::DeepSeek,
+        }];
+        let fallbacks = [
+            (
+                "fallback1",
+                &self.fallback1_name,
+                &self.fallback1_api_url,
+                &self.fallback1_api_key,
+                &self.fallback1_model,
+                self.fallback1_dialect,
+            ),
+            (
+                "fallback2",
+                &self.fallback2_name,
+                &self.fallback2_api_url,
+                &self.fallback2_api_key,
+                &self.fallback2_model,
+                self.fallback2_dialect,
+            ),
+        ];
+        for (default_name, name, url, key, model, dialect) in fallbacks {
+            if let (Some(url), Some(key), Some(model)) = (url, key, model) {
+                upstreams.push(UpstreamConfig {
+                    name: name.clone().unwrap_or_else(|| default_name.to_string()),
+                    base_url: url.clone(),
+                    api_key: key.clone(),
+                    model: Some(model.clone()),
+                    dialect,
+                });
+            }
+        }
+        upstreams
     }
 }

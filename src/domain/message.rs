@@ -96,6 +96,15 @@ pub struct MessageError {
     pub message: String,
 }
 
+/// Which upstream answered a reply, and the model it reported serving (a provider can
+/// swap models behind a name; this is what really answered).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Served {
+    pub upstream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
 /// A stored message. Not serializable: what clients see is decided by the HTTP DTOs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
@@ -110,6 +119,7 @@ pub struct Message {
     pub usage: Option<Usage>,
     pub finish_reason: Option<FinishReason>,
     pub error: Option<MessageError>,
+    pub served: Option<Served>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -132,6 +142,7 @@ pub struct MessageProgress {
     pub usage: Option<Usage>,
     pub finish_reason: Option<FinishReason>,
     pub error: Option<MessageError>,
+    pub served: Option<Served>,
 }
 
 impl Message {
@@ -150,6 +161,7 @@ impl Message {
             usage: None,
             finish_reason: None,
             error: None,
+            served: None,
             updated_at: at,
         }
     }
@@ -169,6 +181,7 @@ impl Message {
             usage: None,
             finish_reason: None,
             error: None,
+            served: None,
             updated_at: at,
         }
     }
@@ -180,6 +193,9 @@ impl Message {
         self.usage = progress.usage.clone();
         self.finish_reason = progress.finish_reason.clone();
         self.error = progress.error.clone();
+        if progress.served.is_some() {
+            self.served = progress.served.clone();
+        }
         self.updated_at = now;
     }
 }

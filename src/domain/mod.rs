@@ -10,7 +10,8 @@ mod user;
 pub use conversation::{Conversation, ConversationTitle};
 pub use ids::{ConversationId, MessageId, UserId};
 pub use message::{
-    ClientMessageId, Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, SendRecord, Usage,
+    ClientMessageId, Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, SendRecord, Served,
+    Usage,
 };
 pub use reply::{Conclusion, FinishReason, GenerationEnd, ReplyEnd, ReplyFailure};
 pub use user::{AvatarUrl, LoginCode, Nickname, OpenId, ProfilePatch, User};

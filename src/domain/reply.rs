@@ -142,6 +142,7 @@ impl ReplyFailure {
             L::Disconnected,
             L::Protocol,
             L::Upstream(String::new()),
+            L::Unavailable,
         ];
         for e in &upstream {
             match e {
@@ -158,7 +159,8 @@ impl ReplyFailure {
                 | L::DeadlineExceeded
                 | L::Disconnected
                 | L::Protocol
-                | L::Upstream(_) => {}
+                | L::Upstream(_)
+                | L::Unavailable => {}
             }
         }
         let mut all: Vec<ReplyFailure> = upstream.into_iter().map(ReplyFailure::Upstream).collect();

@@ -66,6 +66,7 @@ error_codes! {
     ContentCheckUnavailable = "content_check_unavailable" => SERVICE_UNAVAILABLE,
     StorageUnavailable = "storage_unavailable" => SERVICE_UNAVAILABLE,
     ShuttingDown = "shutting_down" => SERVICE_UNAVAILABLE,
+    CompanionBusy = "companion_busy" => SERVICE_UNAVAILABLE,
     DependencyUnavailable = "dependency_unavailable" => SERVICE_UNAVAILABLE,
 }
 

@@ -215,6 +215,9 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// How long a client waits before sending again when this instance is at its cap.
+const COMPANION_BUSY_RETRY_SECS: u64 = 2;
+
 impl From<crate::chat::ChatError> for ApiError {
     fn from(e: crate::chat::ChatError) -> Self {
         use crate::chat::ChatError;
@@ -251,6 +254,11 @@ impl From<crate::chat::ChatError> for ApiError {
                 ErrorCode::ShuttingDown,
                 "this server is restarting; please send again in a moment",
                 1,
+            ),
+            ChatError::CompanionBusy => ApiError::unavailable(
+                ErrorCode::CompanionBusy,
+                "the companion is busy with many conversations; please send again in a moment",
+                COMPANION_BUSY_RETRY_SECS,
             ),
             ChatError::Store(e) => e.into(),
             // Logged by `ChatError::internal` where it happened.

@@ -6,10 +6,10 @@ use secrecy::ExposeSecret;
 
 use crate::chat::{ChatParts, ChatService, Personas, PreviewAccess, Registry};
 use crate::configuration::{
-    ChatSettings, DeepSeekSettings, LimitSettings, ModerationSettings, OpenApiMode, ReviewPolicy, StoreSettings,
+    ChatSettings, LimitSettings, ModerationSettings, OpenApiMode, ReviewPolicy, StoreSettings, UpstreamSettings,
     WechatSettings,
 };
-use crate::llm::{DeepSeekClient, DeepSeekOptions, LlmClient, OfflineCompanion};
+use crate::llm::{Breaker, CompatibleClient, CompatibleOptions, LlmClient, OfflineCompanion, Upstream, UpstreamPool};
 use crate::protection::{DailyQuota, ModerationPolicy, Moderator};
 use crate::store::{DynStore, InMemoryStore, MongoStore, MongoStoreOptions};
 use crate::wechat::{AccessTokens, ContentChecker};
@@ -55,20 +55,34 @@ pub async fn build_store(settings: &StoreSettings) -> anyhow::Result<DynStore> {
     Ok(store)
 }
 
-fn build_llm(settings: &DeepSeekSettings) -> anyhow::Result<LlmClient> {
-    let Some(api_key) = settings.api_key.clone() else {
+pub fn build_llm(settings: &UpstreamSettings) -> anyhow::Result<LlmClient> {
+    if settings.upstreams.is_empty() {
         tracing::warn!("DEEPSEEK_API_KEY is not set: replies come from the OFFLINE demo companion, not DeepSeek");
         return Ok(LlmClient::Offline(OfflineCompanion { chunk_delay: Duration::from_millis(40) }));
-    };
-    Ok(LlmClient::DeepSeek(DeepSeekClient::new(DeepSeekOptions {
-        base_url: settings.base_url.clone(),
-        api_key,
-        connect_timeout: settings.connect_timeout,
-        idle_timeout: settings.idle_timeout,
-        deadline: settings.deadline,
-        max_retries: settings.max_retries,
-        retry_base: settings.retry_base,
-    })?))
+    }
+    let upstreams = settings
+        .upstreams
+        .iter()
+        .map(|upstream| {
+            tracing::info!(upstream = %upstream.name, base_url = %upstream.base_url, "upstream configured");
+            Ok(Upstream {
+                name: upstream.name.clone(),
+                client: CompatibleClient::new(CompatibleOptions {
+                    base_url: upstream.base_url.clone(),
+                    api_key: upstream.api_key.clone(),
+                    dialect: upstream.dialect,
+                    connect_timeout: settings.connect_timeout,
+                    idle_timeout: settings.idle_timeout,
+                    deadline: settings.deadline,
+                    h2c: settings.h2c,
+                    connections: settings.connections,
+                })?,
+                model: upstream.model.clone(),
+                breaker: Breaker::new(settings.breaker),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(LlmClient::Upstreams(UpstreamPool::new(upstreams, settings.max_retries, settings.retry_base)))
 }
 
 fn build_moderator(settings: &ModerationSettings, wechat: &WechatSettings) -> anyhow::Result<Option<Arc<Moderator>>> {
@@ -99,19 +113,24 @@ fn build_moderator(settings: &ModerationSettings, wechat: &WechatSettings) -> an
 /// What the chat service is built from, section by section.
 pub struct ChatSections<'a> {
     pub chat: &'a ChatSettings,
-    pub deepseek: &'a DeepSeekSettings,
+    pub upstreams: &'a UpstreamSettings,
     pub limits: &'a LimitSettings,
     pub moderation: &'a ModerationSettings,
     pub wechat: &'a WechatSettings,
 }
 
-pub fn build_chat(sections: ChatSections<'_>, store: DynStore, registry: Arc<Registry>) -> anyhow::Result<ChatService> {
+pub fn build_chat(
+    sections: ChatSections<'_>,
+    llm: Arc<LlmClient>,
+    store: DynStore,
+    registry: Arc<Registry>,
+) -> anyhow::Result<ChatService> {
     let chat = sections.chat;
     let is_default = chat.personas_file.as_os_str() == DEFAULT_PERSONAS_FILE;
     let personas = Personas::load(&chat.personas_file, is_default)?;
     Ok(ChatService::new(ChatParts {
         store,
-        llm: Arc::new(build_llm(sections.deepseek)?),
+        llm,
         personas,
         registry,
         config: chat.clone(),
@@ -125,7 +144,7 @@ pub fn build_chat(sections: ChatSections<'_>, store: DynStore, registry: Arc<Reg
                 as i64,
             // A running reply's slot outlives the longest reply; a dead replica's slot
             // is forgotten after that.
-            slot_ttl: sections.deepseek.deadline + chat.lease,
+            slot_ttl: sections.upstreams.deadline + chat.lease,
         },
         moderator: build_moderator(sections.moderation, sections.wechat)?,
     }))

@@ -27,8 +27,8 @@ use super::compat::{and_any, lenient_bool};
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
     now, AvatarUrl, ClientMessageId, Conversation, ConversationId, ConversationTitle, FinishReason, Message,
-    MessageError, MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, SendRecord, Usage,
-    User, UserId,
+    MessageError, MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, SendRecord, Served,
+    Usage, User, UserId,
 };
 
 const SCHEMA_VERSION: i32 = 1;
@@ -110,6 +110,9 @@ struct MessageDoc {
     finish_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<MessageError>,
+    /// Which upstream and model answered (replies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    served: Option<Served>,
     created_at: bson::DateTime,
     #[serde(default)]
     updated_ms: Option<i64>,
@@ -233,6 +236,7 @@ impl MessageDoc {
             usage: m.usage.clone(),
             finish_reason: m.finish_reason.as_ref().map(|f| f.as_str().to_string()),
             error: m.error.clone(),
+            served: m.served.clone(),
             created_at: to_bson_date(m.created_at),
             updated_ms: Some(m.updated_at.timestamp_millis()),
             cancel_requested: false,
@@ -254,6 +258,7 @@ impl MessageDoc {
             usage: self.usage,
             finish_reason: self.finish_reason.as_deref().map(FinishReason::parse),
             error: self.error,
+            served: self.served,
             updated_at: self.updated_ms.map(from_millis).unwrap_or(created_at),
         })
     }
@@ -623,7 +628,7 @@ impl Store for MongoStore {
         progress: &MessageProgress,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let set: Document = doc! {
+        let mut set: Document = doc! {
             "content": &progress.content,
             "reasoning_content": bson_of(&progress.reasoning_content)?,
             "status": bson_of(&progress.status)?,
@@ -632,6 +637,9 @@ impl Store for MongoStore {
             "error": bson_of(&progress.error)?,
             "updated_ms": now.timestamp_millis(),
         };
+        if let Some(served) = &progress.served {
+            set.insert("served", bson_of(served)?);
+        }
         let mut streaming = doc! {"_id": id.to_string(), "status": bson_of(&MessageStatus::Streaming)?};
         if progress.status == MessageStatus::Streaming {
             streaming.insert("cancel_requested", false);

@@ -56,7 +56,7 @@ async fn the_upstream_request_is_a_correct_deepseek_streaming_request() {
     assert_eq!(request.path, "/chat/completions");
     assert_eq!(request.authorization, format!("Bearer {TEST_DEEPSEEK_KEY}"));
     let body = &request.body;
-    assert_eq!(body["model"], "deepseek-v4-flash");
+    assert_eq!(body["model"], "deepseek-flash");
     assert_eq!(body["stream"], true);
     assert_eq!(body["stream_options"]["include_usage"], true);
     assert_eq!(body["thinking"]["type"], "disabled");

@@ -36,6 +36,14 @@ fn every_setting_is_documented_in_env_example() {
         "JWT_SECRET",
         "JWT_SECRET_PREVIOUS",
         "DEEPSEEK_MAX_TOKENS",
+        "FALLBACK1_NAME",
+        "FALLBACK1_API_URL",
+        "FALLBACK1_API_KEY",
+        "FALLBACK1_MODEL",
+        "FALLBACK2_NAME",
+        "FALLBACK2_API_URL",
+        "FALLBACK2_API_KEY",
+        "FALLBACK2_MODEL",
         "CORS_ALLOWED_ORIGINS",
         "CONTENT_CHECK",
         "CONTENT_CHECK_FAIL_OPEN",
@@ -67,7 +75,7 @@ fn a_fresh_checkout_has_working_defaults() {
     assert!(settings.mongodb_uri.is_none());
     assert_eq!(settings.wechat_api_base, "https://api.weixin.qq.com");
     assert_eq!(settings.deepseek_api_url, "https://api.deepseek.com");
-    assert_eq!(settings.deepseek_model, "deepseek-v4-flash");
+    assert_eq!(settings.deepseek_model, "deepseek-flash");
     assert_eq!(settings.body_limit_bytes, 64 * 1024);
     assert!(settings.production_problems().is_empty());
 }
@@ -108,10 +116,47 @@ fn empty_environment_values_count_as_unset() {
 }
 
 #[test]
-fn a_deepseek_url_written_with_v1_or_a_trailing_slash_works() {
-    for url in ["https://api.deepseek.com/v1", "https://api.deepseek.com/v1/", "https://api.deepseek.com/"] {
-        let settings = Settings::from_sources(&env(&[("DEEPSEEK_API_URL", url)]), None).unwrap();
-        assert_eq!(settings.deepseek_api_url, "https://api.deepseek.com", "from {url}");
+fn an_upstream_base_url_keeps_its_path_and_loses_only_a_trailing_slash() {
+    let cases = [
+        ("https://api.deepseek.com", "https://api.deepseek.com"),
+        ("https://api.deepseek.com/", "https://api.deepseek.com"),
+        ("https://api.deepseek.com/v1", "https://api.deepseek.com/v1"),
+        ("https://dashscope.aliyuncs.com/compatible-mode/v1/", "https://dashscope.aliyuncs.com/compatible-mode/v1"),
+    ];
+    for (url, expected) in cases {
+        let settings =
+            Settings::from_sources(&env(&[("DEEPSEEK_API_URL", url), ("FALLBACK1_API_URL", url)]), None).unwrap();
+        assert_eq!(settings.deepseek_api_url, expected, "from {url}");
+        assert_eq!(settings.fallback1_api_url.as_deref(), Some(expected), "from {url}");
+    }
+}
+
+#[test]
+fn a_fallback_needs_its_url_key_and_model_together() {
+    let cases: [(&str, &[(&str, &str)], bool); 5] = [
+        ("none", &[], true),
+        (
+            "all three",
+            &[
+                ("FALLBACK1_API_URL", "https://api.moonshot.cn/v1"),
+                ("FALLBACK1_API_KEY", "sk-x"),
+                ("FALLBACK1_MODEL", "kimi"),
+            ],
+            true,
+        ),
+        ("a URL alone", &[("FALLBACK1_API_URL", "https://api.moonshot.cn/v1")], false),
+        ("a key without a model", &[("FALLBACK1_API_URL", "https://a/v1"), ("FALLBACK1_API_KEY", "sk-x")], false),
+        (
+            "the second without the first",
+            &[("FALLBACK2_API_URL", "https://a/v1"), ("FALLBACK2_API_KEY", "sk-x"), ("FALLBACK2_MODEL", "m")],
+            false,
+        ),
+    ];
+    for (label, vars, fine) in cases {
+        let settings = Settings::from_sources(&env(vars), None).unwrap();
+        let problems = settings.value_problems();
+        assert_eq!(problems.is_empty(), fine, "{label}: {problems:?}");
+        assert!(problems.iter().all(|p| !p.contains("sk-x")), "{label}: a key in a problem");
     }
 }
 

@@ -2,7 +2,7 @@
 use chrono::Duration;
 use companion_backend::domain::{
     now, AvatarUrl, Conversation, ConversationId, ConversationTitle, Message, MessageError, MessageId, MessageProgress,
-    MessageStatus, Nickname, OpenId, ProfilePatch, Role, Usage, UserId,
+    MessageStatus, Nickname, OpenId, ProfilePatch, Role, Served, Usage, UserId,
 };
 use companion_backend::store::{ConversationCursor, DynStore, GenerationClaim};
 
@@ -75,6 +75,7 @@ fn message(c: &Conversation, role: Role, content: &str) -> Message {
         usage: None,
         finish_reason: None,
         error: None,
+        served: None,
         updated_at: at,
     }
 }
@@ -221,6 +222,7 @@ async fn progress_is_saved_and_read_back(store: DynStore) {
         usage: Some(Usage { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15, ..Default::default() }),
         finish_reason: None,
         error: Some(MessageError { code: "upstream_disconnected".into(), message: "lost".into() }),
+        served: Some(Served { upstream: "deepseek".into(), model: Some("deepseek-flash".into()) }),
     };
 
     store.save_progress(reply.id, &progress, now()).await.unwrap();
@@ -231,6 +233,7 @@ async fn progress_is_saved_and_read_back(store: DynStore) {
     assert_eq!(stored.status, MessageStatus::Incomplete);
     assert_eq!(stored.usage.unwrap().total_tokens, 15);
     assert_eq!(stored.error.unwrap().code, "upstream_disconnected");
+    assert_eq!(stored.served.unwrap().model.as_deref(), Some("deepseek-flash"));
 }
 
 async fn only_one_generation_claims_a_conversation_until_released_or_expired(store: DynStore) {
@@ -375,6 +378,7 @@ async fn a_final_reply_never_changes_again(store: DynStore) {
         usage: None,
         finish_reason: None,
         error: None,
+        served: None,
     };
 
     let streaming = store.save_progress(reply.id, &progress("一", MessageStatus::Streaming), now()).await.unwrap();

@@ -26,6 +26,7 @@ pub fn settled_progress(message: &Message) -> MessageProgress {
         usage: message.usage.clone(),
         finish_reason: message.finish_reason.clone(),
         error: conclusion.failure.map(|f| f.to_error()),
+        served: message.served.clone(),
     }
 }
 

@@ -14,7 +14,7 @@ use super::registry::Registry;
 use super::LiveReply;
 use crate::domain::{
     now, Conclusion, ConversationId, FinishReason, GenerationEnd, MessageId, MessageProgress, MessageStatus, ReplyEnd,
-    ReplyFailure, Usage,
+    ReplyFailure, Served, Usage,
 };
 use crate::llm::{ChatRequest, LlmClient, LlmError, LlmEvent};
 use crate::protection::{DailyQuota, Decision, OutputModeration, Reservation};
@@ -33,6 +33,8 @@ pub struct GenerationJob {
     pub quota: Option<(DailyQuota, Reservation)>,
     /// Checks the reply's text with msgSecCheck while it streams and at the end.
     pub moderation: Option<OutputModeration>,
+    /// Its place under the instance's cap on running generations, given back at the end.
+    pub slot: Option<crate::chat::Slot>,
 }
 
 /// What the upstream said besides text.
@@ -147,6 +149,8 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
         quota.settle(&job.store, reservation, used).await;
     }
     tracing::info!(status = ?progress.status, chars = progress.content.chars().count(), "reply finished");
+    // The instance may start another generation in its place.
+    drop(job.slot);
     tx.send_modify(|state| state.end = Some(end));
     job.registry.finish(job.assistant_id);
 }
@@ -157,9 +161,21 @@ async fn pump(
     tx: &watch::Sender<LiveReply>,
     tail: &mut Tail,
 ) -> Result<(), LlmError> {
+    let asked = request.model.clone();
     let mut stream = llm.stream_chat(request).await?;
     while let Some(event) = stream.next().await {
         match event? {
+            LlmEvent::ServedBy(upstream) => {
+                tx.send_modify(|state| state.served = Some(Served { upstream, model: None }));
+            }
+            LlmEvent::Model(model) => {
+                let upstream = tx.borrow().served.as_ref().map(|s| s.upstream.clone()).unwrap_or_default();
+                // A provider may swap models behind a name: what answered is logged and kept.
+                tracing::info!(%upstream, served_model = %model, asked_model = %asked, "upstream serves the reply");
+                tx.send_modify(|state| {
+                    state.served = Some(Served { upstream, model: Some(model) });
+                });
+            }
             LlmEvent::Content(text) => tx.send_modify(|state| state.content.push_str(&text)),
             LlmEvent::Reasoning(text) => tx.send_modify(|state| state.reasoning.push_str(&text)),
             LlmEvent::Finish(reason) => tail.finish_reason = Some(reason),
@@ -180,6 +196,7 @@ fn final_progress(state: &LiveReply, end: GenerationEnd, usage: Option<Usage>) -
         usage,
         finish_reason: conclusion.finish_reason,
         error: conclusion.failure.map(|f| f.to_error()),
+        served: state.served.clone(),
     }
 }
 
@@ -327,6 +344,7 @@ async fn persist_progress(
                     usage: None,
                     finish_reason: None,
                     error: None,
+                    served: state.served.clone(),
                 }
             })
         };

@@ -29,6 +29,8 @@ use crate::store::{DynStore, StoreError};
 pub struct LiveReply {
     pub content: String,
     pub reasoning: String,
+    /// Which upstream answers, and the model it reports, once known.
+    pub served: Option<crate::domain::Served>,
     pub end: Option<ReplyEnd>,
 }
 

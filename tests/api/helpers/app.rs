@@ -272,6 +272,7 @@ pub fn stored_message(
         usage: None,
         finish_reason: None,
         error: None,
+        served: None,
         updated_at: at,
     }
 }

@@ -26,15 +26,33 @@ pub enum Reply {
 
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
+    pub method: String,
     pub path: String,
     pub authorization: String,
     pub body: Value,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Shared {
     replies: Arc<Mutex<VecDeque<Reply>>>,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    /// What `GET …/models` lists (answered apart from the scripted replies).
+    models: Arc<Mutex<Vec<String>>>,
+    model_lookups: Arc<Mutex<Vec<RecordedRequest>>>,
+}
+
+/// What DeepSeek's `GET /models` listed in 2026-11.
+pub const LISTED_MODELS: &[&str] = &["deepseek-flash", "deepseek-v4-flash", "deepseek-v4-pro"];
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            replies: Arc::default(),
+            requests: Arc::default(),
+            models: Arc::new(Mutex::new(LISTED_MODELS.iter().map(|m| m.to_string()).collect())),
+            model_lookups: Arc::default(),
+        }
+    }
 }
 
 pub struct FakeDeepSeek {
@@ -61,13 +79,42 @@ impl FakeDeepSeek {
         self.shared.replies.lock().unwrap().push_back(reply);
     }
 
+    /// The chat requests received, in order (model lookups apart).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// The `GET …/models` requests received.
+    pub fn model_lookups(&self) -> Vec<RecordedRequest> {
+        self.shared.model_lookups.lock().unwrap().clone()
+    }
+
+    pub fn set_models(&self, models: &[&str]) {
+        *self.shared.models.lock().unwrap() = models.iter().map(|m| m.to_string()).collect();
     }
 }
 
 async fn serve(mut socket: TcpStream, shared: Shared) {
     let Some(request) = read_request(&mut socket).await else { return };
+    if request.method == "GET" && request.path.ends_with("/models") {
+        let data: Vec<Value> = shared
+            .models
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|id| json!({"id": id, "object": "model", "owned_by": "deepseek"}))
+            .collect();
+        shared.model_lookups.lock().unwrap().push(request);
+        let body = json!({"object": "list", "data": data}).to_string();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = socket.write_all(head.as_bytes()).await;
+        let _ = socket.write_all(body.as_bytes()).await;
+        let _ = socket.shutdown().await;
+        return;
+    }
     shared.requests.lock().unwrap().push(request);
     let reply = shared.replies.lock().unwrap().pop_front();
     let reply = reply.unwrap_or(Reply::Status {
@@ -140,9 +187,10 @@ async fn read_request(socket: &mut TcpStream) -> Option<RecordedRequest> {
         }
         buffer.extend_from_slice(&chunk[..n]);
     }
+    let method = head.split_whitespace().next().unwrap_or("").to_string();
     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
     let body = serde_json::from_slice(&buffer[header_end..header_end + length]).unwrap_or(Value::Null);
-    Some(RecordedRequest { path, authorization: header("authorization").unwrap_or_default(), body })
+    Some(RecordedRequest { method, path, authorization: header("authorization").unwrap_or_default(), body })
 }
 
 // ---- Building DeepSeek's stream, byte for byte ----

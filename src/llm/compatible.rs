@@ -1,5 +1,8 @@
-//! DeepSeek's OpenAI-compatible streaming chat API.
+//! One OpenAI-compatible upstream (DeepSeek, Qwen's compatible mode, Moonshot,
+//! SiliconFlow, vLLM…): `POST {base}/chat/completions` streamed, with `{base}` exactly as
+//! configured. One attempt per call; retries and failover belong to `upstreams`.
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,52 +11,83 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{timeout, Instant};
 
 use super::sse::SseParser;
-use super::{ChatRequest, LlmError, LlmEvent, LlmStream};
+use super::{ChatRequest, Dialect, LlmError, LlmEvent, LlmStream};
 use crate::domain::{FinishReason, Usage};
 
-pub struct DeepSeekOptions {
+pub struct CompatibleOptions {
+    /// Used as given (less a trailing `/`): `/chat/completions` and `/models` are appended.
     pub base_url: String,
     pub api_key: SecretString,
+    pub dialect: Dialect,
     pub connect_timeout: Duration,
     /// Longest silence allowed between pieces of real data (keep-alive comments do not
     /// count: DeepSeek streams are known to stall while still sending them).
     pub idle_timeout: Duration,
     /// Longest a whole reply may take.
     pub deadline: Duration,
-    pub max_retries: u32,
-    pub retry_base: Duration,
+    /// HTTP/2 without TLS (prior knowledge) for `http://` upstreams that speak h2c;
+    /// `https://` upstreams negotiate HTTP/2 by ALPN either way.
+    pub h2c: bool,
+    /// Connections (HTTP/2: each multiplexes many streams) spread over round-robin, so
+    /// one slow connection does not stall every stream.
+    pub connections: usize,
 }
 
-pub struct DeepSeekClient {
-    http: reqwest::Client,
-    options: DeepSeekOptions,
+/// A failed attempt, with the wait the upstream asked for.
+pub type AttemptError = (LlmError, Option<Duration>);
+
+pub struct CompatibleClient {
+    clients: Vec<reqwest::Client>,
+    next: AtomicUsize,
+    options: CompatibleOptions,
 }
 
-impl DeepSeekClient {
-    pub fn new(options: DeepSeekOptions) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_keepalive(Duration::from_secs(30))
-            .build()?;
-        Ok(Self { http, options })
+impl CompatibleClient {
+    pub fn new(mut options: CompatibleOptions) -> anyhow::Result<Self> {
+        options.base_url = options.base_url.trim().trim_end_matches('/').to_string();
+        let h2c = options.h2c && options.base_url.starts_with("http://");
+        let clients = (0..options.connections.max(1))
+            .map(|_| {
+                let builder = reqwest::Client::builder()
+                    .connect_timeout(options.connect_timeout)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .tcp_keepalive(Duration::from_secs(30))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(20))
+                    .http2_keep_alive_while_idle(true);
+                let builder = if h2c { builder.http2_prior_knowledge() } else { builder };
+                builder.build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { clients, next: AtomicUsize::new(0), options })
     }
 
-    fn body(&self, request: &ChatRequest) -> Value {
+    fn http(&self) -> &reqwest::Client {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        &self.clients[i]
+    }
+
+    fn body(&self, request: &ChatRequest, model: &str) -> Value {
         let mut body = json!({
-            "model": request.model,
+            "model": model,
             "messages": request.messages,
             "stream": true,
             "stream_options": {"include_usage": true},
-            "thinking": {"type": if request.thinking { "enabled" } else { "disabled" }},
-            "user_id": request.user_hash,
         });
-        if request.thinking {
-            if let Some(effort) = &request.reasoning_effort {
-                body["reasoning_effort"] = json!(effort);
+        let thinking = request.thinking && self.options.dialect == Dialect::DeepSeek;
+        match self.options.dialect {
+            Dialect::DeepSeek => {
+                body["thinking"] = json!({"type": if request.thinking { "enabled" } else { "disabled" }});
+                body["user_id"] = json!(request.user_hash);
+            }
+            Dialect::OpenAi => body["user"] = json!(request.user_hash),
+        }
+        if thinking {
+            if let Some(effort) = request.reasoning_effort {
+                body["reasoning_effort"] = json!(effort.as_str());
             }
         } else if let Some(temperature) = request.temperature {
             // Ignored in thinking mode, so only sent without it.
@@ -65,68 +99,70 @@ impl DeepSeekClient {
         body
     }
 
-    /// Opens the stream, retrying with backoff on connect errors, 429, 500 and 503;
-    /// nothing has reached the user before the stream opens, so a retry is invisible.
-    #[tracing::instrument(name = "deepseek.stream_chat", skip_all, fields(model = %request.model))]
-    pub async fn stream_chat(&self, request: ChatRequest) -> Result<LlmStream, LlmError> {
-        let body = self.body(&request);
+    /// One attempt: the stream once the upstream answered 200, or why not.
+    pub async fn open(&self, request: &ChatRequest, model: &str) -> Result<LlmStream, AttemptError> {
         let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            match self.open(&body).await {
-                Ok(response) => {
-                    let deadline = started + self.options.deadline;
-                    return Ok(parse_stream(response.bytes_stream(), self.options.idle_timeout, deadline));
-                }
-                Err((error, retry_after)) if error.is_retryable() && attempt < self.options.max_retries => {
-                    let backoff = self.options.retry_base * 2u32.pow(attempt);
-                    let wait = retry_after.unwrap_or(backoff).min(Duration::from_secs(10));
-                    tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "retrying DeepSeek");
-                    sleep(wait).await;
-                    attempt += 1;
-                }
-                Err((error, _)) => {
-                    tracing::error!(%error, attempts = attempt + 1, "DeepSeek request failed");
-                    return Err(error);
-                }
-            }
-        }
-    }
-
-    async fn open(&self, body: &Value) -> Result<reqwest::Response, (LlmError, Option<Duration>)> {
         let send = self
-            .http
+            .http()
             .post(format!("{}/chat/completions", self.options.base_url))
             .bearer_auth(self.options.api_key.expose_secret())
             .header("accept", "text/event-stream")
-            .json(body)
+            .json(&self.body(request, model))
             .send();
         let response = match timeout(self.options.idle_timeout, send).await {
             Err(_) => return Err((LlmError::IdleTimeout, None)),
             Ok(Err(e)) if e.is_connect() => return Err((LlmError::Connect, None)),
             Ok(Err(e)) if e.is_timeout() => return Err((LlmError::IdleTimeout, None)),
-            Ok(Err(_)) => return Err((LlmError::Disconnected, None)),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e.without_url(), "the upstream request broke before an answer");
+                return Err((LlmError::Disconnected, None));
+            }
             Ok(Ok(response)) => response,
         };
         let status = response.status().as_u16();
         if status == 200 {
-            return Ok(response);
+            let deadline = started + self.options.deadline;
+            return Ok(parse_stream(response.bytes_stream(), self.options.idle_timeout, deadline));
         }
         let retry_after = retry_after(response.headers());
-        let error = match status {
-            400 => LlmError::BadRequest,
-            401 => LlmError::Unauthorized,
-            402 => LlmError::InsufficientBalance,
-            422 => LlmError::InvalidParameters,
-            429 => LlmError::RateLimited,
-            500 => LlmError::ServerError,
-            503 => LlmError::Overloaded,
-            other => LlmError::UnexpectedStatus(other),
-        };
+        let error = LlmError::of_status(status);
         // The body explains the rejection; it is ours to log, never the user's to see.
         let detail = timeout(Duration::from_secs(2), response.text()).await.ok().and_then(Result::ok);
-        tracing::warn!(status, detail = detail.as_deref().unwrap_or(""), "DeepSeek refused the request");
+        tracing::warn!(status, detail = detail.as_deref().unwrap_or(""), "the upstream refused the request");
         Err((error, retry_after))
+    }
+
+    /// The model ids the account can use (`GET {base}/models`).
+    pub async fn list_models(&self, wait: Duration) -> Result<Vec<String>, LlmError> {
+        #[derive(Deserialize)]
+        struct Models {
+            data: Vec<Model>,
+        }
+        #[derive(Deserialize)]
+        struct Model {
+            id: String,
+        }
+        let request = self
+            .http()
+            .get(format!("{}/models", self.options.base_url))
+            .bearer_auth(self.options.api_key.expose_secret())
+            .timeout(wait)
+            .send();
+        let response = match timeout(wait, request).await {
+            Err(_) => return Err(LlmError::IdleTimeout),
+            Ok(Err(e)) if e.is_connect() => return Err(LlmError::Connect),
+            Ok(Err(_)) => return Err(LlmError::IdleTimeout),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(LlmError::of_status(status));
+        }
+        let models: Models = match timeout(wait, response.json()).await {
+            Ok(Ok(models)) => models,
+            _ => return Err(LlmError::Protocol),
+        };
+        Ok(models.data.into_iter().map(|m| m.id).collect())
     }
 }
 
@@ -137,6 +173,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 #[derive(Deserialize)]
 struct Chunk {
+    /// The model that actually served the request (it can differ from the one asked for).
+    #[serde(default)]
+    model: Option<String>,
     #[serde(default)]
     choices: Vec<Choice>,
     #[serde(default)]
@@ -199,7 +238,7 @@ impl From<WireUsage> for Usage {
 /// Turns one `data:` payload into events.
 fn events_of(data: &str) -> Result<Vec<LlmEvent>, LlmError> {
     let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
-        tracing::warn!(error = %e, "unreadable DeepSeek chunk");
+        tracing::warn!(error = %e, "unreadable upstream chunk");
         LlmError::Protocol
     })?;
     if let Some(error) = chunk.error {
@@ -207,6 +246,9 @@ fn events_of(data: &str) -> Result<Vec<LlmEvent>, LlmError> {
         return Err(LlmError::Upstream(message));
     }
     let mut events = Vec::new();
+    if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
+        events.push(LlmEvent::Model(model));
+    }
     for choice in chunk.choices {
         if let Some(text) = choice.delta.reasoning_content.filter(|t| !t.is_empty()) {
             events.push(LlmEvent::Reasoning(text));
@@ -233,6 +275,8 @@ struct StreamState<S> {
     last_data: Instant,
     finished: bool,
     saw_finish: bool,
+    /// The served model is reported once, from the first chunk that names it.
+    saw_model: bool,
 }
 
 fn parse_stream<S>(bytes: S, idle: Duration, deadline: Instant) -> LlmStream
@@ -248,6 +292,7 @@ where
         last_data: Instant::now(),
         finished: false,
         saw_finish: false,
+        saw_model: false,
     };
     Box::pin(futures_util::stream::unfold(state, |mut state| async move {
         let item = state.next_event().await?;
@@ -284,7 +329,7 @@ where
                 Ok(None) => return self.fail(LlmError::Disconnected),
                 Ok(Some(Err(e))) => {
                     let error = if e.is_timeout() { LlmError::IdleTimeout } else { LlmError::Disconnected };
-                    tracing::warn!(error = %e.without_url(), "DeepSeek stream broke");
+                    tracing::warn!(error = %e.without_url(), "the upstream stream broke");
                     return self.fail(error);
                 }
                 Ok(Some(Ok(chunk))) => chunk,
@@ -299,7 +344,12 @@ where
                 match events_of(&event.data) {
                     Ok(events) => {
                         self.saw_finish |= events.iter().any(|e| matches!(e, LlmEvent::Finish(_)));
-                        self.pending.extend(events.into_iter().map(Ok));
+                        let saw_model = &mut self.saw_model;
+                        let events = events.into_iter().filter(|e| match e {
+                            LlmEvent::Model(_) => !std::mem::replace(saw_model, true),
+                            _ => true,
+                        });
+                        self.pending.extend(events.map(Ok));
                     }
                     Err(error) => {
                         // Events parsed before the bad one are still delivered first.
@@ -488,6 +538,26 @@ mod tests {
 
             assert_eq!(events, expected, "{label}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_served_model_is_reported_once_from_the_first_chunk_naming_it() {
+        let chunks = [
+            "data: {\"model\":\"\",\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+            "data: {\"model\":\"deepseek-flash\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+            "data: {\"model\":\"deepseek-flash\",\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        let bytes: Vec<reqwest::Result<Bytes>> = chunks.iter().map(|c| Ok(Bytes::from(c.to_string()))).collect();
+        let stream = parse_stream(
+            futures_util::stream::iter(bytes),
+            Duration::from_secs(5),
+            Instant::now() + Duration::from_secs(5),
+        );
+
+        let events: StreamItems = stream.collect().await;
+
+        assert_eq!(events, vec![Ok(LlmEvent::Model("deepseek-flash".into())), Ok(content("a")), Ok(content("b"))]);
     }
 
     #[test]
