@@ -133,7 +133,8 @@ fn an_upstream_base_url_keeps_its_path_and_loses_only_a_trailing_slash() {
 
 #[test]
 fn a_fallback_needs_its_url_key_and_model_together() {
-    let cases: [(&str, &[(&str, &str)], bool); 5] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+    let cases: [Case; 5] = [
         ("none", &[], true),
         (
             "all three",

@@ -21,4 +21,5 @@ mod recovery;
 mod sessions;
 mod shutdown;
 mod store_contract;
+mod upstreams;
 mod websocket;
