@@ -46,6 +46,12 @@ enum Retry {
     Resume,
 }
 
+enum Started {
+    Fresh(Box<ReplyHandle>),
+    /// A retry under a client id answered with the original reply.
+    Resent(Box<ReplyHandle>),
+}
+
 impl ChatService {
     /// Stores the user's message, then starts the reply.
     ///
@@ -77,6 +83,11 @@ impl ChatService {
         registry.spawn(tracing::Instrument::instrument(steps, span)).await.map_err(ChatError::internal)?
     }
 
+    /// The critical path before the upstream call is four store round trips: (1) the
+    /// conversation, the user, an earlier send under the client id and the quota
+    /// reservation, concurrently; (2) the claim and the send record; (3) the user's
+    /// message and the history; (4) the reply placeholder. Settling replies abandoned in
+    /// this conversation waits until the reply is under way.
     async fn start_reply(
         &self,
         user_id: UserId,
@@ -87,32 +98,46 @@ impl ChatService {
     ) -> Result<ReplyHandle, ChatError> {
         let content = MessageContent::parse(raw_text, self.config.message_max_chars)
             .map_err(|e| ChatError::InvalidContent(e.to_string()))?;
-        let conversation =
-            self.store.get_conversation(user_id, conversation_id).await?.ok_or(ChatError::ConversationNotFound)?;
-        let user = self.store.get_user(user_id).await?.ok_or(ChatError::ConversationNotFound)?;
-        let earlier = match &client_id {
-            Some(client_id) => self.store.find_send(user_id, client_id).await?,
-            None => None,
+        let (loaded, reserved) = tokio::join!(
+            self.load(user_id, conversation_id, client_id.as_ref()),
+            self.quota.reserve(&self.store, user_id)
+        );
+        let reservation = match reserved {
+            Ok(Ok(reservation)) => reservation,
+            // A client's mistake (no such conversation) is named before a refusal.
+            Ok(Err(refusal)) => {
+                loaded?;
+                return Err(match refusal {
+                    Refusal::QuotaExceeded { retry_after } => ChatError::QuotaExceeded { retry_after },
+                    Refusal::TooManyActive => ChatError::TooManyReplies,
+                });
+            }
+            Err(e) => return Err(e.into()),
         };
-        let ids = match earlier {
-            Some(earlier) => match self.retried(&earlier, &conversation).await? {
-                Retry::Answered(reply) => return Ok(*reply),
-                Retry::Resume => SendIds {
-                    user_message: earlier.user_message_id,
-                    reply: earlier.reply_id,
-                    record: None,
-                    resumed: true,
+        let started = async {
+            let (conversation, user, earlier) = loaded?;
+            let ids = match earlier {
+                Some(earlier) => match self.retried(&earlier, &conversation).await? {
+                    Retry::Answered(reply) => return Ok(Started::Resent(reply)),
+                    Retry::Resume => SendIds {
+                        user_message: earlier.user_message_id,
+                        reply: earlier.reply_id,
+                        record: None,
+                        resumed: true,
+                    },
                 },
-            },
-            None => SendIds::fresh(user_id, conversation_id, client_id),
+                None => SendIds::fresh(user_id, conversation_id, client_id),
+            };
+            let reply = self.start_reserved(&conversation, &user, &content, reservation.clone(), ids, slot).await?;
+            Ok(Started::Fresh(Box::new(reply)))
         };
-        let reservation = match self.quota.reserve(&self.store, user_id).await? {
-            Ok(reservation) => reservation,
-            Err(Refusal::QuotaExceeded { retry_after }) => return Err(ChatError::QuotaExceeded { retry_after }),
-            Err(Refusal::TooManyActive) => return Err(ChatError::TooManyReplies),
-        };
-        match self.start_reserved(&conversation, &user, &content, reservation.clone(), ids, slot).await {
-            Ok(reply) => Ok(reply),
+        match started.await {
+            Ok(Started::Fresh(reply)) => Ok(*reply),
+            Ok(Started::Resent(reply)) => {
+                // A retry returns the original reply; it costs no quota.
+                self.quota.release(&self.store, &reservation, false).await;
+                Ok(*reply)
+            }
             Err(e) => {
                 // A message refused by the content check was stored, so it stays counted.
                 let keep_message = matches!(e, ChatError::ContentRejected);
@@ -120,6 +145,29 @@ impl ChatService {
                 Err(e)
             }
         }
+    }
+
+    /// The conversation, its owner and an earlier send under `client_id`, read together.
+    async fn load(
+        &self,
+        user_id: UserId,
+        conversation_id: ConversationId,
+        client_id: Option<&ClientMessageId>,
+    ) -> Result<(Conversation, User, Option<SendRecord>), ChatError> {
+        let earlier = async {
+            match client_id {
+                Some(client_id) => self.store.find_send(user_id, client_id).await,
+                None => Ok(None),
+            }
+        };
+        let (conversation, user, earlier) = tokio::try_join!(
+            self.store.get_conversation(user_id, conversation_id),
+            self.store.get_user(user_id),
+            earlier
+        )?;
+        let conversation = conversation.ok_or(ChatError::ConversationNotFound)?;
+        let user = user.ok_or(ChatError::ConversationNotFound)?;
+        Ok((conversation, user, earlier))
     }
 
     /// The steps after the quota is reserved; the generation then owns the reservation.
@@ -138,12 +186,8 @@ impl ChatService {
         let mut reply = Message::new(conversation, Role::Assistant, "", MessageStatus::Streaming);
         reply.id = ids.reply;
 
-        self.claim(user.id, conversation.id, reply.id).await?;
-        if let Err(e) = self.store_user_message(&user_message, &ids).await {
-            self.release(conversation.id, reply.id).await;
-            return Err(e);
-        }
-        let request = match self.prepare(conversation, user, &reply).await {
+        self.claim_and_record(user.id, conversation.id, reply.id, &ids).await?;
+        let request = match self.store_and_prepare(conversation, user, &user_message, &reply, &ids).await {
             Ok(request) => request,
             Err(e) => {
                 self.release(conversation.id, reply.id).await;
@@ -157,13 +201,45 @@ impl ChatService {
             conversation_id: conversation.id,
             assistant_id: reply.id,
             request,
-            save_interval: self.config.save_interval,
+            progress: self.progress.clone(),
             lease: self.config.lease,
             quota: Some((self.quota, reservation)),
             moderation,
             slot: Some(slot),
         });
         Ok(ReplyHandle::fresh(self.replies.clone(), user_message, reply, live))
+    }
+
+    /// Claims the conversation and records the send under its client id, together. A
+    /// record whose claim failed is harmless: a retry under that id finishes the send.
+    async fn claim_and_record(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        reply: MessageId,
+        ids: &SendIds,
+    ) -> Result<(), ChatError> {
+        let record = async {
+            match &ids.record {
+                Some(record) => self.store.insert_send(record).await,
+                None => Ok(true),
+            }
+        };
+        let (claimed, recorded) = tokio::join!(self.claim(user, conversation, reply), record);
+        claimed?;
+        match recorded {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                // The same send arrived twice at once: the other one goes on.
+                self.release(conversation, reply).await;
+                let reply = ids.record.as_ref().map_or(reply, |r| r.reply_id);
+                Err(ChatError::ReplyInProgress { reply, retry_after: 1 })
+            }
+            Err(e) => {
+                self.release(conversation, reply).await;
+                Err(e.into())
+            }
+        }
     }
 
     /// What a retried send (same client id) gets: the original reply if it was stored, or
@@ -182,22 +258,6 @@ impl ChatService {
         let user_message = user_message.ok_or(ChatError::MessageNotFound)?;
         tracing::info!(reply_id = %reply.id, "a retried send gets its original reply");
         Ok(Retry::Answered(Box::new(ReplyHandle::resent(self.replies.clone(), user_message, reply))))
-    }
-
-    /// Stores the user's message (once: a resumed send may have stored it already), and
-    /// first the record of a send under a client id.
-    async fn store_user_message(&self, message: &Message, ids: &SendIds) -> Result<(), ChatError> {
-        if let Some(record) = &ids.record {
-            if !self.store.insert_send(record).await? {
-                // The same send arrived twice at once: the other one goes on.
-                return Err(ChatError::ReplyInProgress { reply: record.reply_id, retry_after: 1 });
-            }
-        }
-        let stored_before = ids.resumed && self.store.get_message(message.conversation_id, message.id).await?.is_some();
-        if !stored_before {
-            self.store.insert_message(message).await?;
-        }
-        Ok(())
     }
 
     /// Checks the user's text before anything reaches the model. A rejected message is
@@ -265,18 +325,29 @@ impl ChatService {
         }
     }
 
-    /// Stores the reply placeholder and builds the upstream request from history.
-    async fn prepare(
+    /// Stores the user's message (once: a resumed send may have stored it already) while
+    /// reading the history, builds the upstream request, and stores the reply placeholder
+    /// last: nothing after it can fail before the generation starts.
+    async fn store_and_prepare(
         &self,
         conversation: &Conversation,
         user: &User,
+        user_message: &Message,
         reply: &Message,
+        ids: &SendIds,
     ) -> Result<ChatRequest, ChatError> {
-        let marked = self.store.interrupt_abandoned_replies(conversation.id, reply.id, now()).await?;
-        if marked > 0 {
-            tracing::warn!(marked, "replies abandoned by a stopped replica were marked interrupted");
-        }
-        let history = self.store.list_messages(conversation.id, self.config.context_max_messages, None).await?;
+        let store_message = async {
+            let stored_before =
+                ids.resumed && self.store.get_message(conversation.id, user_message.id).await?.is_some();
+            if !stored_before {
+                self.store.insert_message(user_message).await?;
+            }
+            Ok::<_, crate::store::StoreError>(())
+        };
+        let limit = self.config.context_max_messages;
+        let (stored, history) = tokio::join!(store_message, self.store.list_messages(conversation.id, limit, None));
+        stored?;
+        let history = with_latest(history?, user_message, limit);
         let tester = self.preview.includes(user);
         let persona = self.persona_for(conversation, tester);
         let model = self
@@ -294,8 +365,17 @@ impl ChatService {
             max_tokens: self.config.max_tokens,
             user_hash: upstream_user_hash(conversation.user_id),
         };
-        // The placeholder goes in last: nothing after it can fail before the generation starts.
         self.store.insert_message(reply).await?;
         Ok(request)
     }
+}
+
+/// The history read alongside the insert of `latest` may or may not contain it: it is
+/// made to end with it exactly once, at most `limit` long.
+fn with_latest(mut history: Vec<Message>, latest: &Message, limit: usize) -> Vec<Message> {
+    history.retain(|m| m.id != latest.id);
+    history.push(latest.clone());
+    let excess = history.len().saturating_sub(limit);
+    history.drain(..excess);
+    history
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::personas::{Persona, Personas};
 use super::preview::PreviewAccess;
-use super::reply::{Registry, Replies, ReplyHandle};
+use super::reply::{ProgressSaver, Registry, Replies, ReplyHandle};
 use crate::configuration::ChatSettings;
 use crate::domain::{Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageStatus, Role, UserId};
 use crate::llm::LlmClient;
@@ -75,6 +75,7 @@ pub struct ChatService {
     pub(super) quota: DailyQuota,
     pub(super) moderator: Option<Arc<Moderator>>,
     pub(super) capacity: super::Capacity,
+    pub(super) progress: Arc<ProgressSaver>,
 }
 
 /// How often a follower reads the progress another replica stores.
@@ -88,6 +89,7 @@ impl ChatService {
             stale_after: parts.config.lease * 2,
             follow_every: FOLLOW_EVERY,
         });
+        let progress = ProgressSaver::start(parts.store.clone(), parts.config.save_interval, parts.config.lease);
         ChatService {
             store: parts.store,
             llm: parts.llm,
@@ -95,6 +97,7 @@ impl ChatService {
             registry: parts.registry,
             replies,
             capacity: super::Capacity::new(parts.config.max_concurrent_generations),
+            progress,
             config: parts.config,
             preview: parts.preview,
             quota: parts.quota,

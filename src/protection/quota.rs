@@ -67,34 +67,66 @@ fn slot_key(user: UserId) -> String {
 }
 
 impl DailyQuota {
-    /// Counts a reply before it starts, atomically (increments, then checks what they
-    /// returned), so concurrent sends cannot overrun the quotas: at most the one reply
-    /// that crosses the token limit finishes over it.
+    /// Counts a reply before it starts, atomically (each counter is incremented, then
+    /// what the increments returned is checked), so concurrent sends cannot overrun the
+    /// quotas: at most the one reply that crosses the token limit finishes over it. The
+    /// three counters are incremented concurrently: one store round trip.
     pub async fn reserve(&self, store: &DynStore, user: UserId) -> Result<Result<Reservation, Refusal>, StoreError> {
         let at = now();
         let (date, day_ends) = today(at);
         let retry_after = (day_ends - at).num_seconds().max(1) as u64;
         let keep = day_ends + chrono::Duration::days(1);
         let reservation = Reservation { user, date: date.clone(), day_ends, tokens: self.tokens_per_reply };
-        let messages = store.increment_counter(&key("messages", user, &date), 1, keep).await?;
-        if self.messages > 0 && messages > self.messages {
-            store.increment_counter(&key("messages", user, &date), -1, keep).await?;
-            return Ok(Err(Refusal::QuotaExceeded { retry_after }));
-        }
-        let tokens = store.increment_counter(&key("tokens", user, &date), self.tokens_per_reply, keep).await?;
-        if self.tokens > 0 && tokens - self.tokens_per_reply >= self.tokens {
-            self.release(store, &reservation, false).await;
-            return Ok(Err(Refusal::QuotaExceeded { retry_after }));
-        }
-        if self.max_active_replies > 0 {
-            let active = store.increment_counter(&slot_key(user), 1, at + self.slot_ttl).await?;
-            if active > self.max_active_replies {
-                store.increment_counter(&slot_key(user), -1, at + self.slot_ttl).await?;
-                self.release_counts(store, &reservation, false).await;
-                return Ok(Err(Refusal::TooManyActive));
+        let slot = async {
+            match self.max_active_replies > 0 {
+                true => store.increment_counter(&slot_key(user), 1, at + self.slot_ttl).await.map(Some),
+                false => Ok(None),
             }
+        };
+        let (messages_key, tokens_key) = (key("messages", user, &date), key("tokens", user, &date));
+        let (messages, tokens, active) = tokio::join!(
+            store.increment_counter(&messages_key, 1, keep),
+            store.increment_counter(&tokens_key, self.tokens_per_reply, keep),
+            slot
+        );
+        let refusal = match (&messages, &tokens, &active) {
+            (Ok(messages), Ok(tokens), Ok(active)) => {
+                let over_messages = self.messages > 0 && *messages > self.messages;
+                let over_tokens = self.tokens > 0 && tokens - self.tokens_per_reply >= self.tokens;
+                if over_messages || over_tokens {
+                    Some(Refusal::QuotaExceeded { retry_after })
+                } else if active.is_some_and(|active| active > self.max_active_replies) {
+                    Some(Refusal::TooManyActive)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let failed = messages.is_err() || tokens.is_err() || active.is_err();
+        if failed || refusal.is_some() {
+            // Give back exactly what was counted.
+            let give_back = async {
+                if messages.is_ok() {
+                    let _ = store.increment_counter(&messages_key, -1, keep).await;
+                }
+            };
+            let give_tokens = async {
+                if tokens.is_ok() {
+                    let _ = store.increment_counter(&tokens_key, -self.tokens_per_reply, keep).await;
+                }
+            };
+            let free_slot = async {
+                if matches!(active, Ok(Some(_))) {
+                    let _ = store.increment_counter(&slot_key(user), -1, at + self.slot_ttl).await;
+                }
+            };
+            tokio::join!(give_back, give_tokens, free_slot);
         }
-        Ok(Ok(reservation))
+        messages?;
+        tokens?;
+        active?;
+        Ok(refusal.map_or(Ok(reservation), Err))
     }
 
     /// Gives a reservation back (the reply never started); the message stays counted when

@@ -84,9 +84,21 @@ impl RateLimiter {
     /// Counts one action of `user`: an HTTP request, or a WebSocket frame. The same key
     /// on every transport, so one user has one budget.
     pub async fn count_user(&self, user: UserId) -> Result<(), u64> {
+        let subject = format!("user:{user}");
+        self.count_both(&subject, self.limits.per_minute, self.limits.per_hour).await
+    }
+
+    /// Counts in the minute and the hour window at once (one round trip); the longer wait
+    /// when over either.
+    async fn count_both(&self, subject: &str, per_minute: u32, per_hour: u32) -> Result<(), u64> {
         let at = now();
-        self.count(&format!("user:{user}"), &MINUTE, self.limits.per_minute, at).await?;
-        self.count(&format!("user:{user}"), &HOUR, self.limits.per_hour, at).await
+        let (minute, hour) =
+            tokio::join!(self.count(subject, &MINUTE, per_minute, at), self.count(subject, &HOUR, per_hour, at));
+        match (minute, hour) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(a), Err(b)) => Err(a.max(b)),
+            (Err(wait), _) | (_, Err(wait)) => Err(wait),
+        }
     }
 
     async fn count_user_poll(&self, user: UserId) -> Result<(), u64> {
@@ -104,8 +116,7 @@ impl RateLimiter {
         if is_poll(req) {
             return self.count(&format!("poll-ip:{ip}"), &MINUTE, self.limits.ip_poll_per_minute, at).await;
         }
-        self.count(&format!("ip:{ip}"), &MINUTE, self.limits.ip_per_minute, at).await?;
-        self.count(&format!("ip:{ip}"), &HOUR, self.limits.ip_per_hour, at).await
+        self.count_both(&format!("ip:{ip}"), self.limits.ip_per_minute, self.limits.ip_per_hour).await
     }
 }
 

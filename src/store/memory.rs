@@ -259,6 +259,29 @@ impl Store for InMemoryStore {
         }
     }
 
+    async fn save_progress_many(
+        &self,
+        saves: &[(MessageId, MessageProgress)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut saved = Vec::with_capacity(saves.len());
+        for (id, progress) in saves {
+            saved.push(self.save_progress(*id, progress, now).await?);
+        }
+        Ok(saved)
+    }
+
+    async fn renew_generations(
+        &self,
+        leases: &[(ConversationId, MessageId)],
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for (id, message) in leases {
+            self.renew_generation(*id, *message, lease_until).await?;
+        }
+        Ok(())
+    }
+
     async fn interrupt_abandoned_replies(
         &self,
         conversation: ConversationId,

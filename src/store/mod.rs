@@ -1,6 +1,7 @@
 //! Storage behind one seam: MongoDB in production, an in-process store for local
 //! development only. Both pass the same contract tests (`tests/api/store_contract.rs`).
 mod compat;
+mod counting;
 mod memory;
 mod mongo;
 
@@ -14,6 +15,7 @@ use crate::domain::{
     ProfilePatch, SendRecord, User, UserId,
 };
 
+pub use counting::{CountingStore, StoreTraffic};
 pub use memory::InMemoryStore;
 pub use mongo::{MongoStore, MongoStoreOptions};
 
@@ -158,6 +160,20 @@ pub trait Store: Send + Sync + 'static {
         progress: &MessageProgress,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// Saves many replies' progress in one write (one bulk update per interval for every
+    /// reply streaming here, not one write per reply); the same rule as `save_progress`
+    /// for each. Returns, in order, whether each was saved.
+    async fn save_progress_many(
+        &self,
+        saves: &[(MessageId, MessageProgress)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError>;
+    /// Renews many conversations' leases in one write, each only while its reply holds it.
+    async fn renew_generations(
+        &self,
+        leases: &[(ConversationId, MessageId)],
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Settles replies still `streaming` in this conversation, other than `except`, as
     /// interrupted (the part received kept as `incomplete`, none as `failed`, by
     /// `domain::Conclusion`): called by the holder of a fresh claim, so no live generation

@@ -292,6 +292,63 @@ impl MongoStore {
         self.db.collection("counters")
     }
 
+    /// One `update` command with many statements (unordered): one round trip, whatever
+    /// their number. Returns how many documents matched.
+    async fn bulk_update(&self, collection: &str, statements: Vec<Document>) -> Result<u64, StoreError> {
+        if statements.is_empty() {
+            return Ok(0);
+        }
+        let reply = self
+            .db
+            .run_command(doc! {"update": collection, "updates": statements, "ordered": false})
+            .await
+            .map_err(unavailable)?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            if !errors.is_empty() {
+                tracing::error!(collection, errors = errors.len(), "some statements of a bulk update failed");
+                return Err(StoreError::Unavailable(anyhow::anyhow!(
+                    "{} statements of a bulk update failed",
+                    errors.len()
+                )));
+            }
+        }
+        Ok(match reply.get("n") {
+            Some(Bson::Int32(n)) => *n as u64,
+            Some(Bson::Int64(n)) => *n as u64,
+            Some(Bson::Double(n)) => *n as u64,
+            _ => 0,
+        })
+    }
+
+    /// After a bulk save that did not match every reply: which ones it saved (those it
+    /// stamped with this save's time).
+    async fn which_saved(
+        &self,
+        batch: &[(MessageId, MessageProgress)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let ids: Vec<String> = batch.iter().map(|(id, _)| id.to_string()).collect();
+        let mut cursor = self
+            .db
+            .collection::<Document>("messages")
+            .find(doc! {"_id": {"$in": ids}})
+            .projection(doc! {"_id": 1, "updated_ms": 1})
+            .await
+            .map_err(unavailable)?;
+        let mut stamped = std::collections::HashSet::new();
+        while let Some(found) = cursor.try_next().await.map_err(unavailable)? {
+            let at = match found.get("updated_ms") {
+                Some(Bson::Int64(ms)) => *ms,
+                Some(Bson::Int32(ms)) => i64::from(*ms),
+                _ => continue,
+            };
+            if at == now.timestamp_millis() {
+                stamped.insert(found.get_str("_id").unwrap_or_default().to_string());
+            }
+        }
+        Ok(batch.iter().map(|(id, _)| stamped.contains(&id.to_string())).collect())
+    }
+
     /// Creates the indexes the queries rely on; repeating it is harmless.
     pub async fn ensure_indexes(&self) -> anyhow::Result<()> {
         let unique = IndexOptions::builder().unique(true).build();
@@ -628,24 +685,51 @@ impl Store for MongoStore {
         progress: &MessageProgress,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut set: Document = doc! {
-            "content": &progress.content,
-            "reasoning_content": bson_of(&progress.reasoning_content)?,
-            "status": bson_of(&progress.status)?,
-            "usage": bson_of(&progress.usage)?,
-            "finish_reason": bson_of(&progress.finish_reason.as_ref().map(FinishReason::as_str))?,
-            "error": bson_of(&progress.error)?,
-            "updated_ms": now.timestamp_millis(),
-        };
-        if let Some(served) = &progress.served {
-            set.insert("served", bson_of(served)?);
-        }
-        let mut streaming = doc! {"_id": id.to_string(), "status": bson_of(&MessageStatus::Streaming)?};
-        if progress.status == MessageStatus::Streaming {
-            streaming.insert("cancel_requested", false);
-        }
-        let result = self.messages().update_one(streaming, doc! {"$set": set}).await.map_err(unavailable)?;
+        let (filter, update) = progress_statement(id, progress, now)?;
+        let result = self.messages().update_one(filter, update).await.map_err(unavailable)?;
         Ok(result.matched_count == 1)
+    }
+
+    async fn save_progress_many(
+        &self,
+        saves: &[(MessageId, MessageProgress)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut saved = Vec::with_capacity(saves.len());
+        for batch in batches(saves, |(_, p)| p.content.len() + p.reasoning_content.as_ref().map_or(0, String::len)) {
+            let mut statements = Vec::with_capacity(batch.len());
+            for (id, progress) in batch {
+                let (q, u) = progress_statement(*id, progress, now)?;
+                statements.push(doc! {"q": q, "u": u});
+            }
+            let matched = self.bulk_update("messages", statements).await?;
+            if matched == batch.len() as u64 {
+                saved.extend(std::iter::repeat_n(true, batch.len()));
+            } else {
+                saved.extend(self.which_saved(batch, now).await?);
+            }
+        }
+        Ok(saved)
+    }
+
+    async fn renew_generations(
+        &self,
+        leases: &[(ConversationId, MessageId)],
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for batch in batches(leases, |_| 0) {
+            let statements = batch
+                .iter()
+                .map(|(id, message)| {
+                    doc! {
+                        "q": {"_id": id.to_string(), "generation.message_id": message.to_string()},
+                        "u": {"$set": {"generation.expires_ms": lease_until.timestamp_millis()}},
+                    }
+                })
+                .collect();
+            self.bulk_update("conversations", statements).await?;
+        }
+        Ok(())
     }
 
     async fn interrupt_abandoned_replies(
@@ -810,4 +894,53 @@ fn live_counter(key: &str, at_ms: i64) -> Document {
 
 fn bson_of<T: Serialize>(value: &T) -> Result<Bson, StoreError> {
     bson::to_bson(value).map_err(|e| StoreError::Corrupt(e.into()))
+}
+
+/// The filter and update that save a reply's progress: only while it is `streaming`, and
+/// a `streaming` save only while no cancel was asked for.
+fn progress_statement(
+    id: MessageId,
+    progress: &MessageProgress,
+    now: DateTime<Utc>,
+) -> Result<(Document, Document), StoreError> {
+    let mut set: Document = doc! {
+        "content": &progress.content,
+        "reasoning_content": bson_of(&progress.reasoning_content)?,
+        "status": bson_of(&progress.status)?,
+        "usage": bson_of(&progress.usage)?,
+        "finish_reason": bson_of(&progress.finish_reason.as_ref().map(FinishReason::as_str))?,
+        "error": bson_of(&progress.error)?,
+        "updated_ms": now.timestamp_millis(),
+    };
+    if let Some(served) = &progress.served {
+        set.insert("served", bson_of(served)?);
+    }
+    let mut filter = doc! {"_id": id.to_string(), "status": bson_of(&MessageStatus::Streaming)?};
+    if progress.status == MessageStatus::Streaming {
+        filter.insert("cancel_requested", false);
+    }
+    Ok((filter, doc! {"$set": set}))
+}
+
+/// Statements per bulk command, and their text per command: well under MongoDB's
+/// 100,000 statements and 16 MiB per command.
+const BULK_STATEMENTS: usize = 1000;
+const BULK_BYTES: usize = 4 * 1024 * 1024;
+
+/// `items` cut into bulk-command-sized slices, by count and by `size`.
+fn batches<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut slices = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let item_bytes = size(item);
+        if i > start && (i - start >= BULK_STATEMENTS || bytes + item_bytes > BULK_BYTES) {
+            slices.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += item_bytes;
+    }
+    if start < items.len() {
+        slices.push(&items[start..]);
+    }
+    slices
 }

@@ -59,7 +59,7 @@ async fn preview_personas_and_model_are_only_for_whitelisted_testers() {
     let requests = app.deepseek.requests();
     assert_eq!(requests[0].body["model"], "deepseek-v4-pro");
     assert_eq!(requests[0].body["messages"][0]["content"], "beta prompt");
-    assert_eq!(requests[1].body["model"], "deepseek-v4-flash");
+    assert_eq!(requests[1].body["model"], "deepseek-flash");
     assert_eq!(requests[1].body["messages"][0]["content"], "public prompt");
 }
 

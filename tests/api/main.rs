@@ -18,6 +18,7 @@ mod moderation;
 mod packaging;
 mod protection;
 mod recovery;
+mod round_trips;
 mod sessions;
 mod shutdown;
 mod store_contract;

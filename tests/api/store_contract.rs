@@ -44,6 +44,8 @@ contract_tests!(
     counters_add_up_per_key_and_concurrently,
     a_final_reply_never_changes_again,
     an_expired_counter_reads_zero_and_counts_again_from_zero,
+    many_replies_progress_is_saved_in_one_call_except_cancelled_or_final_ones,
+    many_leases_are_renewed_in_one_call_only_for_their_holders,
 );
 
 fn openid(s: &str) -> OpenId {
@@ -389,4 +391,82 @@ async fn a_final_reply_never_changes_again(store: DynStore) {
     assert!(!late, "a save after the final one is refused");
     let stored = store.get_message(c.id, reply.id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.content.as_str()), (MessageStatus::Complete, "一二"));
+}
+
+fn streaming(content: &str) -> MessageProgress {
+    MessageProgress {
+        content: content.into(),
+        reasoning_content: None,
+        status: MessageStatus::Streaming,
+        usage: None,
+        finish_reason: None,
+        error: None,
+        served: Some(Served { upstream: "deepseek".into(), model: None }),
+    }
+}
+
+async fn many_replies_progress_is_saved_in_one_call_except_cancelled_or_final_ones(store: DynStore) {
+    let c = conversation(UserId::new(), "bulk", now());
+    store.insert_conversation(&c).await.unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..5 {
+        let mut reply = message(&c, Role::Assistant, "");
+        reply.status = MessageStatus::Streaming;
+        store.insert_message(&reply).await.unwrap();
+        replies.push(reply.id);
+    }
+    // The third was cancelled by its owner, the fourth already ended.
+    assert!(store.request_cancel(c.id, replies[2]).await.unwrap());
+    let mut ended = streaming("结束了");
+    ended.status = MessageStatus::Complete;
+    assert!(store.save_progress(replies[3], &ended, now()).await.unwrap());
+    let saves: Vec<(MessageId, MessageProgress)> =
+        replies.iter().enumerate().map(|(i, id)| (*id, streaming(&format!("第{i}条")))).collect();
+
+    let saved = store.save_progress_many(&saves, now()).await.unwrap();
+
+    assert_eq!(saved, vec![true, true, false, false, true]);
+    for (i, id) in replies.iter().enumerate() {
+        let stored = store.get_message(c.id, *id).await.unwrap().unwrap();
+        let expected = match i {
+            2 => "",
+            3 => "结束了",
+            _ => &format!("第{i}条"),
+        };
+        assert_eq!(stored.content, expected, "reply {i}");
+    }
+    let first = store.get_message(c.id, replies[0]).await.unwrap().unwrap();
+    assert_eq!(first.status, MessageStatus::Streaming);
+    assert_eq!(first.served.map(|s| s.upstream).as_deref(), Some("deepseek"));
+    assert!(store.save_progress_many(&[], now()).await.unwrap().is_empty());
+}
+
+async fn many_leases_are_renewed_in_one_call_only_for_their_holders(store: DynStore) {
+    let user = UserId::new();
+    let t0 = now();
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let c = conversation(user, &format!("lease{i}"), t0);
+        store.insert_conversation(&c).await.unwrap();
+        let holder = MessageId::new();
+        store.claim_generation(user, c.id, holder, t0, t0 + Duration::seconds(10)).await.unwrap();
+        held.push((c.id, holder));
+    }
+    // The last one is renewed by a message that does not hold it: no effect.
+    let mut leases = held.clone();
+    leases[2].1 = MessageId::new();
+
+    store.renew_generations(&leases, t0 + Duration::seconds(60)).await.unwrap();
+
+    for (i, (id, holder)) in held.iter().enumerate() {
+        let intruder = MessageId::new();
+        let claim = store.claim_generation(user, *id, intruder, t0 + Duration::seconds(30), t0 + Duration::seconds(90));
+        let expected = if i < 2 {
+            GenerationClaim::Busy { holder: *holder, until: t0 + Duration::seconds(60) }
+        } else {
+            GenerationClaim::Claimed
+        };
+        assert_eq!(claim.await.unwrap(), expected, "conversation {i}");
+    }
+    store.renew_generations(&[], t0).await.unwrap();
 }

@@ -10,11 +10,12 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::progress::ProgressSaver;
 use super::registry::Registry;
 use super::LiveReply;
 use crate::domain::{
-    now, Conclusion, ConversationId, FinishReason, GenerationEnd, MessageId, MessageProgress, MessageStatus, ReplyEnd,
-    ReplyFailure, Served, Usage,
+    now, Conclusion, ConversationId, FinishReason, GenerationEnd, MessageId, MessageProgress, ReplyEnd, ReplyFailure,
+    Served, Usage,
 };
 use crate::llm::{ChatRequest, LlmClient, LlmError, LlmEvent};
 use crate::protection::{DailyQuota, Decision, OutputModeration, Reservation};
@@ -27,7 +28,8 @@ pub struct GenerationJob {
     pub conversation_id: ConversationId,
     pub assistant_id: MessageId,
     pub request: ChatRequest,
-    pub save_interval: Duration,
+    /// Saves the reply's progress (with every other reply's) while it streams.
+    pub progress: Arc<ProgressSaver>,
     pub lease: Duration,
     /// The quota reservation the reply settles when it ends (its real token use).
     pub quota: Option<(DailyQuota, Reservation)>,
@@ -93,16 +95,13 @@ impl Aftercare {
 }
 
 async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: CancellationToken) {
-    let stop_saving = CancellationToken::new();
-    let persister = job.registry.spawn(persist_progress(
+    // Progress is saved with every other reply's, once per interval, until the end.
+    job.progress.track(job.assistant_id, job.conversation_id, tx.subscribe(), cancel.clone());
+    job.registry.spawn(settle_abandoned_after_first_token(
         job.store.clone(),
         job.conversation_id,
         job.assistant_id,
         tx.subscribe(),
-        job.save_interval,
-        job.lease,
-        stop_saving.clone(),
-        cancel.clone(),
     ));
 
     let mut tail = Tail::default();
@@ -128,10 +127,7 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
     }
     let end = final_output_check(&job, &tx, end).await;
 
-    stop_saving.cancel();
-    if let Err(e) = persister.await {
-        tracing::error!(error = %e, "progress saver panicked");
-    }
+    job.progress.untrack(job.assistant_id);
     let progress = final_progress(&tx.borrow(), end, tail.usage);
     // Watchers hear `done` only for a reply that is stored complete.
     let end = match save_final(&job, &progress, &shutdown).await {
@@ -153,6 +149,22 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
     drop(job.slot);
     tx.send_modify(|state| state.end = Some(end));
     job.registry.finish(job.assistant_id);
+}
+
+/// Replies of this conversation left `streaming` by a replica that died are settled once
+/// this reply is under way: off the send's critical path, and only by the claim holder.
+async fn settle_abandoned_after_first_token(
+    store: DynStore,
+    conversation: ConversationId,
+    reply: MessageId,
+    mut live: watch::Receiver<LiveReply>,
+) {
+    let _ = live.wait_for(|s| !s.content.is_empty() || !s.reasoning.is_empty() || s.end.is_some()).await;
+    match store.interrupt_abandoned_replies(conversation, reply, now()).await {
+        Ok(0) => {}
+        Ok(marked) => tracing::warn!(marked, "replies abandoned by a stopped replica were marked interrupted"),
+        Err(e) => tracing::warn!(error = ?e, "could not settle abandoned replies; the sweeper will"),
+    }
 }
 
 async fn pump(
@@ -305,69 +317,5 @@ async fn stored_end(job: &GenerationJob) -> Option<ReplyEnd> {
     match job.store.get_message(job.conversation_id, job.assistant_id).await {
         Ok(Some(message)) => ReplyEnd::of_stored(&message),
         _ => None,
-    }
-}
-
-/// Saves progress whenever it changed, at most once per `interval`, and keeps the
-/// conversation's lease alive (renewed every quarter lease). A refused save means the
-/// owner asked to cancel (perhaps on another replica) or the reply was settled: the
-/// generation is told to stop.
-#[allow(clippy::too_many_arguments)]
-async fn persist_progress(
-    store: DynStore,
-    conversation: ConversationId,
-    id: MessageId,
-    rx: watch::Receiver<LiveReply>,
-    interval: Duration,
-    lease: Duration,
-    stop: CancellationToken,
-    cancel: CancellationToken,
-) {
-    let mut saved = (0, 0);
-    let mut last_renewal = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        // A renewal also re-saves, so `updated_at` shows watchers elsewhere we are alive.
-        let renewal_due = last_renewal.elapsed() >= lease / 4;
-        let progress = {
-            let state = rx.borrow();
-            let lengths = (state.content.len(), state.reasoning.len());
-            (lengths != saved || renewal_due).then(|| {
-                saved = lengths;
-                MessageProgress {
-                    content: state.content.clone(),
-                    reasoning_content: (!state.reasoning.is_empty()).then(|| state.reasoning.clone()),
-                    status: MessageStatus::Streaming,
-                    usage: None,
-                    finish_reason: None,
-                    error: None,
-                    served: state.served.clone(),
-                }
-            })
-        };
-        if let Some(progress) = progress {
-            match store.save_progress(id, &progress, now()).await {
-                Ok(true) => {}
-                // Cancelled by its owner, or settled elsewhere as abandoned.
-                Ok(false) => {
-                    cancel.cancel();
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = ?e, "could not save progress; will retry");
-                    saved = (0, 0);
-                }
-            }
-        }
-        if renewal_due {
-            let until = now() + chrono::Duration::from_std(lease).unwrap_or_default();
-            match store.renew_generation(conversation, id, until).await {
-                Ok(()) => last_renewal = tokio::time::Instant::now(),
-                Err(e) => tracing::warn!(error = ?e, "could not renew the conversation lease"),
-            }
-        }
     }
 }

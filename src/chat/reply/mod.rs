@@ -6,6 +6,7 @@
 mod abandoned;
 mod events;
 mod generation;
+mod progress;
 mod registry;
 mod sweeper;
 mod watcher;
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 
 pub use events::{DoneEvent, ErrorEvent, ReplyEvent, StartEvent, TextEvent, UsageWire};
 pub(super) use generation::{spawn as spawn_generation, GenerationJob};
+pub use progress::ProgressSaver;
 pub use registry::{Registry, CANCELLED_SAVE_WINDOW};
 pub use sweeper::Sweeper;
 pub use watcher::ReplyWatcher;

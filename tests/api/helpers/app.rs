@@ -119,6 +119,20 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(configure, None).await
+}
+
+type Wrap = Box<dyn FnOnce(DynStore) -> DynStore>;
+
+/// An app whose store is the test store as `wrap` decorates it (a counting wrapper).
+pub async fn spawn_app_wrapping(
+    configure: impl FnOnce(&mut Settings),
+    wrap: impl FnOnce(DynStore) -> DynStore + 'static,
+) -> TestApp {
+    spawn(configure, Some(Box::new(wrap))).await
+}
+
+async fn spawn(configure: impl FnOnce(&mut Settings), wrap: Option<Wrap>) -> TestApp {
     LazyLock::force(&TRACING);
     let wechat = MockServer::start().await;
     let deepseek = FakeDeepSeek::start().await;
@@ -130,7 +144,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let application = if settings.mongodb_uri.is_none() {
         // No MongoDB test server: the in-process store, shared by apps given one name.
         settings.ensure_fit_to_run().expect("settings fit to run");
-        Application::build_with_store(settings, test_store(&db_name).await).await
+        let store = test_store(&db_name).await;
+        Application::build_with_store(settings, wrap.map_or(store.clone(), |wrap| wrap(store))).await
+    } else if let Some(wrap) = wrap {
+        let store: DynStore = mongo_store(&db_name).await;
+        Application::build_with_store(settings, wrap(store)).await
     } else {
         Application::build(settings).await
     }

@@ -1,0 +1,318 @@
+//! A store that counts what passes through it: operations by name, reads and writes, and
+//! "rounds" (a call that starts while no other call is in flight begins a new one, so
+//! calls made concurrently count once). The server wraps its store in one to publish
+//! store traffic (`/metrics`); tests use the rounds to bound a send's critical path.
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{ConversationCursor, DynStore, ExpiredLease, GenerationClaim, Store, StoreError};
+use crate::domain::{
+    ClientMessageId, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, OpenId,
+    ProfilePatch, SendRecord, User, UserId,
+};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Read,
+    Write,
+}
+
+/// Every operation's name, in the trait's order.
+const OPERATIONS: &[&str] = &[
+    "ping",
+    "find_or_create_user",
+    "get_user",
+    "update_user_profile",
+    "bump_session_version",
+    "insert_conversation",
+    "list_conversations",
+    "get_conversation",
+    "rename_conversation",
+    "delete_conversation",
+    "claim_generation",
+    "take_over_generation",
+    "renew_generation",
+    "release_generation",
+    "insert_message",
+    "list_messages",
+    "get_message",
+    "save_progress",
+    "interrupt_abandoned_replies",
+    "insert_send",
+    "find_send",
+    "request_cancel",
+    "expired_leases",
+    "increment_counter",
+    "read_counter",
+    "save_progress_many",
+    "renew_generations",
+];
+
+pub struct CountingStore {
+    inner: DynStore,
+    calls: BTreeMap<&'static str, AtomicU64>,
+    reads: AtomicU64,
+    writes: AtomicU64,
+    in_flight: AtomicUsize,
+    rounds: AtomicU64,
+    /// Added before every call (tests: an in-process store answers at once, so calls made
+    /// together would never overlap and could not be told from calls made in turn).
+    latency: Option<std::time::Duration>,
+}
+
+/// Store traffic so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreTraffic {
+    pub reads: u64,
+    pub writes: u64,
+    pub rounds: u64,
+    /// Calls per operation (only those made at least once).
+    pub calls: BTreeMap<&'static str, u64>,
+}
+
+/// Leaves the in-flight count when the call ends or is dropped midway.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl CountingStore {
+    pub fn new(inner: DynStore) -> Self {
+        CountingStore {
+            inner,
+            calls: OPERATIONS.iter().map(|name| (*name, AtomicU64::new(0))).collect(),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            rounds: AtomicU64::new(0),
+            latency: None,
+        }
+    }
+
+    /// Like `new`, and every call takes at least `latency`, as over a network.
+    pub fn with_latency(inner: DynStore, latency: std::time::Duration) -> Self {
+        CountingStore { latency: Some(latency), ..Self::new(inner) }
+    }
+
+    pub fn traffic(&self) -> StoreTraffic {
+        StoreTraffic {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            rounds: self.rounds.load(Ordering::SeqCst),
+            calls: self
+                .calls
+                .iter()
+                .map(|(name, count)| (*name, count.load(Ordering::Relaxed)))
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+        }
+    }
+
+    async fn track<T>(&self, operation: &'static str, kind: Kind, call: impl Future<Output = T>) -> T {
+        if let Some(count) = self.calls.get(operation) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        match kind {
+            Kind::Read => self.reads.fetch_add(1, Ordering::Relaxed),
+            Kind::Write => self.writes.fetch_add(1, Ordering::Relaxed),
+        };
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.rounds.fetch_add(1, Ordering::SeqCst);
+        }
+        let _in_flight = InFlight(&self.in_flight);
+        if let Some(latency) = self.latency {
+            tokio::time::sleep(latency).await;
+        }
+        call.await
+    }
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.track("ping", Kind::Read, self.inner.ping()).await
+    }
+
+    async fn find_or_create_user(&self, openid: &OpenId) -> Result<User, StoreError> {
+        self.track("find_or_create_user", Kind::Write, self.inner.find_or_create_user(openid)).await
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.track("get_user", Kind::Read, self.inner.get_user(id)).await
+    }
+
+    async fn update_user_profile(&self, id: UserId, patch: &ProfilePatch) -> Result<Option<User>, StoreError> {
+        self.track("update_user_profile", Kind::Write, self.inner.update_user_profile(id, patch)).await
+    }
+
+    async fn bump_session_version(&self, id: UserId) -> Result<Option<i64>, StoreError> {
+        self.track("bump_session_version", Kind::Write, self.inner.bump_session_version(id)).await
+    }
+
+    async fn insert_conversation(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        self.track("insert_conversation", Kind::Write, self.inner.insert_conversation(conversation)).await
+    }
+
+    async fn list_conversations(
+        &self,
+        user: UserId,
+        limit: usize,
+        after: Option<&ConversationCursor>,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.track("list_conversations", Kind::Read, self.inner.list_conversations(user, limit, after)).await
+    }
+
+    async fn get_conversation(&self, user: UserId, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
+        self.track("get_conversation", Kind::Read, self.inner.get_conversation(user, id)).await
+    }
+
+    async fn rename_conversation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        title: &ConversationTitle,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.track("rename_conversation", Kind::Write, self.inner.rename_conversation(user, id, title)).await
+    }
+
+    async fn delete_conversation(&self, user: UserId, id: ConversationId) -> Result<bool, StoreError> {
+        self.track("delete_conversation", Kind::Write, self.inner.delete_conversation(user, id)).await
+    }
+
+    async fn claim_generation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        message: MessageId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<GenerationClaim, StoreError> {
+        self.track("claim_generation", Kind::Write, self.inner.claim_generation(user, id, message, now, lease_until))
+            .await
+    }
+
+    async fn take_over_generation(
+        &self,
+        id: ConversationId,
+        holder: MessageId,
+        message: MessageId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.track(
+            "take_over_generation",
+            Kind::Write,
+            self.inner.take_over_generation(id, holder, message, now, lease_until),
+        )
+        .await
+    }
+
+    async fn renew_generation(
+        &self,
+        id: ConversationId,
+        message: MessageId,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.track("renew_generation", Kind::Write, self.inner.renew_generation(id, message, lease_until)).await
+    }
+
+    async fn release_generation(
+        &self,
+        id: ConversationId,
+        message: MessageId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.track("release_generation", Kind::Write, self.inner.release_generation(id, message, now)).await
+    }
+
+    async fn insert_message(&self, message: &Message) -> Result<(), StoreError> {
+        self.track("insert_message", Kind::Write, self.inner.insert_message(message)).await
+    }
+
+    async fn list_messages(
+        &self,
+        conversation: ConversationId,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.track("list_messages", Kind::Read, self.inner.list_messages(conversation, limit, before)).await
+    }
+
+    async fn get_message(&self, conversation: ConversationId, id: MessageId) -> Result<Option<Message>, StoreError> {
+        self.track("get_message", Kind::Read, self.inner.get_message(conversation, id)).await
+    }
+
+    async fn save_progress(
+        &self,
+        id: MessageId,
+        progress: &MessageProgress,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.track("save_progress", Kind::Write, self.inner.save_progress(id, progress, now)).await
+    }
+
+    async fn interrupt_abandoned_replies(
+        &self,
+        conversation: ConversationId,
+        except: MessageId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.track(
+            "interrupt_abandoned_replies",
+            Kind::Write,
+            self.inner.interrupt_abandoned_replies(conversation, except, now),
+        )
+        .await
+    }
+
+    async fn insert_send(&self, send: &SendRecord) -> Result<bool, StoreError> {
+        self.track("insert_send", Kind::Write, self.inner.insert_send(send)).await
+    }
+
+    async fn find_send(&self, user: UserId, client_id: &ClientMessageId) -> Result<Option<SendRecord>, StoreError> {
+        self.track("find_send", Kind::Read, self.inner.find_send(user, client_id)).await
+    }
+
+    async fn request_cancel(&self, conversation: ConversationId, message: MessageId) -> Result<bool, StoreError> {
+        self.track("request_cancel", Kind::Write, self.inner.request_cancel(conversation, message)).await
+    }
+
+    async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<ExpiredLease>, StoreError> {
+        self.track("expired_leases", Kind::Read, self.inner.expired_leases(now, limit)).await
+    }
+
+    async fn increment_counter(&self, key: &str, by: i64, expires_at: DateTime<Utc>) -> Result<i64, StoreError> {
+        self.track("increment_counter", Kind::Write, self.inner.increment_counter(key, by, expires_at)).await
+    }
+
+    async fn read_counter(&self, key: &str) -> Result<i64, StoreError> {
+        self.track("read_counter", Kind::Read, self.inner.read_counter(key)).await
+    }
+
+    async fn save_progress_many(
+        &self,
+        saves: &[(MessageId, MessageProgress)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.track("save_progress_many", Kind::Write, self.inner.save_progress_many(saves, now)).await
+    }
+
+    async fn renew_generations(
+        &self,
+        leases: &[(ConversationId, MessageId)],
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.track("renew_generations", Kind::Write, self.inner.renew_generations(leases, lease_until)).await
+    }
+}
