@@ -22,8 +22,8 @@ use crate::protection::{
     require_storage, security_headers, BodyGuard, HeaderLimit, InFlight, RateLimiter, StoreHealth,
 };
 use crate::routes;
-use crate::routes::LoginPolicy;
-use crate::store::DynStore;
+use crate::routes::{LoginPolicy, MetricsAccess};
+use crate::store::{CountingStore, DynStore};
 use crate::telemetry::{request_context, RequestIdRootSpan};
 use crate::wechat::WechatClient;
 use tokio_util::sync::CancellationToken;
@@ -107,6 +107,9 @@ impl Application {
     }
 
     async fn start(config: Config, store: DynStore) -> anyhow::Result<Application> {
+        // Every store call is counted, for `/metrics`.
+        let counting = Arc::new(CountingStore::new(store));
+        let store: DynStore = counting.clone();
         let address = format!("{}:{}", config.server.host, config.server.port);
         let listener = TcpListener::bind(&address).with_context(|| format!("could not listen on {address}"))?;
         let port = listener.local_addr()?.port();
@@ -133,7 +136,7 @@ impl Application {
         // Runs until shutdown begins; not a reply's work, so not tracked by the drain.
         #[allow(clippy::disallowed_methods)]
         tokio::spawn(sweeper.run(sweeping.clone()));
-        let server = run(listener, &config, store, chat, lifecycle.clone(), health)?;
+        let server = run(listener, &config, Served { store, counting, chat }, lifecycle.clone(), health)?;
         Ok(Application {
             port,
             server,
@@ -188,15 +191,24 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the HTTP server serves from.
+struct Served {
+    store: DynStore,
+    counting: Arc<CountingStore>,
+    chat: ChatService,
+}
+
 fn run(
     listener: TcpListener,
     config: &Config,
-    store: DynStore,
-    chat: ChatService,
+    served: Served,
     lifecycle: web::Data<Lifecycle>,
     health: Arc<StoreHealth>,
 ) -> anyhow::Result<Server> {
+    let Served { store, counting, chat } = served;
     let chat = web::Data::new(chat);
+    let counting = web::Data::new(counting);
+    let metrics_access = web::Data::new(MetricsAccess { token: config.server.metrics_token.clone() });
     let limiter = Arc::new(RateLimiter::new(&config.limits, store.clone()));
     let cors_origins = config.server.cors_origins.clone();
     let production = config.is_production();
@@ -248,7 +260,10 @@ fn run(
             .app_data(chat.clone())
             .app_data(web::Data::from(limiter.clone()))
             .app_data(sockets.clone())
+            .app_data(counting.clone())
+            .app_data(metrics_access.clone())
             .service(web::resource("/health").get(routes::health))
+            .service(web::resource("/metrics").get(routes::metrics))
             .service(web::resource("/ready").get(routes::ready))
             .service(
                 web::scope("/api")

@@ -109,6 +109,21 @@ impl ChatService {
         &self.config
     }
 
+    /// Replies generated on this instance now.
+    pub fn running_generations(&self) -> usize {
+        self.registry.running()
+    }
+
+    /// Each upstream by name, and whether its circuit is open (skipped).
+    pub fn upstream_circuits(&self) -> Vec<(String, bool)> {
+        match &*self.llm {
+            LlmClient::Upstreams(pool) => {
+                pool.upstreams().iter().map(|u| (u.name.clone(), u.breaker.is_open())).collect()
+            }
+            LlmClient::Offline(_) => Vec::new(),
+        }
+    }
+
     /// The one persona visibility rule: `preview` personas only for testers.
     fn visible(persona: &Persona, tester: bool) -> bool {
         tester || !persona.preview

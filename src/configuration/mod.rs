@@ -74,6 +74,9 @@ impl AppEnv {
     }
 }
 
+/// A metrics token shorter than this is guessable.
+const MIN_METRICS_TOKEN_BYTES: usize = 16;
+
 /// Every setting, flat, exactly as the environment names them (lower-cased).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -187,6 +190,8 @@ pub struct Settings {
 
     /// The source commit, reported by `/health` (the image build sets `APP_COMMIT`).
     pub app_commit: Option<String>,
+    /// Bearer token for `GET /metrics`; unset = no metrics endpoint.
+    pub metrics_token: Option<SecretString>,
     /// Stack traces on logged errors (off: `RUST_BACKTRACE` alone does not add them).
     pub log_backtraces: bool,
 }
@@ -463,6 +468,9 @@ impl Settings {
             problems.push("PROGRESS_SAVE_INTERVAL_MS must be well under a third of GENERATION_LEASE_SECS".into());
         }
         problems.extend(self.fallback_problems());
+        if self.metrics_token.as_ref().is_some_and(|t| t.expose_secret().len() < MIN_METRICS_TOKEN_BYTES) {
+            problems.push(format!("METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_BYTES} characters"));
+        }
         problems
     }
 

@@ -10,6 +10,8 @@ use crate::llm::{BreakerPolicy, Dialect};
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
+    /// `GET /metrics` answers only with this bearer token; `None`: no such endpoint.
+    pub metrics_token: Option<SecretString>,
     pub host: String,
     pub port: u16,
     pub env: AppEnv,
@@ -168,6 +170,7 @@ impl Settings {
         let secs = Duration::from_secs;
         Ok(Config {
             server: ServerSettings {
+                metrics_token: self.metrics_token.clone(),
                 host: self.host.clone(),
                 port: self.port,
                 env: self.app_env,

@@ -4,6 +4,7 @@ mod dto;
 mod health;
 mod me;
 mod messages;
+mod metrics;
 mod params;
 mod personas;
 mod sse;
@@ -16,5 +17,6 @@ pub use conversations::{
 pub use health::{health, ready};
 pub use me::{get_me, get_usage, patch_me};
 pub use messages::{cancel_reply, get_message, list_messages, reattach, send_message};
+pub use metrics::{metrics, MetricsAccess};
 pub use personas::list_personas;
 pub use ws::{chat_socket, SocketSlots};

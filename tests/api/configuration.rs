@@ -50,6 +50,7 @@ fn every_setting_is_documented_in_env_example() {
         "PREVIEW_OPENIDS",
         "PREVIEW_MODEL",
         "APP_COMMIT",
+        "METRICS_TOKEN",
     ];
     let defaults = companion_backend::configuration::DEFAULTS
         .lines()

@@ -56,6 +56,11 @@ impl Registry {
         self.tracker.spawn_on(task, &self.runtime)
     }
 
+    /// Replies generated here now.
+    pub fn running(&self) -> usize {
+        self.map().len()
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, LiveEntry>> {
         self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -1,0 +1,71 @@
+//! `GET /metrics`: off without a token, closed to anyone without it, and counting what
+//! the operator needs (store writes stay flat while replies stream).
+use std::time::Duration;
+
+use crate::helpers::fake_deepseek::{paced, reply_body};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+
+const TOKEN: &str = "metrics-token-for-tests-0123456789";
+
+async fn scrape(app: &TestApp, token: Option<&str>) -> reqwest::Response {
+    let request = app.client.get(app.url("/metrics"));
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    request.send().await.unwrap()
+}
+
+fn value(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in:\n{text}"))
+}
+
+#[tokio::test]
+async fn without_a_token_configured_there_is_no_metrics_endpoint() {
+    let app = spawn_app().await;
+
+    let response = scrape(&app, Some("anything-at-all-0123456789")).await;
+
+    assert_eq!(response.status(), 404);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn metrics_need_the_token() {
+    let app = spawn_app_with(|s| s.metrics_token = Some(TOKEN.to_string().into())).await;
+
+    for token in [None, Some("wrong-token-0123456789abcdef"), Some(&TOKEN[..TOKEN.len() - 1])] {
+        let response = scrape(&app, token).await;
+        assert_eq!(response.status(), 401, "with {token:?}");
+        assert!(!response.text().await.unwrap().contains(TOKEN));
+    }
+    assert_eq!(scrape(&app, Some(TOKEN)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn metrics_show_running_replies_and_store_traffic() {
+    let app = spawn_app_with(|s| {
+        s.metrics_token = Some(TOKEN.to_string().into());
+        s.progress_save_interval_ms = 100;
+    })
+    .await;
+    let (token, conversation) = app.user_with_conversation("metrics").await;
+    app.deepseek.enqueue(paced(&reply_body(&["一", "二", "三", "四", "五"], "stop"), Duration::from_millis(120)));
+
+    let reader = app.stream_message(&token, &conversation, "hi").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = scrape(&app, Some(TOKEN)).await.text().await.unwrap();
+    reader.all().await;
+    let after = scrape(&app, Some(TOKEN)).await.text().await.unwrap();
+
+    assert_eq!(value(&during, "companion_generations_running "), 1);
+    assert_eq!(value(&after, "companion_generations_running "), 0);
+    assert!(value(&after, "companion_store_writes_total ") > value(&during, "companion_store_writes_total "));
+    assert!(value(&after, "companion_store_calls_total{operation=\"save_progress_many\"}") >= 1);
+    assert_eq!(value(&after, "companion_upstream_circuit_open{upstream=\"deepseek\"}"), 0);
+}
