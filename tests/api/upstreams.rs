@@ -376,3 +376,35 @@ async fn a_server_whose_model_is_not_listed_still_starts_and_answers() {
     assert_eq!(text_of(&events), "还在");
     assert_eq!(app.get_health().await.status(), 200);
 }
+
+#[tokio::test]
+async fn with_h2c_on_a_plain_http_upstream_is_spoken_to_in_http2() {
+    let upstream = crate::helpers::fake_h2c::FakeH2c::start(&["二", "代"]).await;
+    let url = upstream.url.clone();
+    let app = spawn_app_with(|s| {
+        s.deepseek_api_url = url;
+        s.upstream_h2c = true;
+    })
+    .await;
+    let (token, conversation) = app.user_with_conversation("h2c").await;
+
+    let (events, _) = app.stream_message(&token, &conversation, "hi").await.all().await;
+
+    assert_eq!(text_of(&events), "二代");
+    let chat: Vec<_> = upstream.requests().into_iter().filter(|(_, path)| path == "/chat/completions").collect();
+    assert_eq!(chat, vec![(hyper::Version::HTTP_2, "/chat/completions".to_string())]);
+}
+
+#[tokio::test]
+async fn without_h2c_a_plain_http_upstream_is_spoken_to_in_http1() {
+    let upstream = crate::helpers::fake_h2c::FakeH2c::start(&["一", "代"]).await;
+    let url = upstream.url.clone();
+    let app = spawn_app_with(|s| s.deepseek_api_url = url).await;
+    let (token, conversation) = app.user_with_conversation("h1").await;
+
+    let (events, _) = app.stream_message(&token, &conversation, "hi").await.all().await;
+
+    assert_eq!(text_of(&events), "一代");
+    let chat: Vec<_> = upstream.requests().into_iter().filter(|(_, path)| path == "/chat/completions").collect();
+    assert_eq!(chat, vec![(hyper::Version::HTTP_11, "/chat/completions".to_string())]);
+}
