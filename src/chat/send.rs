@@ -379,3 +379,33 @@ fn with_latest(mut history: Vec<Message>, latest: &Message, limit: usize) -> Vec
     history.drain(..excess);
     history
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_ends_with_the_new_message_exactly_once_within_the_limit() {
+        let conversation = Conversation {
+            id: ConversationId::new(),
+            user_id: UserId::new(),
+            persona_id: "p".into(),
+            title: crate::domain::ConversationTitle::parse("t").unwrap(),
+            created_at: crate::domain::now(),
+            last_active_at: crate::domain::now(),
+        };
+        let said = |text: &str| Message::new(&conversation, Role::User, text, MessageStatus::Complete);
+        let (a, b, latest) = (said("a"), said("b"), said("new"));
+        let cases: Vec<(&str, Vec<Message>, usize, Vec<&str>)> = vec![
+            ("read before the insert", vec![a.clone(), b.clone()], 10, vec!["a", "b", "new"]),
+            ("read after the insert", vec![a.clone(), b.clone(), latest.clone()], 10, vec!["a", "b", "new"]),
+            ("over the limit, the oldest goes", vec![a.clone(), b.clone()], 2, vec!["b", "new"]),
+            ("a limit of one keeps only the new one", vec![a.clone(), latest.clone()], 1, vec!["new"]),
+            ("no history", vec![], 5, vec!["new"]),
+        ];
+        for (label, history, limit, expected) in cases {
+            let texts: Vec<String> = with_latest(history, &latest, limit).into_iter().map(|m| m.content).collect();
+            assert_eq!(texts, expected, "{label}");
+        }
+    }
+}

@@ -944,3 +944,24 @@ fn batches<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     }
     slices
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_writes_are_cut_by_statement_count_and_by_size() {
+        let cases: Vec<(&str, Vec<usize>, Vec<usize>)> = vec![
+            ("nothing", vec![], vec![]),
+            ("one small", vec![10], vec![1]),
+            ("exactly the statement cap", vec![1; BULK_STATEMENTS], vec![BULK_STATEMENTS]),
+            ("one over the statement cap", vec![1; BULK_STATEMENTS + 1], vec![BULK_STATEMENTS, 1]),
+            ("cut where the bytes would overflow", vec![BULK_BYTES / 2, BULK_BYTES / 2, 1], vec![2, 1]),
+            ("an oversized item still goes, alone", vec![1, BULK_BYTES * 2, 1], vec![1, 1, 1]),
+        ];
+        for (label, sizes, expected) in cases {
+            let cut: Vec<usize> = batches(&sizes, |s| *s).iter().map(|b| b.len()).collect();
+            assert_eq!(cut, expected, "{label}");
+        }
+    }
+}
