@@ -1,8 +1,10 @@
-//! Progress of every reply streaming on this instance, saved together: once per interval
-//! one bulk write for the replies whose text changed (and those due a sign of life), and
-//! one for the conversation leases due a renewal. Store writes grow with the interval,
-//! not with the number of open streams (10,000 streams saved one by one each second
-//! would be 10,000 writes a second, more than a small CloudBase MongoDB takes).
+//! Progress of every reply streaming on this instance, saved together: the replies are
+//! dealt into `SLICES` slices, and every `interval / SLICES` one slice is saved in one
+//! bulk write (the replies whose text changed, and those due a sign of life), with one
+//! more for its leases due a renewal. So each reply is saved once per interval, store
+//! writes stay at most `2 × SLICES` per interval however many streams are open (10,000
+//! streams saved one by one each second would be 10,000 writes a second, more than a
+//! small CloudBase MongoDB takes), and no single flush is big enough to stall the relay.
 //!
 //! A save the store refuses means the reply's owner asked to cancel it (perhaps on
 //! another replica) or it was settled elsewhere: its generation is told to stop.
@@ -18,14 +20,20 @@ use super::LiveReply;
 use crate::domain::{now, ConversationId, MessageId, MessageProgress, MessageStatus};
 use crate::store::DynStore;
 
+/// How many slices the replies are dealt into (one flush each per interval).
+const SLICES: u64 = 8;
+
 pub struct ProgressSaver {
     store: DynStore,
     interval: Duration,
     lease: Duration,
     replies: Mutex<HashMap<MessageId, Tracked>>,
+    /// The slice the next tracked reply joins.
+    next_slice: std::sync::atomic::AtomicU64,
 }
 
 struct Tracked {
+    slice: u64,
     conversation: ConversationId,
     live: watch::Receiver<LiveReply>,
     /// Lengths of text and reasoning last saved.
@@ -47,7 +55,13 @@ struct Batch {
 impl ProgressSaver {
     /// Starts the saver; it runs for as long as someone holds it.
     pub fn start(store: DynStore, interval: Duration, lease: Duration) -> Arc<ProgressSaver> {
-        let saver = Arc::new(ProgressSaver { store, interval, lease, replies: Mutex::new(HashMap::new()) });
+        let saver = Arc::new(ProgressSaver {
+            store,
+            interval,
+            lease,
+            replies: Mutex::new(HashMap::new()),
+            next_slice: Default::default(),
+        });
         // Outlives any one reply and ends with the service (it holds only a weak
         // reference); a drain waits for the replies, whose final saves are their own.
         #[allow(clippy::disallowed_methods)]
@@ -63,8 +77,9 @@ impl ProgressSaver {
         live: watch::Receiver<LiveReply>,
         stop: CancellationToken,
     ) {
+        let slice = self.next_slice.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SLICES;
         let tracked =
-            Tracked { conversation, live, saved: (0, 0), last_renewal: Instant::now(), renew_now: false, stop };
+            Tracked { slice, conversation, live, saved: (0, 0), last_renewal: Instant::now(), renew_now: false, stop };
         self.lock().insert(reply, tracked);
     }
 
@@ -79,10 +94,10 @@ impl ProgressSaver {
 
     /// What is due now: changed replies, and those whose lease wants renewing (they are
     /// saved too, so `updated_at` shows followers elsewhere that the reply is alive).
-    fn due(&self) -> Batch {
+    fn due(&self, slice: u64) -> Batch {
         let renew_every = self.lease / 4;
         let mut batch = Batch::default();
-        for (id, tracked) in self.lock().iter_mut() {
+        for (id, tracked) in self.lock().iter_mut().filter(|(_, t)| t.slice == slice) {
             let renewal_due = tracked.renew_now || tracked.last_renewal.elapsed() >= renew_every;
             let state = tracked.live.borrow();
             let lengths = (state.content.len(), state.reasoning.len());
@@ -100,8 +115,8 @@ impl ProgressSaver {
         batch
     }
 
-    async fn flush(&self) {
-        let Batch { saves, renewals } = self.due();
+    async fn flush(&self, slice: u64) {
+        let Batch { saves, renewals } = self.due(slice);
         if !saves.is_empty() {
             match self.store.save_progress_many(&saves, now()).await {
                 Ok(saved) => self.stop_refused(&saves, &saved),
@@ -160,12 +175,12 @@ fn streaming_progress(state: &LiveReply) -> MessageProgress {
 }
 
 async fn run(saver: Weak<ProgressSaver>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
+    let mut ticks = tokio::time::interval(interval / SLICES as u32);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for tick in 0u64.. {
         ticks.tick().await;
         let Some(saver) = saver.upgrade() else { return };
-        saver.flush().await;
+        saver.flush(tick % SLICES).await;
     }
 }
 
