@@ -104,9 +104,15 @@ impl ChatService {
         );
         let reservation = match reserved {
             Ok(Ok(reservation)) => reservation,
-            // A client's mistake (no such conversation) is named before a refusal.
+            // A client's mistake (no such conversation) is named before a refusal, and a
+            // retry of an accepted send still gets its reply: it costs no quota.
             Ok(Err(refusal)) => {
-                loaded?;
+                let (conversation, _, earlier) = loaded?;
+                if let Some(earlier) = earlier {
+                    if let Retry::Answered(reply) = self.retried(&earlier, &conversation).await? {
+                        return Ok(*reply);
+                    }
+                }
                 return Err(match refusal {
                     Refusal::QuotaExceeded { retry_after } => ChatError::QuotaExceeded { retry_after },
                     Refusal::TooManyActive => ChatError::TooManyReplies,
@@ -230,9 +236,14 @@ impl ChatService {
         match recorded {
             Ok(true) => Ok(()),
             Ok(false) => {
-                // The same send arrived twice at once: the other one goes on.
+                // The same send arrived twice at once: the one that recorded it goes on
+                // (and a retry under this id resumes it if it lost the claim).
                 self.release(conversation, reply).await;
-                let reply = ids.record.as_ref().map_or(reply, |r| r.reply_id);
+                let recorded = match &ids.record {
+                    Some(record) => self.store.find_send(record.user_id, &record.client_id).await?,
+                    None => None,
+                };
+                let reply = recorded.map_or(reply, |r| r.reply_id);
                 Err(ChatError::ReplyInProgress { reply, retry_after: 1 })
             }
             Err(e) => {

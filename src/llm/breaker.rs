@@ -60,8 +60,9 @@ impl Breaker {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed { failures: 0 };
     }
 
-    /// Records a failure; true when this one opened the circuit.
-    pub fn failed(&self, now: Instant) -> bool {
+    /// Records a failure (`probe`: of the request admitted as the probe); true when this
+    /// one opened the circuit.
+    pub fn failed(&self, now: Instant, probe: bool) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let open = State::Open { until: now + self.policy.cooldown };
         match *state {
@@ -75,10 +76,12 @@ impl Breaker {
                     false
                 }
             }
-            State::Probing => {
+            State::Probing if probe => {
                 *state = open;
                 true
             }
+            // A request admitted before the circuit opened reports late: the probe decides.
+            State::Probing => false,
             // A request admitted before the circuit opened reports late: it stays open.
             State::Open { .. } => false,
         }
@@ -105,6 +108,8 @@ mod tests {
     enum Step {
         Admit(u64, Admission),
         Fail(u64, bool),
+        /// A failure reported by a request that was not the probe.
+        LateFail(u64),
         Succeed,
         Abandon(u64),
     }
@@ -165,6 +170,19 @@ mod tests {
                 vec![Fail(0, false), Fail(0, false), Fail(0, true), Fail(5, false), Admit(10, Probe)],
             ),
             (
+                "a late failure while the probe is out does not reopen it",
+                vec![
+                    Fail(0, false),
+                    Fail(0, false),
+                    Fail(0, true),
+                    Admit(10, Probe),
+                    LateFail(11),
+                    Admit(11, Skip),
+                    Succeed,
+                    Admit(11, Go),
+                ],
+            ),
+            (
                 "an abandoned probe lets the next request probe",
                 vec![Fail(0, false), Fail(0, false), Fail(0, true), Admit(10, Probe), Abandon(11), Admit(11, Probe)],
             ),
@@ -176,7 +194,8 @@ mod tests {
             for (i, step) in steps.iter().enumerate() {
                 match *step {
                     Admit(t, expected) => assert_eq!(breaker.admit(at(t)), expected, "{label}: step {i}"),
-                    Fail(t, opened) => assert_eq!(breaker.failed(at(t)), opened, "{label}: step {i}"),
+                    Fail(t, opened) => assert_eq!(breaker.failed(at(t), true), opened, "{label}: step {i}"),
+                    LateFail(t) => assert!(!breaker.failed(at(t), false), "{label}: step {i}"),
                     Succeed => breaker.succeeded(),
                     Abandon(t) => breaker.probe_abandoned(at(t)),
                 }
@@ -189,7 +208,7 @@ mod tests {
         let breaker = Breaker::new(BreakerPolicy { failures: 0, cooldown: Duration::from_secs(10) });
         let now = Instant::now();
         for _ in 0..100 {
-            assert!(!breaker.failed(now));
+            assert!(!breaker.failed(now, false));
         }
         assert_eq!(breaker.admit(now), Admission::Go);
     }

@@ -126,9 +126,14 @@ impl CompatibleClient {
         }
         let retry_after = retry_after(response.headers());
         let error = LlmError::of_status(status);
-        // The body explains the rejection; it is ours to log, never the user's to see.
-        let detail = timeout(Duration::from_secs(2), response.text()).await.ok().and_then(Result::ok);
-        tracing::warn!(status, detail = detail.as_deref().unwrap_or(""), "the upstream refused the request");
+        // The body explains the rejection; it is ours to log, never the user's to see. Not
+        // for 401/403: some providers echo part of the key there.
+        let detail = match status {
+            401 | 403 => None,
+            _ => timeout(Duration::from_secs(2), response.text()).await.ok().and_then(Result::ok),
+        };
+        let detail: String = detail.unwrap_or_default().chars().take(500).collect();
+        tracing::warn!(status, %detail, "the upstream refused the request");
         Err((error, retry_after))
     }
 

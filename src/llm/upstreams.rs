@@ -49,11 +49,13 @@ impl UpstreamPool {
                 tracing::warn!(round, wait_ms = wait.as_millis() as u64, "every upstream failed; trying again");
                 sleep(wait).await;
             }
+            let mut attempted = false;
             for upstream in &self.upstreams {
                 let admission = upstream.breaker.admit(Instant::now());
                 if admission == Admission::Skip {
                     continue;
                 }
+                attempted = true;
                 let mut verdict =
                     Verdict { breaker: &upstream.breaker, probe: admission == Admission::Probe, given: false };
                 let model = upstream.model.as_deref().unwrap_or(&request.model);
@@ -75,7 +77,7 @@ impl UpstreamPool {
                     }
                 }
             }
-            if last.is_none() {
+            if !attempted {
                 tracing::error!("every upstream's circuit is open; failing fast");
                 return Err(LlmError::Unavailable);
             }
@@ -126,7 +128,7 @@ impl Verdict<'_> {
 
     fn down(&mut self, name: &str) {
         self.given = true;
-        if self.breaker.failed(Instant::now()) {
+        if self.breaker.failed(Instant::now(), self.probe) {
             tracing::error!(upstream = %name, "circuit opened: this upstream is skipped until a probe succeeds");
         }
     }

@@ -58,6 +58,12 @@ fn today(at: DateTime<Utc>) -> (String, DateTime<Utc>) {
     (local.format("%Y-%m-%d").to_string(), ends)
 }
 
+fn log_rollback(result: Result<i64, StoreError>) {
+    if let Err(e) = result {
+        tracing::warn!(error = ?e, "could not give back a refused reservation; the quota over-counts until the day ends");
+    }
+}
+
 fn key(kind: &str, user: UserId, date: &str) -> String {
     format!("quota:{kind}:{user}:{date}")
 }
@@ -108,17 +114,17 @@ impl DailyQuota {
             // Give back exactly what was counted.
             let give_back = async {
                 if messages.is_ok() {
-                    let _ = store.increment_counter(&messages_key, -1, keep).await;
+                    log_rollback(store.increment_counter(&messages_key, -1, keep).await);
                 }
             };
             let give_tokens = async {
                 if tokens.is_ok() {
-                    let _ = store.increment_counter(&tokens_key, -self.tokens_per_reply, keep).await;
+                    log_rollback(store.increment_counter(&tokens_key, -self.tokens_per_reply, keep).await);
                 }
             };
             let free_slot = async {
                 if matches!(active, Ok(Some(_))) {
-                    let _ = store.increment_counter(&slot_key(user), -1, at + self.slot_ttl).await;
+                    log_rollback(store.increment_counter(&slot_key(user), -1, at + self.slot_ttl).await);
                 }
             };
             tokio::join!(give_back, give_tokens, free_slot);

@@ -65,9 +65,7 @@ impl RateLimiter {
         if limit == 0 || self.open_until_ms.load(Ordering::Relaxed) > at.timestamp_millis() {
             return Ok(());
         }
-        let index = at.timestamp().div_euclid(window_secs);
-        let window_end = DateTime::from_timestamp((index + 1) * window_secs, 0).unwrap_or(at);
-        let key = format!("rl:{subject}:{window_name}:{index}");
+        let (key, window_end) = window_key(subject, window_name, window_secs, at);
         let counted = self.store.increment_counter(&key, 1, window_end + chrono::Duration::seconds(60));
         match tokio::time::timeout(CHECK_TIMEOUT, counted).await {
             Ok(Ok(count)) if count > i64::from(limit) => Err((window_end - at).num_seconds().max(1) as u64),
@@ -78,6 +76,18 @@ impl RateLimiter {
                 self.open_until_ms.store((at + BREAKER_OPEN).timestamp_millis(), Ordering::Relaxed);
                 Ok(())
             }
+        }
+    }
+
+    /// Takes back one count of `subject`'s window containing `at` (when it was counted).
+    async fn uncount(&self, subject: &str, window: &Window, limit: u32, at: DateTime<Utc>) {
+        if limit == 0 || self.open_until_ms.load(Ordering::Relaxed) > at.timestamp_millis() {
+            return;
+        }
+        let (key, window_end) = window_key(subject, window.name, window.seconds, at);
+        let taken_back = self.store.increment_counter(&key, -1, window_end + chrono::Duration::seconds(60));
+        if !matches!(tokio::time::timeout(CHECK_TIMEOUT, taken_back).await, Ok(Ok(_))) {
+            tracing::warn!("could not take back a refused request's count");
         }
     }
 
@@ -97,7 +107,12 @@ impl RateLimiter {
         match (minute, hour) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(a), Err(b)) => Err(a.max(b)),
-            (Err(wait), _) | (_, Err(wait)) => Err(wait),
+            (Err(wait), Ok(())) => {
+                // Refused by the minute: that request must not spend the hour's budget.
+                self.uncount(subject, &HOUR, per_hour, at).await;
+                Err(wait)
+            }
+            (Ok(()), Err(wait)) => Err(wait),
         }
     }
 
@@ -118,6 +133,13 @@ impl RateLimiter {
         }
         self.count_both(&format!("ip:{ip}"), self.limits.ip_per_minute, self.limits.ip_per_hour).await
     }
+}
+
+/// The counter of `subject`'s window of `window_secs` containing `at`, and when it ends.
+fn window_key(subject: &str, window_name: &str, window_secs: i64, at: DateTime<Utc>) -> (String, DateTime<Utc>) {
+    let index = at.timestamp().div_euclid(window_secs);
+    let window_end = DateTime::from_timestamp((index + 1) * window_secs, 0).unwrap_or(at);
+    (format!("rl:{subject}:{window_name}:{index}"), window_end)
 }
 
 /// Polling one reply (`GET …/messages/{id}`), what `callContainer` clients do once a

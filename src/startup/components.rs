@@ -64,7 +64,9 @@ pub fn build_llm(settings: &UpstreamSettings) -> anyhow::Result<LlmClient> {
         .upstreams
         .iter()
         .map(|upstream| {
-            tracing::info!(upstream = %upstream.name, base_url = %upstream.base_url, "upstream configured");
+            // The host only: a URL may carry credentials in its userinfo or query.
+            let host = reqwest::Url::parse(&upstream.base_url).ok().and_then(|u| u.host_str().map(str::to_owned));
+            tracing::info!(upstream = %upstream.name, host = host.as_deref().unwrap_or("?"), "upstream configured");
             Ok(Upstream {
                 name: upstream.name.clone(),
                 client: CompatibleClient::new(CompatibleOptions {

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::options::{ClientOptions, IndexOptions, ReadPreference, ReturnDocument, SelectionCriteria};
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
@@ -333,6 +333,8 @@ impl MongoStore {
             .collection::<Document>("messages")
             .find(doc! {"_id": {"$in": ids}})
             .projection(doc! {"_id": 1, "updated_ms": 1})
+            // What was just written: a lagging secondary would cancel healthy replies.
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
             .await
             .map_err(unavailable)?;
         let mut stamped = std::collections::HashSet::new();

@@ -202,6 +202,24 @@ async fn a_retried_send_with_the_same_client_id_returns_the_original_reply_and_s
 }
 
 #[tokio::test]
+async fn a_retry_of_the_send_that_used_up_the_quota_still_gets_its_reply() {
+    let app = spawn_app_with(|s| s.daily_message_quota = 1).await;
+    let (token, conversation) = app.user_with_conversation("last_of_the_day").await;
+    app.deepseek.enqueue(text_reply(&["今天", "最后一条"]));
+    let body = json!({"content": "晚安", "stream": false, "client_message_id": "m-last-1"});
+    let first: Value = app.send_message(&token, &conversation, &body).await.json().await.unwrap();
+
+    let again = app.send_message(&token, &conversation, &body).await;
+    let another = app.send_message(&token, &conversation, &json!({"content": "再说一句", "stream": false})).await;
+
+    assert_eq!(again.status(), 200, "the retry is answered, not refused by the quota");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["assistant_message"]["id"], first["assistant_message"]["id"]);
+    assert_eq!(another.status(), 429, "a new message is over the quota");
+    assert_eq!(app.deepseek.requests().len(), 1);
+}
+
+#[tokio::test]
 async fn a_send_that_died_before_its_reply_was_stored_is_finished_by_its_retry() {
     let app = spawn_app_with(|_| {}).await;
     let (token, conversation) = app.user_with_conversation("resumer").await;

@@ -95,8 +95,10 @@ impl Aftercare {
 }
 
 async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: CancellationToken) {
-    // Progress is saved with every other reply's, once per interval, until the end.
+    // Progress is saved with every other reply's, once per interval, until the end (or
+    // a panic: the guard stops it while unwinding).
     job.progress.track(job.assistant_id, job.conversation_id, tx.subscribe(), cancel.clone());
+    let _tracked = UntrackOnDrop(job.progress.clone(), job.assistant_id);
     job.registry.spawn(settle_abandoned_after_first_token(
         job.store.clone(),
         job.conversation_id,
@@ -151,15 +153,29 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
     job.registry.finish(job.assistant_id);
 }
 
+/// Stops saving a reply's progress when its generation ends, however it ends.
+struct UntrackOnDrop(Arc<ProgressSaver>, MessageId);
+
+impl Drop for UntrackOnDrop {
+    fn drop(&mut self) {
+        self.0.untrack(self.1);
+    }
+}
+
 /// Replies of this conversation left `streaming` by a replica that died are settled once
-/// this reply is under way: off the send's critical path, and only by the claim holder.
+/// this reply is under way (its first token): off the send's critical path, and while it
+/// still holds the claim. A reply that ends without a token leaves them to the next one.
 async fn settle_abandoned_after_first_token(
     store: DynStore,
     conversation: ConversationId,
     reply: MessageId,
     mut live: watch::Receiver<LiveReply>,
 ) {
-    let _ = live.wait_for(|s| !s.content.is_empty() || !s.reasoning.is_empty() || s.end.is_some()).await;
+    let under_way = |s: &LiveReply| !s.content.is_empty() || !s.reasoning.is_empty();
+    match live.wait_for(|s| under_way(s) || s.end.is_some()).await {
+        Ok(state) if under_way(&state) && state.end.is_none() => {}
+        _ => return,
+    }
     match store.interrupt_abandoned_replies(conversation, reply, now()).await {
         Ok(0) => {}
         Ok(marked) => tracing::warn!(marked, "replies abandoned by a stopped replica were marked interrupted"),

@@ -117,19 +117,25 @@ impl ProgressSaver {
 
     async fn flush(&self, slice: u64) {
         let Batch { saves, renewals } = self.due(slice);
+        // A store that hangs must not hold up the next slices' saves and renewals.
+        let patience = self.lease / 8;
         if !saves.is_empty() {
-            match self.store.save_progress_many(&saves, now()).await {
-                Ok(saved) => self.stop_refused(&saves, &saved),
-                Err(e) => {
-                    tracing::warn!(error = ?e, replies = saves.len(), "could not save progress; will retry");
+            match tokio::time::timeout(patience, self.store.save_progress_many(&saves, now())).await {
+                Ok(Ok(saved)) => self.stop_refused(&saves, &saved),
+                failed => {
+                    let why = if failed.is_err() { "timed out" } else { "failed" };
+                    tracing::warn!(why, replies = saves.len(), "could not save progress; will retry");
                     self.retry(saves.iter().map(|(id, _)| *id), false);
                 }
             }
         }
         if !renewals.is_empty() {
             let until = now() + chrono::Duration::from_std(self.lease).unwrap_or_default();
-            if let Err(e) = self.store.renew_generations(&renewals, until).await {
-                tracing::warn!(error = ?e, leases = renewals.len(), "could not renew conversation leases; will retry");
+            if !matches!(
+                tokio::time::timeout(patience, self.store.renew_generations(&renewals, until)).await,
+                Ok(Ok(()))
+            ) {
+                tracing::warn!(leases = renewals.len(), "could not renew conversation leases; will retry");
                 self.retry(renewals.iter().map(|(_, id)| *id), true);
             }
         }
