@@ -56,3 +56,4 @@ macro_rules! object_id_newtype {
 object_id_newtype!(UserId);
 object_id_newtype!(ConversationId);
 object_id_newtype!(MessageId);
+object_id_newtype!(MemoryId);

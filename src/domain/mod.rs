@@ -1,6 +1,7 @@
 //! Types parsed once at the edge; a value of these types is valid by construction.
 mod conversation;
 mod ids;
+mod memory;
 mod message;
 #[cfg(test)]
 mod parse_tests;
@@ -8,7 +9,8 @@ mod reply;
 mod user;
 
 pub use conversation::{Conversation, ConversationTitle};
-pub use ids::{ConversationId, MessageId, UserId};
+pub use ids::{ConversationId, MemoryId, MessageId, UserId};
+pub use memory::{MemoryFact, MemoryText};
 pub use message::{
     ClientMessageId, Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, SendRecord, Served,
     Usage,

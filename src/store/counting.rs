@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 
 use super::{ConversationCursor, DynStore, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    ClientMessageId, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, OpenId,
-    ProfilePatch, SendRecord, User, UserId,
+    ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryText, Message,
+    MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
 #[derive(Clone, Copy)]
@@ -49,6 +49,11 @@ const OPERATIONS: &[&str] = &[
     "increment_counter",
     "read_counter",
     "save_progress_many",
+    "insert_memory",
+    "list_memories",
+    "update_memory",
+    "delete_memory",
+    "delete_memories",
     "renew_generations",
 ];
 
@@ -314,5 +319,32 @@ impl Store for CountingStore {
         lease_until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.track("renew_generations", Kind::Write, self.inner.renew_generations(leases, lease_until)).await
+    }
+
+    async fn insert_memory(&self, fact: &MemoryFact) -> Result<(), StoreError> {
+        self.track("insert_memory", Kind::Write, self.inner.insert_memory(fact)).await
+    }
+
+    async fn list_memories(&self, user: UserId, persona: &str) -> Result<Vec<MemoryFact>, StoreError> {
+        self.track("list_memories", Kind::Read, self.inner.list_memories(user, persona)).await
+    }
+
+    async fn update_memory(
+        &self,
+        user: UserId,
+        persona: &str,
+        id: MemoryId,
+        text: &MemoryText,
+        now: DateTime<Utc>,
+    ) -> Result<Option<MemoryFact>, StoreError> {
+        self.track("update_memory", Kind::Write, self.inner.update_memory(user, persona, id, text, now)).await
+    }
+
+    async fn delete_memory(&self, user: UserId, persona: &str, id: MemoryId) -> Result<bool, StoreError> {
+        self.track("delete_memory", Kind::Write, self.inner.delete_memory(user, persona, id)).await
+    }
+
+    async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError> {
+        self.track("delete_memories", Kind::Write, self.inner.delete_memories(user, persona)).await
     }
 }

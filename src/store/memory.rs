@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, ClientMessageId, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress,
-    MessageStatus, OpenId, ProfilePatch, SendRecord, User, UserId,
+    now, ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryText, Message,
+    MessageId, MessageProgress, MessageStatus, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
 #[derive(Default)]
@@ -21,6 +21,7 @@ struct Inner {
     cancel_requested: std::collections::HashSet<MessageId>,
     sends: HashMap<(UserId, String), SendRecord>,
     counters: HashMap<String, (i64, DateTime<Utc>)>,
+    memories: HashMap<MemoryId, MemoryFact>,
 }
 
 #[derive(Default)]
@@ -257,6 +258,52 @@ impl Store for InMemoryStore {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn insert_memory(&self, fact: &MemoryFact) -> Result<(), StoreError> {
+        self.lock().memories.insert(fact.id, fact.clone());
+        Ok(())
+    }
+
+    async fn list_memories(&self, user: UserId, persona: &str) -> Result<Vec<MemoryFact>, StoreError> {
+        let inner = self.lock();
+        let mut facts: Vec<MemoryFact> =
+            inner.memories.values().filter(|f| f.user_id == user && f.persona_id == persona).cloned().collect();
+        facts.sort_by_key(|f| (f.learned_at, f.id));
+        Ok(facts)
+    }
+
+    async fn update_memory(
+        &self,
+        user: UserId,
+        persona: &str,
+        id: MemoryId,
+        text: &MemoryText,
+        now: DateTime<Utc>,
+    ) -> Result<Option<MemoryFact>, StoreError> {
+        let mut inner = self.lock();
+        let Some(fact) = inner.memories.get_mut(&id).filter(|f| f.user_id == user && f.persona_id == persona) else {
+            return Ok(None);
+        };
+        fact.text = text.clone();
+        fact.updated_at = now;
+        Ok(Some(fact.clone()))
+    }
+
+    async fn delete_memory(&self, user: UserId, persona: &str, id: MemoryId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let theirs = inner.memories.get(&id).is_some_and(|f| f.user_id == user && f.persona_id == persona);
+        if theirs {
+            inner.memories.remove(&id);
+        }
+        Ok(theirs)
+    }
+
+    async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.memories.len();
+        inner.memories.retain(|_, f| !(f.user_id == user && f.persona_id == persona));
+        Ok((before - inner.memories.len()) as u64)
     }
 
     async fn save_progress_many(

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ClientMessageId, Conversation, ConversationId, ConversationTitle, Message, MessageId, MessageProgress, OpenId,
-    ProfilePatch, SendRecord, User, UserId,
+    ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryText, Message,
+    MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
 pub use counting::{CountingStore, StoreTraffic};
@@ -194,6 +194,25 @@ pub trait Store: Send + Sync + 'static {
     /// Conversations whose reply lease ran out before `now` while still held: their
     /// generation died without releasing it.
     async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<ExpiredLease>, StoreError>;
+
+    /// Remembers a fact about a user, for one persona.
+    async fn insert_memory(&self, fact: &MemoryFact) -> Result<(), StoreError>;
+    /// What the persona remembers about the user, oldest learned first (a stable order,
+    /// so the prompt's memory block only changes when a memory does).
+    async fn list_memories(&self, user: UserId, persona: &str) -> Result<Vec<MemoryFact>, StoreError>;
+    /// Rewrites one memory of the user's; `None` when there is no such memory of theirs.
+    async fn update_memory(
+        &self,
+        user: UserId,
+        persona: &str,
+        id: MemoryId,
+        text: &MemoryText,
+        now: DateTime<Utc>,
+    ) -> Result<Option<MemoryFact>, StoreError>;
+    /// Forgets one memory; false when there was none of the user's.
+    async fn delete_memory(&self, user: UserId, persona: &str, id: MemoryId) -> Result<bool, StoreError>;
+    /// Forgets everything the persona remembers about the user; how many were forgotten.
+    async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError>;
 
     /// Adds `by` to the counter `key` (created at 0) and returns the new value. Counters
     /// are shared by every replica and vanish after `expires_at`.

@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use super::compat::{and_any, lenient_bool};
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, AvatarUrl, ClientMessageId, Conversation, ConversationId, ConversationTitle, FinishReason, Message,
-    MessageError, MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, SendRecord, Served,
-    Usage, User, UserId,
+    now, AvatarUrl, ClientMessageId, Conversation, ConversationId, ConversationTitle, FinishReason, MemoryFact,
+    MemoryId, MemoryText, Message, MessageError, MessageId, MessageProgress, MessageStatus, Nickname, OpenId,
+    ProfilePatch, Role, SendRecord, Served, Usage, User, UserId,
 };
 
 const SCHEMA_VERSION: i32 = 1;
@@ -135,6 +135,51 @@ struct SendDoc {
     user_message_id: String,
     reply_id: String,
     created_at: bson::DateTime,
+}
+
+/// A remembered fact. Both instants are epoch milliseconds (`updated_ms` changes by
+/// `$set`, see `compat` gap 3); `learned_ms` orders a persona's memories.
+#[derive(Debug, Serialize, Deserialize)]
+struct MemoryDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    user_id: String,
+    persona_id: String,
+    text: String,
+    learned_ms: i64,
+    updated_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_message_id: Option<String>,
+    #[serde(default = "schema_v0")]
+    schema_version: i32,
+}
+
+impl MemoryDoc {
+    fn from_domain(f: &MemoryFact) -> Self {
+        MemoryDoc {
+            id: f.id.to_string(),
+            user_id: f.user_id.to_string(),
+            persona_id: f.persona_id.clone(),
+            text: f.text.as_str().to_string(),
+            learned_ms: f.learned_at.timestamp_millis(),
+            updated_ms: f.updated_at.timestamp_millis(),
+            source_message_id: f.source_message_id.map(|m| m.to_string()),
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+
+    fn into_domain(self) -> Result<MemoryFact, StoreError> {
+        Ok(MemoryFact {
+            id: parse_id(&self.id, MemoryId::parse)?,
+            user_id: parse_id(&self.user_id, UserId::parse)?,
+            persona_id: self.persona_id,
+            text: MemoryText::parse(&self.text)
+                .map_err(|e| StoreError::Corrupt(anyhow::anyhow!("memory text: {e}")))?,
+            learned_at: from_millis(self.learned_ms),
+            updated_at: from_millis(self.updated_ms),
+            source_message_id: self.source_message_id.as_deref().and_then(MessageId::parse),
+        })
+    }
 }
 
 impl SendDoc {
@@ -288,6 +333,9 @@ impl MongoStore {
     fn sends(&self) -> Collection<SendDoc> {
         self.db.collection("sends")
     }
+    fn memories(&self) -> Collection<MemoryDoc> {
+        self.db.collection("memories")
+    }
     fn counters(&self) -> Collection<CounterDoc> {
         self.db.collection("counters")
     }
@@ -371,6 +419,10 @@ impl MongoStore {
             .create_index(IndexModel::builder().keys(doc! {"conversation_id": 1, "created_at": -1}).build())
             .await
             .context("creating messages index")?;
+        self.memories()
+            .create_index(IndexModel::builder().keys(doc! {"user_id": 1, "persona_id": 1, "learned_ms": 1}).build())
+            .await
+            .context("creating memories index")?;
         // Rate-limit and quota windows delete themselves once over.
         let ttl = IndexOptions::builder().expire_after(Duration::from_secs(0)).build();
         self.counters()
@@ -690,6 +742,63 @@ impl Store for MongoStore {
         let (filter, update) = progress_statement(id, progress, now)?;
         let result = self.messages().update_one(filter, update).await.map_err(unavailable)?;
         Ok(result.matched_count == 1)
+    }
+
+    async fn insert_memory(&self, fact: &MemoryFact) -> Result<(), StoreError> {
+        self.memories().insert_one(MemoryDoc::from_domain(fact)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_memories(&self, user: UserId, persona: &str) -> Result<Vec<MemoryFact>, StoreError> {
+        let mut cursor = self
+            .memories()
+            .find(doc! {"user_id": user.to_string(), "persona_id": persona})
+            .sort(doc! {"learned_ms": 1, "_id": 1})
+            .await
+            .map_err(unavailable)?;
+        let mut facts = Vec::new();
+        while let Some(found) = cursor.try_next().await.map_err(unavailable)? {
+            facts.push(found.into_domain()?);
+        }
+        Ok(facts)
+    }
+
+    async fn update_memory(
+        &self,
+        user: UserId,
+        persona: &str,
+        id: MemoryId,
+        text: &MemoryText,
+        now: DateTime<Utc>,
+    ) -> Result<Option<MemoryFact>, StoreError> {
+        let updated = self
+            .memories()
+            .find_one_and_update(
+                doc! {"_id": id.to_string(), "user_id": user.to_string(), "persona_id": persona},
+                doc! {"$set": {"text": text.as_str(), "updated_ms": now.timestamp_millis()}},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?;
+        updated.map(MemoryDoc::into_domain).transpose()
+    }
+
+    async fn delete_memory(&self, user: UserId, persona: &str, id: MemoryId) -> Result<bool, StoreError> {
+        let deleted = self
+            .memories()
+            .delete_one(doc! {"_id": id.to_string(), "user_id": user.to_string(), "persona_id": persona})
+            .await
+            .map_err(unavailable)?;
+        Ok(deleted.deleted_count == 1)
+    }
+
+    async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError> {
+        let deleted = self
+            .memories()
+            .delete_many(doc! {"user_id": user.to_string(), "persona_id": persona})
+            .await
+            .map_err(unavailable)?;
+        Ok(deleted.deleted_count)
     }
 
     async fn save_progress_many(

@@ -1,8 +1,8 @@
 //! One contract, two stores: the in-process store must behave like MongoDB.
 use chrono::Duration;
 use companion_backend::domain::{
-    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, Message, MessageError, MessageId, MessageProgress,
-    MessageStatus, Nickname, OpenId, ProfilePatch, Role, Served, Usage, UserId,
+    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryText, Message, MessageError,
+    MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, Served, Usage, UserId,
 };
 use companion_backend::store::{ConversationCursor, DynStore, GenerationClaim};
 
@@ -46,6 +46,8 @@ contract_tests!(
     an_expired_counter_reads_zero_and_counts_again_from_zero,
     many_replies_progress_is_saved_in_one_call_except_cancelled_or_final_ones,
     many_leases_are_renewed_in_one_call_only_for_their_holders,
+    memories_belong_to_one_user_and_persona_and_list_oldest_first,
+    a_memory_is_updated_and_deleted_only_by_its_owner,
 );
 
 fn openid(s: &str) -> OpenId {
@@ -469,4 +471,53 @@ async fn many_leases_are_renewed_in_one_call_only_for_their_holders(store: DynSt
         assert_eq!(claim.await.unwrap(), expected, "conversation {i}");
     }
     store.renew_generations(&[], t0).await.unwrap();
+}
+
+fn fact(user: UserId, persona: &str, text: &str, learned_ms_ago: i64) -> MemoryFact {
+    let mut fact = MemoryFact::new(user, persona, MemoryText::parse(text).unwrap(), None);
+    fact.learned_at = now() - Duration::milliseconds(learned_ms_ago);
+    fact.updated_at = fact.learned_at;
+    fact
+}
+
+async fn memories_belong_to_one_user_and_persona_and_list_oldest_first(store: DynStore) {
+    let (user, other) = (UserId::new(), UserId::new());
+    let newer = fact(user, "xiaoxi", "在准备考研", 1_000);
+    let mut older = fact(user, "xiaoxi", "养了一只叫咪咪的猫", 60_000);
+    older.source_message_id = Some(MessageId::new());
+    for f in
+        [&newer, &older, &fact(user, "other-persona", "喜欢爬山", 5_000), &fact(other, "xiaoxi", "别人的事", 5_000)]
+    {
+        store.insert_memory(f).await.unwrap();
+    }
+
+    let listed = store.list_memories(user, "xiaoxi").await.unwrap();
+
+    assert_eq!(listed, vec![older.clone(), newer.clone()]);
+    assert!(store.list_memories(UserId::new(), "xiaoxi").await.unwrap().is_empty());
+}
+
+async fn a_memory_is_updated_and_deleted_only_by_its_owner(store: DynStore) {
+    let (user, intruder) = (UserId::new(), UserId::new());
+    let cat = fact(user, "xiaoxi", "养了一只猫", 2_000);
+    let exam = fact(user, "xiaoxi", "在准备考研", 1_000);
+    store.insert_memory(&cat).await.unwrap();
+    store.insert_memory(&exam).await.unwrap();
+    let renamed = MemoryText::parse("养了一只叫咪咪的猫").unwrap();
+    let at = now();
+
+    assert_eq!(store.update_memory(intruder, "xiaoxi", cat.id, &renamed, at).await.unwrap(), None);
+    assert_eq!(store.update_memory(user, "other-persona", cat.id, &renamed, at).await.unwrap(), None);
+    let updated = store.update_memory(user, "xiaoxi", cat.id, &renamed, at).await.unwrap().expect("updated");
+    assert_eq!(updated.text, renamed);
+    assert_eq!(updated.updated_at, at);
+    assert_eq!(updated.learned_at, cat.learned_at);
+    assert!(!store.delete_memory(intruder, "xiaoxi", exam.id).await.unwrap());
+    assert!(store.delete_memory(user, "xiaoxi", exam.id).await.unwrap());
+    assert!(!store.delete_memory(user, "xiaoxi", exam.id).await.unwrap());
+    assert_eq!(store.list_memories(user, "xiaoxi").await.unwrap(), vec![updated]);
+    store.insert_memory(&fact(user, "xiaoxi", "第三件事", 500)).await.unwrap();
+    assert_eq!(store.delete_memories(intruder, "xiaoxi").await.unwrap(), 0);
+    assert_eq!(store.delete_memories(user, "xiaoxi").await.unwrap(), 2);
+    assert!(store.list_memories(user, "xiaoxi").await.unwrap().is_empty());
 }

@@ -1,0 +1,77 @@
+//! What a companion remembers about its user: short facts, per user and persona.
+use chrono::{DateTime, Utc};
+
+use super::{MemoryId, MessageId, ParseError, UserId};
+
+/// One remembered fact: trimmed, one line, bounded (a fact, not a diary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryText(String);
+
+impl MemoryText {
+    pub const MAX_CHARS: usize = 200;
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let text = raw.trim();
+        let chars = text.chars().count();
+        if chars == 0 || chars > Self::MAX_CHARS {
+            return Err(ParseError(format!("a memory must be 1-{} characters", Self::MAX_CHARS)));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(ParseError("a memory must be one line without control characters".into()));
+        }
+        Ok(Self(text.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryFact {
+    pub id: MemoryId,
+    pub user_id: UserId,
+    pub persona_id: String,
+    pub text: MemoryText,
+    pub learned_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The message the fact was learned from, when it came from a conversation.
+    pub source_message_id: Option<MessageId>,
+}
+
+impl MemoryFact {
+    pub fn new(user_id: UserId, persona_id: &str, text: MemoryText, source: Option<MessageId>) -> Self {
+        let at = super::now();
+        MemoryFact {
+            id: MemoryId::new(),
+            user_id,
+            persona_id: persona_id.to_string(),
+            text,
+            learned_at: at,
+            updated_at: at,
+            source_message_id: source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memory_is_one_trimmed_bounded_line() {
+        let long = "猫".repeat(MemoryText::MAX_CHARS + 1);
+        let exact = "猫".repeat(MemoryText::MAX_CHARS);
+        let cases: Vec<(&str, &str, Option<&str>)> = vec![
+            ("plain", "养了一只叫咪咪的猫", Some("养了一只叫咪咪的猫")),
+            ("trimmed", "  在准备考研 \n", Some("在准备考研")),
+            ("empty", "", None),
+            ("blank", "   ", None),
+            ("two lines", "不喜欢\n被叫全名", None),
+            ("a control character", "a\u{0007}b", None),
+            ("at the limit", &exact, Some(&exact)),
+            ("over the limit", &long, None),
+        ];
+        for (label, raw, expected) in cases {
+            assert_eq!(MemoryText::parse(raw).ok().as_ref().map(MemoryText::as_str), expected, "{label}");
+        }
+    }
+}
