@@ -302,6 +302,16 @@ fn run(
                     .service(web::resource("/me").get(routes::get_me).patch(routes::patch_me))
                     .service(web::resource("/me/usage").get(routes::get_usage))
                     .service(web::resource("/personas").get(routes::list_personas))
+                    .service(
+                        web::resource("/personas/{persona_id}/memories")
+                            .get(routes::list_memories)
+                            .delete(routes::forget_all_memories),
+                    )
+                    .service(
+                        web::resource("/personas/{persona_id}/memories/{memory_id}")
+                            .patch(routes::correct_memory)
+                            .delete(routes::forget_memory),
+                    )
                     .service(web::resource("/ws").get(routes::chat_socket))
                     .service(
                         web::resource("/conversations")

@@ -34,6 +34,7 @@ var MESSAGES = {
   invalid_query: '请求参数有误，请重试',
   invalid_cursor: '加载更多失败，请刷新后重试',
   invalid_title: '标题不能为空，也不能太长',
+  invalid_memory: '这条记忆不能为空，最多 200 字，且只能一行',
   invalid_profile: '昵称或头像不符合要求',
   invalid_frame: '连接数据有误，请重试',
   unknown_persona: '这个伙伴暂时不可用，请换一个',

@@ -6,7 +6,7 @@
 //! token to stay on the safe side; each message adds 4 tokens of framing.
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Message, MessageStatus, Role, UserId};
+use crate::domain::{MemoryFact, Message, MessageStatus, Role, UserId};
 use crate::llm::ChatMessage;
 
 const MESSAGE_OVERHEAD_TOKENS: usize = 4;
@@ -71,6 +71,37 @@ pub fn build_messages(system_prompt: &str, history: &[Message], token_budget: us
             }
             _ => messages.push(ChatMessage { role, content: message.content.clone() }),
         }
+    }
+    messages
+}
+
+/// What the persona remembers about the user, as a system message of its own right after
+/// the persona's prompt: a fixed wording in the store's stable order, so it (and with it
+/// the cached prompt prefix) changes only when a memory does. `None` without memories.
+pub fn memory_block(facts: &[MemoryFact]) -> Option<String> {
+    if facts.is_empty() {
+        return None;
+    }
+    let mut block = String::from("以下是你记得的关于用户的事（用户可以随时查看和删除），自然地用上，不要逐条复述：");
+    for fact in facts {
+        block.push_str("\n- ");
+        block.push_str(fact.text.as_str());
+    }
+    Some(block)
+}
+
+/// The prompt in the order DeepSeek's prefix cache rewards: the persona's prompt, the
+/// memory block, then the newest history that fits what is left of the budget.
+pub fn build_prompt(
+    system_prompt: &str,
+    memory: Option<&str>,
+    history: &[Message],
+    token_budget: usize,
+) -> Vec<ChatMessage> {
+    let memory_cost = memory.map_or(0, estimate_tokens);
+    let mut messages = build_messages(system_prompt, history, token_budget.saturating_sub(memory_cost));
+    if let Some(memory) = memory {
+        messages.insert(1, ChatMessage { role: "system", content: memory.to_string() });
     }
     messages
 }
@@ -330,5 +361,43 @@ mod tests {
         // Pinned: DeepSeek's abuse isolation keys on this value, so it must not drift
         // between releases (sha256("companion-user:<hex>"), first 16 bytes).
         assert_eq!(hashes[2], "0d3227d4a700c9dd776287bcd903bb64", "the hash changed between releases");
+    }
+
+    #[test]
+    fn the_memory_block_follows_the_persona_prompt_and_counts_against_the_budget() {
+        let fact = |text: &str| {
+            crate::domain::MemoryFact::new(UserId::new(), "p", crate::domain::MemoryText::parse(text).unwrap(), None)
+        };
+        let block = memory_block(&[fact("养了一只猫"), fact("在准备考研")]).expect("a block");
+        assert!(block.ends_with("\n- 养了一只猫\n- 在准备考研"), "{block}");
+        assert_eq!(memory_block(&[]), None);
+
+        let conversation = ConversationId::new();
+        let said = |role, text: &str| Message {
+            id: MessageId::new(),
+            conversation_id: conversation,
+            user_id: UserId::new(),
+            role,
+            content: text.to_string(),
+            status: MessageStatus::Complete,
+            created_at: now(),
+            reasoning_content: None,
+            usage: None,
+            finish_reason: None,
+            error: None,
+            served: None,
+            updated_at: now(),
+        };
+        let history = vec![said(Role::User, &"早".repeat(40)), said(Role::Assistant, "好"), said(Role::User, "嗯")];
+        let budget = estimate_tokens("prompt") + estimate_tokens(&"早".repeat(40)) + 20;
+        let without = build_prompt("prompt", None, &history, budget);
+        let with = build_prompt("prompt", Some(&block), &history, budget);
+
+        assert_eq!(without.len(), 4, "everything fits without the memory");
+        assert_eq!(with[0].content, "prompt");
+        assert_eq!(with[1].role, "system");
+        assert_eq!(with[1].content, block);
+        assert_eq!(with.last().unwrap().content, "嗯");
+        assert!(with.len() < 5, "the memory's tokens leave less room for history");
     }
 }

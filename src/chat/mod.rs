@@ -1,6 +1,7 @@
 //! Companion chat: personas, context, sending, and replies (see `reply`).
 mod capacity;
 pub mod context;
+mod memory;
 mod personas;
 mod preview;
 pub mod reply;

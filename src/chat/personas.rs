@@ -28,6 +28,13 @@ pub struct Persona {
     pub reasoning_effort: Option<crate::llm::ReasoningEffort>,
     #[serde(default)]
     pub preview: bool,
+    /// Whether the companion remembers facts about its user across conversations.
+    #[serde(default = "remembers")]
+    pub memory: bool,
+}
+
+fn remembers() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -131,6 +138,16 @@ mod tests {
             assert!(ids.iter().all(|id| personas.get(id).is_some_and(|p| p.id == *id)), "{label}: get by id");
             assert!(personas.get("nobody").is_none(), "{label}: unknown ids are not found");
         }
+    }
+
+    #[test]
+    fn a_persona_remembers_unless_told_not_to() {
+        let text = persona("remembers", "") + &persona("forgets", "memory = false");
+
+        let personas = Personas::parse(&text).expect("valid");
+
+        let memory: Vec<(&str, bool)> = personas.all().iter().map(|p| (p.id.as_str(), p.memory)).collect();
+        assert_eq!(memory, [("remembers", true), ("forgets", false)]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the user's message is stored; a second send while a reply runs is refused.
 use std::sync::Arc;
 
-use super::context::{build_messages, upstream_user_hash};
+use super::context::{build_prompt, memory_block, upstream_user_hash};
 use super::reply::{spawn_generation, GenerationJob, ReplyHandle};
 use super::service::{ChatError, ChatService};
 use super::Slot;
@@ -356,11 +356,19 @@ impl ChatService {
             Ok::<_, crate::store::StoreError>(())
         };
         let limit = self.config.context_max_messages;
-        let (stored, history) = tokio::join!(store_message, self.store.list_messages(conversation.id, limit, None));
-        stored?;
-        let history = with_latest(history?, user_message, limit);
         let tester = self.preview.includes(user);
         let persona = self.persona_for(conversation, tester);
+        let memories = async {
+            match persona.memory {
+                true => self.store.list_memories(user.id, &persona.id).await,
+                false => Ok(Vec::new()),
+            }
+        };
+        let (stored, history, memories) =
+            tokio::join!(store_message, self.store.list_messages(conversation.id, limit, None), memories);
+        stored?;
+        let history = with_latest(history?, user_message, limit);
+        let memory = memory_block(&memories?);
         let model = self
             .preview
             .model_for(tester)
@@ -369,7 +377,12 @@ impl ChatService {
             .to_string();
         let request = ChatRequest {
             model,
-            messages: build_messages(&persona.system_prompt, &history, self.config.context_token_budget),
+            messages: build_prompt(
+                &persona.system_prompt,
+                memory.as_deref(),
+                &history,
+                self.config.context_token_budget,
+            ),
             thinking: persona.thinking,
             reasoning_effort: persona.reasoning_effort,
             temperature: persona.temperature,

@@ -20,6 +20,10 @@ pub enum ChatError {
     ConversationNotFound,
     #[error("no such message")]
     MessageNotFound,
+    #[error("no such persona")]
+    PersonaNotFound,
+    #[error("no such memory")]
+    MemoryNotFound,
     #[error("only assistant replies can be streamed")]
     NotAReply,
     #[error("a reply is still being generated in this conversation")]

@@ -36,6 +36,7 @@ error_codes! {
     InvalidCursor = "invalid_cursor" => BAD_REQUEST,
     InvalidContent = "invalid_content" => BAD_REQUEST,
     InvalidTitle = "invalid_title" => BAD_REQUEST,
+    InvalidMemory = "invalid_memory" => BAD_REQUEST,
     InvalidProfile = "invalid_profile" => BAD_REQUEST,
     InvalidFrame = "invalid_frame" => BAD_REQUEST,
     InvalidCode = "invalid_code" => BAD_REQUEST,

@@ -225,6 +225,8 @@ impl From<crate::chat::ChatError> for ApiError {
             ChatError::InvalidContent(message) => ApiError::new(ErrorCode::InvalidContent, message),
             ChatError::ConversationNotFound => ApiError::not_found("no such conversation"),
             ChatError::MessageNotFound => ApiError::not_found("no such message"),
+            ChatError::PersonaNotFound => ApiError::not_found("no such persona"),
+            ChatError::MemoryNotFound => ApiError::not_found("no such memory"),
             ChatError::NotAReply => ApiError::new(ErrorCode::NotAReply, "only assistant replies can be streamed"),
             ChatError::ReplyInProgress { reply, retry_after } => ApiError::new(
                 ErrorCode::ReplyInProgress,

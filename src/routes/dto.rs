@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::chat::reply::{ErrorEvent, UsageWire};
 use crate::chat::Persona;
 use crate::domain::{
-    Conversation, ConversationId, FinishReason, Message, MessageId, MessageStatus, Role, User, UserId,
+    Conversation, ConversationId, FinishReason, MemoryFact, Message, MessageId, MessageStatus, Role, User, UserId,
 };
 use crate::protection::{Allowance, QuotaUsage};
 
@@ -105,6 +105,21 @@ impl<'a> From<&'a Persona> for PersonaDto<'a> {
             thinking: p.thinking,
             preview: p.preview,
         }
+    }
+}
+
+/// A fact a companion keeps about its user, as the user sees it.
+#[derive(Serialize)]
+pub struct MemoryDto<'a> {
+    pub id: String,
+    pub text: &'a str,
+    pub learned_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a MemoryFact> for MemoryDto<'a> {
+    fn from(f: &'a MemoryFact) -> Self {
+        MemoryDto { id: f.id.to_string(), text: f.text.as_str(), learned_at: f.learned_at, updated_at: f.updated_at }
     }
 }
 

@@ -3,6 +3,7 @@ mod conversations;
 mod dto;
 mod health;
 mod me;
+mod memories;
 mod messages;
 mod metrics;
 mod params;
@@ -16,6 +17,7 @@ pub use conversations::{
 };
 pub use health::{health, ready};
 pub use me::{get_me, get_usage, patch_me};
+pub use memories::{correct_memory, forget_all_memories, forget_memory, list_memories};
 pub use messages::{cancel_reply, get_message, list_messages, reattach, send_message};
 pub use metrics::{metrics, MetricsAccess};
 pub use personas::list_personas;

@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod login;
+mod memories;
 mod metrics;
 mod moderation;
 mod packaging;
