@@ -1,7 +1,7 @@
 //! Daily quotas per user (messages sent, tokens used), by the China Standard Time day.
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::domain::{now, UserId};
+use crate::domain::{now, Usage, UserId};
 use crate::store::{DynStore, StoreError};
 
 const CHINA_OFFSET_SECS: i32 = 8 * 3600;
@@ -41,11 +41,30 @@ pub struct Allowance {
     pub limit: i64,
 }
 
+/// Prompt tokens DeepSeek served from its prefix cache (about 1/50 of the price) or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheUse {
+    pub hit_tokens: i64,
+    pub miss_tokens: i64,
+}
+
+impl CacheUse {
+    /// Hits over all prompt tokens; `None` before any.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let all = self.hit_tokens + self.miss_tokens;
+        (all > 0).then(|| self.hit_tokens as f64 / all as f64)
+    }
+}
+
+const CACHE_HIT: &str = "cache_hit";
+const CACHE_MISS: &str = "cache_miss";
+
 #[derive(Debug, Clone)]
 pub struct QuotaUsage {
     pub date: String,
     pub messages: Allowance,
     pub tokens: Allowance,
+    pub prompt_cache: CacheUse,
     pub resets_at: DateTime<Utc>,
 }
 
@@ -142,17 +161,27 @@ impl DailyQuota {
         self.free_slot(store, reservation).await;
     }
 
-    /// Settles a reply that ended: its real token use replaces the held-back estimate.
-    pub async fn settle(&self, store: &DynStore, reservation: &Reservation, used_tokens: i64) {
+    /// Settles a reply that ended: its real token use replaces the held-back estimate,
+    /// and its prompt-cache hits and misses are added to the day's (for the hit ratio).
+    pub async fn settle(&self, store: &DynStore, reservation: &Reservation, usage: Option<&Usage>) {
         let keep = reservation.day_ends + chrono::Duration::days(1);
-        let difference = used_tokens - reservation.tokens;
-        if difference != 0 {
-            let tokens = key("tokens", reservation.user, &reservation.date);
-            if let Err(e) = store.increment_counter(&tokens, difference, keep).await {
-                tracing::warn!(error = ?e, "could not settle the reply's tokens against the daily quota");
+        let (user, date) = (reservation.user, &reservation.date);
+        let used = usage.map_or(0, |u| u.total_tokens as i64);
+        let add = |kind: &'static str, by: i64| async move {
+            if by != 0 {
+                if let Err(e) = store.increment_counter(&key(kind, user, date), by, keep).await {
+                    tracing::warn!(error = ?e, kind, "could not settle the reply against the day's counters");
+                }
             }
-        }
-        self.free_slot(store, reservation).await;
+        };
+        let hit = usage.and_then(|u| u.prompt_cache_hit_tokens).unwrap_or(0) as i64;
+        let miss = usage.and_then(|u| u.prompt_cache_miss_tokens).unwrap_or(0) as i64;
+        tokio::join!(
+            add("tokens", used - reservation.tokens),
+            add(CACHE_HIT, hit),
+            add(CACHE_MISS, miss),
+            self.free_slot(store, reservation)
+        );
     }
 
     async fn release_counts(&self, store: &DynStore, reservation: &Reservation, keep_message: bool) {
@@ -179,12 +208,16 @@ impl DailyQuota {
 
     pub async fn usage(&self, store: &DynStore, user: UserId) -> Result<QuotaUsage, StoreError> {
         let (date, resets_at) = today(now());
+        let read = |kind: &'static str| {
+            let key = key(kind, user, &date);
+            async move { store.read_counter(&key).await }
+        };
+        let (messages, tokens, hit, miss) =
+            tokio::try_join!(read("messages"), read("tokens"), read(CACHE_HIT), read(CACHE_MISS))?;
         Ok(QuotaUsage {
-            messages: Allowance {
-                used: store.read_counter(&key("messages", user, &date)).await?,
-                limit: self.messages,
-            },
-            tokens: Allowance { used: store.read_counter(&key("tokens", user, &date)).await?, limit: self.tokens },
+            messages: Allowance { used: messages, limit: self.messages },
+            tokens: Allowance { used: tokens, limit: self.tokens },
+            prompt_cache: CacheUse { hit_tokens: hit, miss_tokens: miss },
             date,
             resets_at,
         })
@@ -197,6 +230,14 @@ mod tests {
 
     fn utc(rfc3339: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(rfc3339).expect("a valid instant").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_cache_hit_ratio_is_hits_over_all_prompt_tokens() {
+        let cases = [((0, 0), None), ((16, 4), Some(0.8)), ((0, 10), Some(0.0)), ((10, 0), Some(1.0))];
+        for ((hit_tokens, miss_tokens), expected) in cases {
+            assert_eq!(CacheUse { hit_tokens, miss_tokens }.hit_ratio(), expected, "{hit_tokens}/{miss_tokens}");
+        }
     }
 
     #[test]

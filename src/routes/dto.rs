@@ -136,16 +136,36 @@ impl From<&Allowance> for AllowanceDto {
 }
 
 #[derive(Serialize)]
+pub struct PromptCacheDto {
+    pub hit_tokens: i64,
+    pub miss_tokens: i64,
+    /// `null` before the day's first reply.
+    pub hit_ratio: Option<f64>,
+}
+
+#[derive(Serialize)]
 pub struct UsageDto<'a> {
     pub date: &'a str,
     pub messages: AllowanceDto,
     pub tokens: AllowanceDto,
+    pub prompt_cache: PromptCacheDto,
     pub resets_at: DateTime<Utc>,
 }
 
 impl<'a> From<&'a QuotaUsage> for UsageDto<'a> {
     fn from(u: &'a QuotaUsage) -> Self {
-        UsageDto { date: &u.date, messages: (&u.messages).into(), tokens: (&u.tokens).into(), resets_at: u.resets_at }
+        let cache = u.prompt_cache;
+        UsageDto {
+            date: &u.date,
+            messages: (&u.messages).into(),
+            tokens: (&u.tokens).into(),
+            prompt_cache: PromptCacheDto {
+                hit_tokens: cache.hit_tokens,
+                miss_tokens: cache.miss_tokens,
+                hit_ratio: cache.hit_ratio(),
+            },
+            resets_at: u.resets_at,
+        }
     }
 }
 

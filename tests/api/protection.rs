@@ -251,3 +251,39 @@ async fn every_case_of_the_bearer_scheme_counts_against_one_per_user_limit() {
 
     assert_eq!(statuses, [200, 200, 200, 429], "one user, one limit, whatever the scheme's case");
 }
+
+#[tokio::test]
+async fn the_days_prompt_cache_hits_and_misses_are_reported_with_their_ratio() {
+    use crate::helpers::fake_deepseek::{content_chunk, data, finish_chunk, paced, role_chunk, DONE};
+    let app = spawn_app().await;
+    let (token, conversation) = app.user_with_conversation("cache_ratio").await;
+    let reply = |hit: u64, miss: u64| {
+        let usage = data(&json!({
+            "choices": [],
+            "usage": {"prompt_tokens": hit + miss, "completion_tokens": 2, "total_tokens": hit + miss + 2,
+                      "prompt_cache_hit_tokens": hit, "prompt_cache_miss_tokens": miss}
+        }));
+        paced(
+            &[role_chunk(), content_chunk("嗯"), finish_chunk("stop"), usage, DONE.to_string()].concat(),
+            std::time::Duration::from_millis(5),
+        )
+    };
+    let before: Value =
+        app.client.get(app.url("/api/me/usage")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    for (hit, miss) in [(16, 4), (30, 10)] {
+        app.deepseek.enqueue(reply(hit, miss));
+        app.stream_message(&token, &conversation, "hi").await.all().await;
+    }
+
+    let usage: Value =
+        app.client.get(app.url("/api/me/usage")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+
+    assert_eq!(before["prompt_cache"]["hit_ratio"], Value::Null, "no ratio before any reply");
+    assert_eq!(usage["prompt_cache"]["hit_tokens"], 46);
+    assert_eq!(usage["prompt_cache"]["miss_tokens"], 14);
+    let ratio = usage["prompt_cache"]["hit_ratio"].as_f64().unwrap();
+    assert!((ratio - 46.0 / 60.0).abs() < 1e-9, "{ratio}");
+    let replies: Vec<Value> =
+        app.messages(&token, &conversation).await.into_iter().filter(|m| m["role"] == "assistant").collect();
+    assert_eq!(replies.last().unwrap()["usage"]["prompt_cache_hit_tokens"], 30);
+}

@@ -143,8 +143,7 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
         tracing::error!(error = ?e, "could not release the conversation");
     }
     if let Some((quota, reservation)) = &job.quota {
-        let used = progress.usage.as_ref().map_or(0, |u| u.total_tokens as i64);
-        quota.settle(&job.store, reservation, used).await;
+        quota.settle(&job.store, reservation, progress.usage.as_ref()).await;
     }
     tracing::info!(status = ?progress.status, chars = progress.content.chars().count(), "reply finished");
     // The instance may start another generation in its place.
