@@ -52,6 +52,19 @@ impl MemoryFact {
     }
 }
 
+/// Pending work of learning facts from a conversation's new turns: one per conversation,
+/// run by whichever replica claims it (with a lease) once it is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryJob {
+    pub conversation_id: super::ConversationId,
+    pub user_id: UserId,
+    pub persona_id: String,
+    /// Bumped by every new turn: a job finished at an older version has more to learn.
+    pub version: i64,
+    /// Failed runs since the last new turn.
+    pub attempts: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

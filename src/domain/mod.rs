@@ -10,7 +10,7 @@ mod user;
 
 pub use conversation::{Conversation, ConversationTitle};
 pub use ids::{ConversationId, MemoryId, MessageId, UserId};
-pub use memory::{MemoryFact, MemoryText};
+pub use memory::{MemoryFact, MemoryJob, MemoryText};
 pub use message::{
     ClientMessageId, Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, SendRecord, Served,
     Usage,

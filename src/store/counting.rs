@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 
 use super::{ConversationCursor, DynStore, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryText, Message,
-    MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
+    ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryJob, MemoryText,
+    Message, MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
 #[derive(Clone, Copy)]
@@ -54,6 +54,10 @@ const OPERATIONS: &[&str] = &[
     "update_memory",
     "delete_memory",
     "delete_memories",
+    "schedule_memory_job",
+    "claim_memory_job",
+    "finish_memory_job",
+    "retry_memory_job",
     "renew_generations",
 ];
 
@@ -346,5 +350,32 @@ impl Store for CountingStore {
 
     async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError> {
         self.track("delete_memories", Kind::Write, self.inner.delete_memories(user, persona)).await
+    }
+
+    async fn schedule_memory_job(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        persona: &str,
+        due: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.track("schedule_memory_job", Kind::Write, self.inner.schedule_memory_job(conversation, user, persona, due))
+            .await
+    }
+
+    async fn claim_memory_job(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<MemoryJob>, StoreError> {
+        self.track("claim_memory_job", Kind::Write, self.inner.claim_memory_job(now, lease_until)).await
+    }
+
+    async fn finish_memory_job(&self, job: &MemoryJob) -> Result<(), StoreError> {
+        self.track("finish_memory_job", Kind::Write, self.inner.finish_memory_job(job)).await
+    }
+
+    async fn retry_memory_job(&self, job: &MemoryJob, due: DateTime<Utc>) -> Result<(), StoreError> {
+        self.track("retry_memory_job", Kind::Write, self.inner.retry_memory_job(job, due)).await
     }
 }

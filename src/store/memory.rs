@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryText, Message,
-    MessageId, MessageProgress, MessageStatus, OpenId, ProfilePatch, SendRecord, User, UserId,
+    now, ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryJob, MemoryText,
+    Message, MessageId, MessageProgress, MessageStatus, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
 #[derive(Default)]
@@ -22,6 +22,13 @@ struct Inner {
     sends: HashMap<(UserId, String), SendRecord>,
     counters: HashMap<String, (i64, DateTime<Utc>)>,
     memories: HashMap<MemoryId, MemoryFact>,
+    memory_jobs: HashMap<ConversationId, PendingJob>,
+}
+
+struct PendingJob {
+    job: MemoryJob,
+    due: DateTime<Utc>,
+    leased_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Default)]
@@ -304,6 +311,72 @@ impl Store for InMemoryStore {
         let before = inner.memories.len();
         inner.memories.retain(|_, f| !(f.user_id == user && f.persona_id == persona));
         Ok((before - inner.memories.len()) as u64)
+    }
+
+    async fn schedule_memory_job(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        persona: &str,
+        due: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let pending = inner.memory_jobs.entry(conversation).or_insert_with(|| PendingJob {
+            job: MemoryJob {
+                conversation_id: conversation,
+                user_id: user,
+                persona_id: persona.to_string(),
+                version: 0,
+                attempts: 0,
+            },
+            due,
+            leased_until: None,
+        });
+        pending.job.version += 1;
+        pending.job.attempts = 0;
+        pending.job.persona_id = persona.to_string();
+        pending.due = due;
+        Ok(())
+    }
+
+    async fn claim_memory_job(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<MemoryJob>, StoreError> {
+        let mut inner = self.lock();
+        let claimable = inner
+            .memory_jobs
+            .values_mut()
+            .filter(|p| p.due <= now && p.leased_until.is_none_or(|until| until <= now))
+            .min_by_key(|p| p.due);
+        Ok(claimable.map(|pending| {
+            pending.leased_until = Some(lease_until);
+            pending.job.clone()
+        }))
+    }
+
+    async fn finish_memory_job(&self, job: &MemoryJob) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        match inner.memory_jobs.get_mut(&job.conversation_id) {
+            Some(pending) if pending.job.version == job.version => {
+                inner.memory_jobs.remove(&job.conversation_id);
+            }
+            Some(pending) => pending.leased_until = None,
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn retry_memory_job(&self, job: &MemoryJob, due: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(pending) = self.lock().memory_jobs.get_mut(&job.conversation_id) {
+            pending.leased_until = None;
+            if pending.job.version == job.version {
+                pending.job.attempts += 1;
+                pending.due = due;
+            }
+        }
+        Ok(())
     }
 
     async fn save_progress_many(

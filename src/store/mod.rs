@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryText, Message,
-    MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
+    ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryJob, MemoryText,
+    Message, MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
 pub use counting::{CountingStore, StoreTraffic};
@@ -213,6 +213,26 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_memory(&self, user: UserId, persona: &str, id: MemoryId) -> Result<bool, StoreError>;
     /// Forgets everything the persona remembers about the user; how many were forgotten.
     async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError>;
+
+    /// Asks for `conversation`'s new turns to be learned from at `due` (a later call
+    /// pushes it back: debounced), with its attempts reset.
+    async fn schedule_memory_job(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        persona: &str,
+        due: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Claims one job due by `now` that nobody holds (or whose holder's lease ran out).
+    async fn claim_memory_job(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<MemoryJob>, StoreError>;
+    /// Done: removed, unless new turns came meanwhile (then it waits for its due time).
+    async fn finish_memory_job(&self, job: &MemoryJob) -> Result<(), StoreError>;
+    /// Failed: released, to be tried again at `due`, with one more attempt counted.
+    async fn retry_memory_job(&self, job: &MemoryJob, due: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Adds `by` to the counter `key` (created at 0) and returns the new value. Counters
     /// are shared by every replica and vanish after `expires_at`.

@@ -27,8 +27,8 @@ use super::compat::{and_any, lenient_bool};
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
     now, AvatarUrl, ClientMessageId, Conversation, ConversationId, ConversationTitle, FinishReason, MemoryFact,
-    MemoryId, MemoryText, Message, MessageError, MessageId, MessageProgress, MessageStatus, Nickname, OpenId,
-    ProfilePatch, Role, SendRecord, Served, Usage, User, UserId,
+    MemoryId, MemoryJob, MemoryText, Message, MessageError, MessageId, MessageProgress, MessageStatus, Nickname,
+    OpenId, ProfilePatch, Role, SendRecord, Served, Usage, User, UserId,
 };
 
 const SCHEMA_VERSION: i32 = 1;
@@ -178,6 +178,33 @@ impl MemoryDoc {
             learned_at: from_millis(self.learned_ms),
             updated_at: from_millis(self.updated_ms),
             source_message_id: self.source_message_id.as_deref().and_then(MessageId::parse),
+        })
+    }
+}
+
+/// Pending memory work of one conversation (`_id`). `lease_ms` is 0 when nobody holds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct MemoryJobDoc {
+    #[serde(rename = "_id")]
+    conversation_id: String,
+    user_id: String,
+    persona_id: String,
+    version: i64,
+    #[serde(default)]
+    attempts: i64,
+    due_ms: i64,
+    #[serde(default)]
+    lease_ms: i64,
+}
+
+impl MemoryJobDoc {
+    fn into_domain(self) -> Result<MemoryJob, StoreError> {
+        Ok(MemoryJob {
+            conversation_id: parse_id(&self.conversation_id, ConversationId::parse)?,
+            user_id: parse_id(&self.user_id, UserId::parse)?,
+            persona_id: self.persona_id,
+            version: self.version,
+            attempts: self.attempts.clamp(0, i64::from(u32::MAX)) as u32,
         })
     }
 }
@@ -336,6 +363,9 @@ impl MongoStore {
     fn memories(&self) -> Collection<MemoryDoc> {
         self.db.collection("memories")
     }
+    fn memory_jobs(&self) -> Collection<MemoryJobDoc> {
+        self.db.collection("memory_jobs")
+    }
     fn counters(&self) -> Collection<CounterDoc> {
         self.db.collection("counters")
     }
@@ -423,6 +453,10 @@ impl MongoStore {
             .create_index(IndexModel::builder().keys(doc! {"user_id": 1, "persona_id": 1, "learned_ms": 1}).build())
             .await
             .context("creating memories index")?;
+        self.memory_jobs()
+            .create_index(IndexModel::builder().keys(doc! {"due_ms": 1}).build())
+            .await
+            .context("creating memory jobs index")?;
         // Rate-limit and quota windows delete themselves once over.
         let ttl = IndexOptions::builder().expire_after(Duration::from_secs(0)).build();
         self.counters()
@@ -799,6 +833,79 @@ impl Store for MongoStore {
             .await
             .map_err(unavailable)?;
         Ok(deleted.deleted_count)
+    }
+
+    async fn schedule_memory_job(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        persona: &str,
+        due: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // `$max` writes `lease_ms: 0` into a new job and leaves a running job's lease alone.
+        let update = doc! {
+            "$set": {"user_id": user.to_string(), "persona_id": persona, "due_ms": due.timestamp_millis(), "attempts": 0},
+            "$inc": {"version": 1_i64},
+            "$max": {"lease_ms": 0_i64},
+        };
+        self.memory_jobs()
+            .update_one(doc! {"_id": conversation.to_string()}, update)
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn claim_memory_job(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<MemoryJob>, StoreError> {
+        let at = now.timestamp_millis();
+        let claimed = self
+            .memory_jobs()
+            .find_one_and_update(
+                doc! {"due_ms": {"$lte": at}, "lease_ms": {"$lte": at}},
+                doc! {"$set": {"lease_ms": lease_until.timestamp_millis()}},
+            )
+            .sort(doc! {"due_ms": 1})
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?;
+        claimed.map(MemoryJobDoc::into_domain).transpose()
+    }
+
+    async fn finish_memory_job(&self, job: &MemoryJob) -> Result<(), StoreError> {
+        let id = job.conversation_id.to_string();
+        let done =
+            self.memory_jobs().delete_one(doc! {"_id": &id, "version": job.version}).await.map_err(unavailable)?;
+        if done.deleted_count == 0 {
+            // New turns came meanwhile: release it for its (new) due time.
+            self.memory_jobs()
+                .update_one(doc! {"_id": &id}, doc! {"$set": {"lease_ms": 0_i64}})
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn retry_memory_job(&self, job: &MemoryJob, due: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = job.conversation_id.to_string();
+        let retried = self
+            .memory_jobs()
+            .update_one(
+                doc! {"_id": &id, "version": job.version},
+                doc! {"$set": {"lease_ms": 0_i64, "due_ms": due.timestamp_millis()}, "$inc": {"attempts": 1_i64}},
+            )
+            .await
+            .map_err(unavailable)?;
+        if retried.matched_count == 0 {
+            self.memory_jobs()
+                .update_one(doc! {"_id": &id}, doc! {"$set": {"lease_ms": 0_i64}})
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     async fn save_progress_many(

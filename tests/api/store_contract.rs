@@ -48,6 +48,9 @@ contract_tests!(
     many_leases_are_renewed_in_one_call_only_for_their_holders,
     memories_belong_to_one_user_and_persona_and_list_oldest_first,
     a_memory_is_updated_and_deleted_only_by_its_owner,
+    a_memory_job_is_claimed_by_one_holder_until_its_lease_runs_out,
+    a_memory_job_with_new_turns_outlives_the_run_that_missed_them,
+    a_failed_memory_job_counts_its_attempts_and_waits,
 );
 
 fn openid(s: &str) -> OpenId {
@@ -520,4 +523,63 @@ async fn a_memory_is_updated_and_deleted_only_by_its_owner(store: DynStore) {
     assert_eq!(store.delete_memories(intruder, "xiaoxi").await.unwrap(), 0);
     assert_eq!(store.delete_memories(user, "xiaoxi").await.unwrap(), 2);
     assert!(store.list_memories(user, "xiaoxi").await.unwrap().is_empty());
+}
+
+async fn a_memory_job_is_claimed_by_one_holder_until_its_lease_runs_out(store: DynStore) {
+    let (user, conversation) = (UserId::new(), ConversationId::new());
+    let t0 = now();
+    store.schedule_memory_job(conversation, user, "xiaoxi", t0 + Duration::seconds(30)).await.unwrap();
+
+    let early = store.claim_memory_job(t0, t0 + Duration::seconds(60)).await.unwrap();
+    let first = store.claim_memory_job(t0 + Duration::seconds(31), t0 + Duration::seconds(91)).await.unwrap();
+    let while_held = store.claim_memory_job(t0 + Duration::seconds(40), t0 + Duration::seconds(100)).await.unwrap();
+    // The holder died: after its lease another replica takes the job over.
+    let taken_over = store.claim_memory_job(t0 + Duration::seconds(92), t0 + Duration::seconds(150)).await.unwrap();
+
+    assert_eq!(early, None, "not due yet");
+    let first = first.expect("due and free");
+    assert_eq!((first.conversation_id, first.user_id, first.persona_id.as_str()), (conversation, user, "xiaoxi"));
+    assert_eq!(while_held, None, "one holder at a time");
+    assert_eq!(taken_over.as_ref().map(|j| j.version), Some(first.version));
+    store.finish_memory_job(&taken_over.unwrap()).await.unwrap();
+    assert_eq!(store.claim_memory_job(t0 + Duration::seconds(500), t0 + Duration::seconds(600)).await.unwrap(), None);
+}
+
+async fn a_memory_job_with_new_turns_outlives_the_run_that_missed_them(store: DynStore) {
+    let (user, conversation) = (UserId::new(), ConversationId::new());
+    let t0 = now();
+    store.schedule_memory_job(conversation, user, "xiaoxi", t0).await.unwrap();
+    let running = store.claim_memory_job(t0, t0 + Duration::seconds(60)).await.unwrap().expect("claimed");
+    // A new turn arrives while it runs (debounced to later); the running lease stands.
+    store.schedule_memory_job(conversation, user, "xiaoxi", t0 + Duration::seconds(10)).await.unwrap();
+    let during = store.claim_memory_job(t0 + Duration::seconds(20), t0 + Duration::seconds(80)).await.unwrap();
+
+    store.finish_memory_job(&running).await.unwrap();
+    let again = store.claim_memory_job(t0 + Duration::seconds(20), t0 + Duration::seconds(80)).await.unwrap();
+
+    assert_eq!(during, None, "a new turn does not free a running job");
+    let again = again.expect("the new turns are still to be learned from");
+    assert!(again.version > running.version);
+    store.finish_memory_job(&again).await.unwrap();
+    assert_eq!(store.claim_memory_job(t0 + Duration::seconds(500), t0 + Duration::seconds(600)).await.unwrap(), None);
+}
+
+async fn a_failed_memory_job_counts_its_attempts_and_waits(store: DynStore) {
+    let (user, conversation) = (UserId::new(), ConversationId::new());
+    let t0 = now();
+    store.schedule_memory_job(conversation, user, "xiaoxi", t0).await.unwrap();
+    let first = store.claim_memory_job(t0, t0 + Duration::seconds(60)).await.unwrap().expect("claimed");
+
+    store.retry_memory_job(&first, t0 + Duration::seconds(30)).await.unwrap();
+    let too_soon = store.claim_memory_job(t0 + Duration::seconds(5), t0 + Duration::seconds(65)).await.unwrap();
+    let second = store.claim_memory_job(t0 + Duration::seconds(30), t0 + Duration::seconds(90)).await.unwrap();
+
+    assert_eq!(first.attempts, 0);
+    assert_eq!(too_soon, None, "released, but not due again yet");
+    assert_eq!(second.expect("due again").attempts, 1);
+    // A new turn resets the attempts.
+    store.schedule_memory_job(conversation, user, "xiaoxi", t0).await.unwrap();
+    store.retry_memory_job(&first, t0).await.unwrap();
+    let fresh = store.claim_memory_job(t0 + Duration::seconds(200), t0 + Duration::seconds(260)).await.unwrap();
+    assert_eq!(fresh.expect("due").attempts, 0);
 }
