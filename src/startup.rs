@@ -13,7 +13,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::{resolve_identity, AuthState, IdentityResolver, JwtKeys};
 use crate::chat::reply::Sweeper;
-use crate::chat::{ChatService, Registry};
+use crate::chat::{ChatService, LearnerSettings, MemoryLearner, Registry};
 use crate::configuration::{Config, Settings, UpstreamSettings};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
 use crate::llm::{check_models, LlmClient, MODEL_CHECK_TIMEOUT};
@@ -79,6 +79,13 @@ pub struct Application {
     readiness_delay: Duration,
 }
 
+/// How often a replica looks for due memory jobs, how long it may hold one, how often a
+/// failing one is tried, and how many of a conversation's newest messages it reads.
+const MEMORY_POLL: Duration = Duration::from_secs(2);
+const MEMORY_JOB_LEASE: Duration = Duration::from_secs(120);
+const MEMORY_MAX_ATTEMPTS: u32 = 3;
+const MEMORY_TURNS: usize = 8;
+
 /// Warns (never refuses to start) when an upstream does not list its configured model.
 fn check_models_in_background(llm: &Arc<LlmClient>, upstreams: &UpstreamSettings) {
     if !matches!(**llm, LlmClient::Upstreams(_)) {
@@ -124,7 +131,7 @@ impl Application {
         };
         let llm = Arc::new(build_llm(&config.upstreams)?);
         check_models_in_background(&llm, &config.upstreams);
-        let chat = build_chat(sections, llm, store.clone(), registry.clone())?;
+        let chat = build_chat(sections, llm.clone(), store.clone(), registry.clone())?;
         let sweeping = CancellationToken::new();
         let health = Arc::new(StoreHealth::default());
         // Like the sweeper: runs until shutdown begins, outside the drain.
@@ -136,6 +143,24 @@ impl Application {
         // Runs until shutdown begins; not a reply's work, so not tracked by the drain.
         #[allow(clippy::disallowed_methods)]
         tokio::spawn(sweeper.run(sweeping.clone()));
+        if config.chat.memory.extraction {
+            let learner = MemoryLearner {
+                store: store.clone(),
+                llm,
+                settings: LearnerSettings {
+                    model: config.upstreams.default_model.clone(),
+                    poll: MEMORY_POLL,
+                    lease: MEMORY_JOB_LEASE,
+                    max_attempts: MEMORY_MAX_ATTEMPTS,
+                    max_facts: config.chat.memory.max_facts,
+                    turns: MEMORY_TURNS,
+                },
+            };
+            // Like the sweeper: background upkeep until shutdown begins; a job cut short is
+            // taken over by any replica once its lease runs out.
+            #[allow(clippy::disallowed_methods)]
+            tokio::spawn(learner.run(sweeping.clone()));
+        }
         let server = run(listener, &config, Served { store, counting, chat }, lifecycle.clone(), health)?;
         Ok(Application {
             port,

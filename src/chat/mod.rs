@@ -1,6 +1,8 @@
 //! Companion chat: personas, context, sending, and replies (see `reply`).
 mod capacity;
 pub mod context;
+pub mod learner;
+mod learning;
 mod memory;
 mod personas;
 mod preview;
@@ -9,6 +11,7 @@ mod send;
 mod service;
 
 pub use capacity::{Capacity, Slot};
+pub use learner::{LearnerSettings, MemoryLearner};
 pub use personas::{Persona, Personas};
 pub use preview::PreviewAccess;
 pub use reply::{Registry, ReplyEvent, ReplyHandle, ReplyWatcher};

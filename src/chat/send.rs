@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::context::{build_prompt, memory_block, upstream_user_hash};
-use super::reply::{spawn_generation, GenerationJob, ReplyHandle};
+use super::reply::{spawn_generation, GenerationJob, Remember, ReplyHandle};
 use super::service::{ChatError, ChatService};
 use super::Slot;
 use crate::domain::{
@@ -212,8 +212,21 @@ impl ChatService {
             quota: Some((self.quota, reservation)),
             moderation,
             slot: Some(slot),
+            remember: self.remember(user, conversation),
         });
         Ok(ReplyHandle::fresh(self.replies.clone(), user_message, reply, live))
+    }
+
+    /// Whether (and how) this conversation is learned from after a completed reply.
+    fn remember(&self, user: &User, conversation: &Conversation) -> Option<Remember> {
+        let memory = &self.config.memory;
+        let persona = self.persona_for(conversation, self.preview.includes(user));
+        (memory.extraction && persona.memory).then(|| Remember {
+            user: user.id,
+            persona: persona.id.clone(),
+            debounce: memory.debounce,
+            off_peak_only: memory.off_peak_only,
+        })
     }
 
     /// Claims the conversation and records the send under its client id, together. A
@@ -388,6 +401,7 @@ impl ChatService {
             temperature: persona.temperature,
             max_tokens: self.config.max_tokens,
             user_hash: upstream_user_hash(conversation.user_id),
+            json_output: false,
         };
         self.store.insert_message(reply).await?;
         Ok(request)

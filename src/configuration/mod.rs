@@ -135,6 +135,15 @@ pub struct Settings {
     /// Generations running at once on this instance (0: no cap).
     pub max_concurrent_generations: u32,
 
+    /// Learn facts about users from conversations (in the background).
+    pub memory_extraction: bool,
+    /// Quiet time after a reply before its conversation is learned from (debounce).
+    pub memory_debounce_secs: u64,
+    /// Facts kept per user and persona; the least recently updated go first.
+    pub memory_max_facts: usize,
+    /// Learn only outside DeepSeek's peak hours (Beijing weekdays 09–12, 14–18).
+    pub memory_off_peak_only: bool,
+
     pub jwt_secret: Option<SecretString>,
     pub jwt_secret_previous: Option<SecretString>,
     pub jwt_expires_in: u64,
@@ -232,6 +241,10 @@ upstream_breaker_cooldown_ms = 15000
 upstream_h2c = false
 upstream_connections = 4
 max_concurrent_generations = 500
+memory_extraction = true
+memory_debounce_secs = 30
+memory_max_facts = 50
+memory_off_peak_only = false
 
 jwt_expires_in = 604800
 session_max_days = 30
@@ -442,6 +455,7 @@ impl Settings {
         at_least("WECHAT_TIMEOUT_MS", self.wechat_timeout_ms, 100);
         at_least("CHAT_WAIT_TIMEOUT_MS", self.chat_wait_timeout_ms, 50);
         at_least("UPSTREAM_CONNECTIONS", self.upstream_connections as u64, 1);
+        at_least("MEMORY_MAX_FACTS", self.memory_max_facts as u64, 1);
         at_least("UPSTREAM_BREAKER_COOLDOWN_MS", self.upstream_breaker_cooldown_ms, 10);
         if let Some(max_tokens) = self.deepseek_max_tokens {
             at_least("DEEPSEEK_MAX_TOKENS", max_tokens.into(), 1);

@@ -48,6 +48,15 @@ pub struct WechatSettings {
     pub dev_login: bool,
 }
 
+/// Long-term memory: learning facts in the background.
+#[derive(Debug, Clone)]
+pub struct MemorySettings {
+    pub extraction: bool,
+    pub debounce: Duration,
+    pub max_facts: usize,
+    pub off_peak_only: bool,
+}
+
 /// One OpenAI-compatible upstream, in failover order.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -91,6 +100,7 @@ pub struct JwtSettings {
 pub struct ChatSettings {
     /// Generations running at once on this instance (0: no cap).
     pub max_concurrent_generations: u32,
+    pub memory: MemorySettings,
     pub personas_file: PathBuf,
     pub default_model: String,
     pub max_tokens: Option<u32>,
@@ -230,6 +240,12 @@ impl Settings {
             },
             chat: ChatSettings {
                 max_concurrent_generations: self.max_concurrent_generations,
+                memory: MemorySettings {
+                    extraction: self.memory_extraction,
+                    debounce: secs(self.memory_debounce_secs),
+                    max_facts: self.memory_max_facts,
+                    off_peak_only: self.memory_off_peak_only,
+                },
                 personas_file: self.personas_file.clone(),
                 default_model: self.deepseek_model.clone(),
                 max_tokens: self.deepseek_max_tokens,

@@ -96,6 +96,9 @@ impl CompatibleClient {
         if let Some(max_tokens) = request.max_tokens {
             body["max_tokens"] = json!(max_tokens);
         }
+        if request.json_output {
+            body["response_format"] = json!({"type": "json_object"});
+        }
         body
     }
 

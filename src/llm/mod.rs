@@ -85,6 +85,8 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     /// An opaque per-user hash (never the openid), for DeepSeek's abuse isolation.
     pub user_hash: String,
+    /// JSON output mode (`response_format: json_object`): background work, never a reply.
+    pub json_output: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

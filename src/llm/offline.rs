@@ -12,6 +12,10 @@ pub struct OfflineCompanion {
 
 impl OfflineCompanion {
     pub fn reply_to(request: &ChatRequest) -> String {
+        if request.json_output {
+            // Background memory work: the offline companion learns nothing.
+            return r#"{"operations": []}"#.to_string();
+        }
         let last_user = request
             .messages
             .iter()

@@ -157,3 +157,63 @@ async fn the_user_sees_corrects_and_deletes_what_a_companion_remembers() {
     assert!(texts(&left).is_empty());
     assert_eq!(app.store.list_memories(me, "ahang").await.unwrap().len(), 1, "another companion's memories stay");
 }
+
+async fn wait_for_json_requests(app: &TestApp, count: usize) {
+    for _ in 0..150 {
+        if app.deepseek.json_requests().len() >= count {
+            // The answer is applied right after it is read.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the memory job never asked the model");
+}
+
+#[tokio::test]
+async fn a_fact_told_on_monday_is_used_in_a_new_conversation_on_friday() {
+    let app = crate::helpers::spawn_app_with(|s| s.memory_debounce_secs = 0).await;
+    let (token, monday) = app.user_with_persona("monday", Some("xiaoxi")).await;
+    let me = user_id(&app, &token).await;
+    app.deepseek.enqueue(text_reply(&["咪咪真可爱"]));
+    app.deepseek.enqueue_json(r#"{"operations": [{"op": "add", "text": "养了一只叫咪咪的猫"}]}"#);
+
+    app.stream_message(&token, &monday, "我养了一只叫咪咪的猫").await.all().await;
+    wait_for_json_requests(&app, 1).await;
+    let friday = new_conversation(&app, &token, "xiaoxi").await;
+    app.deepseek.enqueue(text_reply(&["咪咪还好吗"]));
+    app.stream_message(&token, &friday, "周五啦").await.all().await;
+
+    let extraction = &app.deepseek.json_requests()[0].body;
+    assert_eq!(extraction["response_format"]["type"], "json_object");
+    assert_eq!(extraction["thinking"]["type"], "disabled");
+    assert!(extraction["messages"][1]["content"].as_str().unwrap().contains("我养了一只叫咪咪的猫"));
+    let remembered = app.store.list_memories(me, "xiaoxi").await.unwrap();
+    assert_eq!(remembered.len(), 1);
+    assert_eq!(remembered[0].text.as_str(), "养了一只叫咪咪的猫");
+    assert!(remembered[0].source_message_id.is_some(), "the message it came from is kept");
+    assert!(last_prompt(&app)[1]["content"].as_str().unwrap().contains("养了一只叫咪咪的猫"));
+}
+
+#[tokio::test]
+async fn a_learned_update_replaces_a_fact_and_a_malformed_answer_changes_nothing() {
+    let app = crate::helpers::spawn_app_with(|s| s.memory_debounce_secs = 0).await;
+    let (token, conversation) = app.user_with_persona("updates", Some("xiaoxi")).await;
+    let me = user_id(&app, &token).await;
+    remember(&app, me, "xiaoxi", "在准备考研").await;
+
+    app.deepseek.enqueue(text_reply(&["恭喜"]));
+    app.deepseek.enqueue_json(r#"{"operations": [{"op": "update", "id": "m1", "text": "考研上岸了"}]}"#);
+    app.stream_message(&token, &conversation, "我考上研究生了").await.all().await;
+    wait_for_json_requests(&app, 1).await;
+    let after_update = app.store.list_memories(me, "xiaoxi").await.unwrap();
+    app.deepseek.enqueue(text_reply(&["好"]));
+    app.deepseek.enqueue_json("我记住了！");
+    app.stream_message(&token, &conversation, "今天好累").await.all().await;
+    wait_for_json_requests(&app, 2).await;
+    let after_garbage = app.store.list_memories(me, "xiaoxi").await.unwrap();
+
+    let texts = |facts: &[MemoryFact]| facts.iter().map(|f| f.text.as_str().to_string()).collect::<Vec<_>>();
+    assert_eq!(texts(&after_update), ["考研上岸了"], "updated, not duplicated");
+    assert_eq!(texts(&after_garbage), ["考研上岸了"], "a malformed answer changes nothing");
+}

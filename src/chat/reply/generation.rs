@@ -37,6 +37,16 @@ pub struct GenerationJob {
     pub moderation: Option<OutputModeration>,
     /// Its place under the instance's cap on running generations, given back at the end.
     pub slot: Option<crate::chat::Slot>,
+    /// Learn from the conversation once it goes quiet, when the reply completes.
+    pub remember: Option<Remember>,
+}
+
+/// Where a completed reply's conversation is to be learned from, and when.
+pub struct Remember {
+    pub user: crate::domain::UserId,
+    pub persona: String,
+    pub debounce: Duration,
+    pub off_peak_only: bool,
 }
 
 /// What the upstream said besides text.
@@ -150,6 +160,21 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
     drop(job.slot);
     tx.send_modify(|state| state.end = Some(end));
     job.registry.finish(job.assistant_id);
+    if progress.status == crate::domain::MessageStatus::Complete {
+        if let Some(remember) = &job.remember {
+            schedule_learning(&job.store, job.conversation_id, remember).await;
+        }
+    }
+}
+
+/// Asks for the conversation to be learned from once it has been quiet for a while
+/// (every new reply pushes that back), off-peak if so configured.
+async fn schedule_learning(store: &DynStore, conversation: ConversationId, remember: &Remember) {
+    let due = now() + chrono::Duration::from_std(remember.debounce).unwrap_or_default();
+    let due = if remember.off_peak_only { crate::chat::learner::off_peak_from(due) } else { due };
+    if let Err(e) = store.schedule_memory_job(conversation, remember.user, &remember.persona, due).await {
+        tracing::warn!(error = ?e, "could not schedule learning from the conversation");
+    }
 }
 
 /// Stops saving a reply's progress when its generation ends, however it ends.

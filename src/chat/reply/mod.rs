@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use events::{DoneEvent, ErrorEvent, ReplyEvent, StartEvent, TextEvent, UsageWire};
-pub(super) use generation::{spawn as spawn_generation, GenerationJob};
+pub(super) use generation::{spawn as spawn_generation, GenerationJob, Remember};
 pub use progress::ProgressSaver;
 pub use registry::{Registry, CANCELLED_SAVE_WINDOW};
 pub use sweeper::Sweeper;

@@ -39,6 +39,9 @@ struct Shared {
     /// What `GET …/models` lists (answered apart from the scripted replies).
     models: Arc<Mutex<Vec<String>>>,
     model_lookups: Arc<Mutex<Vec<RecordedRequest>>>,
+    /// JSON-mode requests (background memory work), answered apart from the replies.
+    json_answers: Arc<Mutex<VecDeque<String>>>,
+    json_requests: Arc<Mutex<Vec<RecordedRequest>>>,
 }
 
 /// What DeepSeek's `GET /models` listed in 2026-11.
@@ -51,6 +54,8 @@ impl Default for Shared {
             requests: Arc::default(),
             models: Arc::new(Mutex::new(LISTED_MODELS.iter().map(|m| m.to_string()).collect())),
             model_lookups: Arc::default(),
+            json_answers: Arc::default(),
+            json_requests: Arc::default(),
         }
     }
 }
@@ -89,6 +94,16 @@ impl FakeDeepSeek {
         self.shared.model_lookups.lock().unwrap().clone()
     }
 
+    /// Answers the next JSON-mode request with `content` (by default `{"operations": []}`).
+    pub fn enqueue_json(&self, content: &str) {
+        self.shared.json_answers.lock().unwrap().push_back(content.to_string());
+    }
+
+    /// The JSON-mode requests received.
+    pub fn json_requests(&self) -> Vec<RecordedRequest> {
+        self.shared.json_requests.lock().unwrap().clone()
+    }
+
     pub fn set_models(&self, models: &[&str]) {
         *self.shared.models.lock().unwrap() = models.iter().map(|m| m.to_string()).collect();
     }
@@ -115,8 +130,14 @@ async fn serve(mut socket: TcpStream, shared: Shared) {
         let _ = socket.shutdown().await;
         return;
     }
-    shared.requests.lock().unwrap().push(request);
-    let reply = shared.replies.lock().unwrap().pop_front();
+    let reply = if request.body.get("response_format").is_some() {
+        let answer = shared.json_answers.lock().unwrap().pop_front();
+        shared.json_requests.lock().unwrap().push(request);
+        Some(text_reply(&[answer.as_deref().unwrap_or(r#"{"operations": []}"#)]))
+    } else {
+        shared.requests.lock().unwrap().push(request);
+        shared.replies.lock().unwrap().pop_front()
+    };
     let reply = reply.unwrap_or(Reply::Status {
         code: 500,
         body: r#"{"error":{"message":"no scripted reply","type":"test"}}"#.into(),
