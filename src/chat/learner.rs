@@ -50,7 +50,7 @@ impl MemoryLearner {
                 _ = tokio::time::sleep(self.settings.poll) => {}
             }
             let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
-            loop {
+            while !stop.is_cancelled() {
                 let at = now();
                 match self.store.claim_memory_job(at, at + lease).await {
                     Ok(Some(job)) => self.learn(job).await,
@@ -65,10 +65,7 @@ impl MemoryLearner {
     }
 
     async fn learn(&self, job: MemoryJob) {
-        let outcome = match tokio::time::timeout(self.settings.lease / 2, self.try_learn(&job)).await {
-            Ok(outcome) => outcome.map_err(|e| e.to_string()),
-            Err(_) => Err("timed out".to_string()),
-        };
+        let outcome = self.try_learn(&job).await.map_err(|e| e.to_string());
         let settled = match outcome {
             Ok(applied) => {
                 tracing::info!(conversation_id = %job.conversation_id, applied, "memory updated from the conversation");
@@ -94,6 +91,9 @@ impl MemoryLearner {
             self.store.list_memories(job.user_id, &job.persona_id),
             self.store.list_messages(job.conversation_id, self.settings.turns, None)
         )?;
+        if super::learning::learnable(&turns).next().is_none() {
+            return Ok(0);
+        }
         let request = ChatRequest {
             model: self.settings.model.clone(),
             messages: extraction_prompt(&facts, &turns),
@@ -104,13 +104,10 @@ impl MemoryLearner {
             user_hash: super::context::upstream_user_hash(job.user_id),
             json_output: true,
         };
-        let mut answer = String::new();
-        let mut stream = self.llm.stream_chat(request).await?;
-        while let Some(event) = stream.next().await {
-            if let LlmEvent::Content(text) = event? {
-                answer.push_str(&text);
-            }
-        }
+        // Only the model call is bounded: applying its answer must not be cut in half.
+        let answer = tokio::time::timeout(self.settings.lease / 2, self.ask(request))
+            .await
+            .map_err(|_| crate::llm::LlmError::DeadlineExceeded)??;
         let ops = parse_ops(&answer, &facts)?;
         let source = turns.iter().rev().find(|t| t.role == Role::User).map(|t| t.id);
         let applied = ops.len();
@@ -129,6 +126,17 @@ impl MemoryLearner {
         }
         self.evict_beyond_cap(job).await?;
         Ok(applied)
+    }
+
+    async fn ask(&self, request: ChatRequest) -> Result<String, crate::llm::LlmError> {
+        let mut answer = String::new();
+        let mut stream = self.llm.stream_chat(request).await?;
+        while let Some(event) = stream.next().await {
+            if let LlmEvent::Content(text) = event? {
+                answer.push_str(&text);
+            }
+        }
+        Ok(answer)
     }
 
     /// Keeps at most `max_facts`: the least recently learned or corrected go first.

@@ -4,7 +4,7 @@
 //! piling up duplicates. A malformed answer changes nothing.
 use serde::Deserialize;
 
-use crate::domain::{MemoryFact, MemoryId, MemoryText, Message, Role};
+use crate::domain::{MemoryFact, MemoryId, MemoryText, Message, MessageStatus, Role};
 use crate::llm::ChatMessage;
 
 /// One change to what a persona remembers.
@@ -50,7 +50,7 @@ pub fn extraction_prompt(facts: &[MemoryFact], turns: &[Message]) -> Vec<ChatMes
         known.push_str(&format!("\nm{}: {}", i + 1, fact.text.as_str()));
     }
     let mut said = String::from("新的对话：");
-    for turn in turns.iter().filter(|t| !t.content.trim().is_empty()) {
+    for turn in learnable(turns) {
         let who = match turn.role {
             Role::User => "用户",
             Role::Assistant => "伙伴",
@@ -61,6 +61,12 @@ pub fn extraction_prompt(facts: &[MemoryFact], turns: &[Message]) -> Vec<ChatMes
         ChatMessage { role: "system", content: INSTRUCTIONS.to_string() },
         ChatMessage { role: "user", content: format!("{known}\n\n{said}") },
     ]
+}
+
+/// The turns worth learning from: complete ones only (never a message the content check
+/// refused, nor a failed or cut-off reply).
+pub fn learnable(turns: &[Message]) -> impl Iterator<Item = &Message> {
+    turns.iter().filter(|t| t.status == MessageStatus::Complete && !t.content.trim().is_empty())
 }
 
 /// Reads the model's answer. Operations naming an unknown fact or carrying unusable text
@@ -84,7 +90,10 @@ pub fn parse_ops(answer: &str, facts: &[MemoryFact]) -> Result<Vec<MemoryOp>, Ma
         };
         match parsed {
             Some(parsed) => ops.push(parsed),
-            None => tracing::warn!(op = %op.op, "dropped a memory operation that could not be applied"),
+            None => {
+                let op: String = op.op.chars().take(20).collect();
+                tracing::warn!(%op, "dropped a memory operation that could not be applied");
+            }
         }
     }
     Ok(ops)

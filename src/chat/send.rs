@@ -381,7 +381,12 @@ impl ChatService {
             tokio::join!(store_message, self.store.list_messages(conversation.id, limit, None), memories);
         stored?;
         let history = with_latest(history?, user_message, limit);
-        let memory = memory_block(&memories?);
+        // Memories are a bonus: without them the reply still goes out.
+        let memories = memories.unwrap_or_else(|e| {
+            tracing::warn!(error = ?e, "could not read memories; replying without them");
+            Vec::new()
+        });
+        let memory = memory_block(&memories);
         let model = self
             .preview
             .model_for(tester)

@@ -15,7 +15,13 @@ impl MemoryText {
         if chars == 0 || chars > Self::MAX_CHARS {
             return Err(ParseError(format!("a memory must be 1-{} characters", Self::MAX_CHARS)));
         }
-        if text.chars().any(char::is_control) {
+        // Line and paragraph separators and invisible format characters would let a
+        // memory pose as more than one line of data in a prompt.
+        let hidden = |c: char| {
+            c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+        };
+        if text.chars().any(hidden) {
             return Err(ParseError("a memory must be one line without control characters".into()));
         }
         Ok(Self(text.to_string()))
@@ -80,6 +86,9 @@ mod tests {
             ("blank", "   ", None),
             ("two lines", "不喜欢\n被叫全名", None),
             ("a control character", "a\u{0007}b", None),
+            ("a line separator", "a\u{2028}b", None),
+            ("a right-to-left override", "a\u{202E}b", None),
+            ("a zero-width space", "a\u{200B}b", None),
             ("at the limit", &exact, Some(&exact)),
             ("over the limit", &long, None),
         ];

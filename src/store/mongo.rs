@@ -792,7 +792,11 @@ impl Store for MongoStore {
             .map_err(unavailable)?;
         let mut facts = Vec::new();
         while let Some(found) = cursor.try_next().await.map_err(unavailable)? {
-            facts.push(found.into_domain()?);
+            // One unreadable fact (another version's rules) must not hide the others.
+            match found.into_domain() {
+                Ok(fact) => facts.push(fact),
+                Err(e) => tracing::warn!(error = ?e, "skipped an unreadable memory"),
+            }
         }
         Ok(facts)
     }
