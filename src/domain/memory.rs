@@ -69,6 +69,9 @@ pub struct MemoryJob {
     pub version: i64,
     /// Failed runs since the last new turn.
     pub attempts: u32,
+    /// This claim's token: a holder whose lease ran out (and whose job another replica
+    /// took over) can neither finish nor release it.
+    pub lease_token: String,
 }
 
 #[cfg(test)]

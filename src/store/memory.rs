@@ -328,6 +328,7 @@ impl Store for InMemoryStore {
                 persona_id: persona.to_string(),
                 version: 0,
                 attempts: 0,
+                lease_token: String::new(),
             },
             due,
             leased_until: None,
@@ -352,6 +353,7 @@ impl Store for InMemoryStore {
             .min_by_key(|p| p.due);
         Ok(claimable.map(|pending| {
             pending.leased_until = Some(lease_until);
+            pending.job.lease_token = MemoryId::new().to_string();
             pending.job.clone()
         }))
     }
@@ -359,6 +361,7 @@ impl Store for InMemoryStore {
     async fn finish_memory_job(&self, job: &MemoryJob) -> Result<(), StoreError> {
         let mut inner = self.lock();
         match inner.memory_jobs.get_mut(&job.conversation_id) {
+            Some(pending) if pending.job.lease_token != job.lease_token => {}
             Some(pending) if pending.job.version == job.version => {
                 inner.memory_jobs.remove(&job.conversation_id);
             }
@@ -369,7 +372,9 @@ impl Store for InMemoryStore {
     }
 
     async fn retry_memory_job(&self, job: &MemoryJob, due: DateTime<Utc>) -> Result<(), StoreError> {
-        if let Some(pending) = self.lock().memory_jobs.get_mut(&job.conversation_id) {
+        let mut inner = self.lock();
+        let held = inner.memory_jobs.get_mut(&job.conversation_id).filter(|p| p.job.lease_token == job.lease_token);
+        if let Some(pending) = held {
             pending.leased_until = None;
             if pending.job.version == job.version {
                 pending.job.attempts += 1;

@@ -195,6 +195,8 @@ struct MemoryJobDoc {
     due_ms: i64,
     #[serde(default)]
     lease_ms: i64,
+    #[serde(default)]
+    lease_token: String,
 }
 
 impl MemoryJobDoc {
@@ -205,6 +207,7 @@ impl MemoryJobDoc {
             persona_id: self.persona_id,
             version: self.version,
             attempts: self.attempts.clamp(0, i64::from(u32::MAX)) as u32,
+            lease_token: self.lease_token,
         })
     }
 }
@@ -398,8 +401,10 @@ impl MongoStore {
         })
     }
 
-    /// After a bulk save that did not match every reply: which ones it saved (those it
-    /// stamped with this save's time).
+    /// After a bulk save that did not match every reply: which ones it saved. A streaming
+    /// save applies only to a streaming reply with no cancel asked and leaves it so, stamped
+    /// with this save's time: a reply in that state with that stamp was saved (a final save
+    /// in the same millisecond leaves it no longer streaming).
     async fn which_saved(
         &self,
         batch: &[(MessageId, MessageProgress)],
@@ -410,23 +415,34 @@ impl MongoStore {
             .db
             .collection::<Document>("messages")
             .find(doc! {"_id": {"$in": ids}})
-            .projection(doc! {"_id": 1, "updated_ms": 1})
+            .projection(doc! {"_id": 1, "updated_ms": 1, "status": 1, "cancel_requested": 1})
             // What was just written: a lagging secondary would cancel healthy replies.
             .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
             .await
             .map_err(unavailable)?;
-        let mut stamped = std::collections::HashSet::new();
+        let streaming = bson_of(&MessageStatus::Streaming)?;
+        let mut saved = std::collections::HashSet::new();
         while let Some(found) = cursor.try_next().await.map_err(unavailable)? {
             let at = match found.get("updated_ms") {
                 Some(Bson::Int64(ms)) => *ms,
                 Some(Bson::Int32(ms)) => i64::from(*ms),
                 _ => continue,
             };
-            if at == now.timestamp_millis() {
-                stamped.insert(found.get_str("_id").unwrap_or_default().to_string());
+            // `cancel_requested` may read back as a number (`compat`, gap 9).
+            let cancelled = match found.get("cancel_requested") {
+                Some(Bson::Boolean(b)) => *b,
+                Some(Bson::Int32(n)) => *n != 0,
+                Some(Bson::Int64(n)) => *n != 0,
+                _ => false,
+            };
+            if at == now.timestamp_millis() && found.get("status") == Some(&streaming) && !cancelled {
+                saved.insert(found.get_str("_id").unwrap_or_default().to_string());
             }
         }
-        Ok(batch.iter().map(|(id, _)| stamped.contains(&id.to_string())).collect())
+        Ok(batch
+            .iter()
+            .map(|(id, progress)| progress.status == MessageStatus::Streaming && saved.contains(&id.to_string()))
+            .collect())
     }
 
     /// Creates the indexes the queries rely on; repeating it is harmless.
@@ -870,7 +886,7 @@ impl Store for MongoStore {
             .memory_jobs()
             .find_one_and_update(
                 doc! {"due_ms": {"$lte": at}, "lease_ms": {"$lte": at}},
-                doc! {"$set": {"lease_ms": lease_until.timestamp_millis()}},
+                doc! {"$set": {"lease_ms": lease_until.timestamp_millis(), "lease_token": MemoryId::new().to_string()}},
             )
             .sort(doc! {"due_ms": 1})
             .return_document(ReturnDocument::After)
@@ -898,14 +914,14 @@ impl Store for MongoStore {
         let retried = self
             .memory_jobs()
             .update_one(
-                doc! {"_id": &id, "version": job.version},
+                doc! {"_id": &id, "version": job.version, "lease_token": &job.lease_token},
                 doc! {"$set": {"lease_ms": 0_i64, "due_ms": due.timestamp_millis()}, "$inc": {"attempts": 1_i64}},
             )
             .await
             .map_err(unavailable)?;
         if retried.matched_count == 0 {
             self.memory_jobs()
-                .update_one(doc! {"_id": &id}, doc! {"$set": {"lease_ms": 0_i64}})
+                .update_one(doc! {"_id": &id, "lease_token": &job.lease_token}, doc! {"$set": {"lease_ms": 0_i64}})
                 .await
                 .map_err(unavailable)?;
         }

@@ -424,11 +424,13 @@ async fn many_replies_progress_is_saved_in_one_call_except_cancelled_or_final_on
     assert!(store.request_cancel(c.id, replies[2]).await.unwrap());
     let mut ended = streaming("结束了");
     ended.status = MessageStatus::Complete;
-    assert!(store.save_progress(replies[3], &ended, now()).await.unwrap());
+    // Ended in the same millisecond as the bulk save: still refused.
+    let at = now();
+    assert!(store.save_progress(replies[3], &ended, at).await.unwrap());
     let saves: Vec<(MessageId, MessageProgress)> =
         replies.iter().enumerate().map(|(i, id)| (*id, streaming(&format!("第{i}条")))).collect();
 
-    let saved = store.save_progress_many(&saves, now()).await.unwrap();
+    let saved = store.save_progress_many(&saves, at).await.unwrap();
 
     assert_eq!(saved, vec![true, true, false, false, true]);
     for (i, id) in replies.iter().enumerate() {
@@ -540,8 +542,14 @@ async fn a_memory_job_is_claimed_by_one_holder_until_its_lease_runs_out(store: D
     let first = first.expect("due and free");
     assert_eq!((first.conversation_id, first.user_id, first.persona_id.as_str()), (conversation, user, "xiaoxi"));
     assert_eq!(while_held, None, "one holder at a time");
-    assert_eq!(taken_over.as_ref().map(|j| j.version), Some(first.version));
-    store.finish_memory_job(&taken_over.unwrap()).await.unwrap();
+    let taken_over = taken_over.expect("taken over after the lease");
+    assert_eq!(taken_over.version, first.version);
+    // The first holder wakes up late: its finish and release touch nothing of the new holder's.
+    store.finish_memory_job(&first).await.unwrap();
+    store.retry_memory_job(&first, t0).await.unwrap();
+    let still_held = store.claim_memory_job(t0 + Duration::seconds(100), t0 + Duration::seconds(160)).await.unwrap();
+    assert_eq!(still_held, None, "the late holder neither finished nor released the job");
+    store.finish_memory_job(&taken_over).await.unwrap();
     assert_eq!(store.claim_memory_job(t0 + Duration::seconds(500), t0 + Duration::seconds(600)).await.unwrap(), None);
 }
 
