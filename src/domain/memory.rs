@@ -56,6 +56,11 @@ impl MemoryFact {
             source_message_id: source,
         }
     }
+
+    /// Whether this is what `persona` remembers about `user`.
+    pub fn belongs_to(&self, user: UserId, persona: &str) -> bool {
+        self.user_id == user && self.persona_id == persona
+    }
 }
 
 /// Pending work of learning facts from a conversation's new turns: one per conversation,

@@ -498,6 +498,13 @@ mod tests {
         }
     }
 
+    /// Everything a stream made of these HTTP chunks yields.
+    async fn parsed(chunks: &[&str]) -> StreamItems {
+        let bytes: Vec<reqwest::Result<Bytes>> = chunks.iter().map(|c| Ok(Bytes::from(c.to_string()))).collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        parse_stream(futures_util::stream::iter(bytes), Duration::from_secs(5), deadline).collect().await
+    }
+
     #[tokio::test]
     async fn a_stream_ends_at_done_at_a_closed_finish_or_with_an_error() {
         const CONTENT_A: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n";
@@ -535,14 +542,7 @@ mod tests {
             ("keep-alive comments are no events", vec![": keep-alive\n\n", CONTENT_A, DONE], vec![Ok(content("a"))]),
         ];
         for (label, chunks, expected) in cases {
-            let bytes: Vec<reqwest::Result<Bytes>> = chunks.iter().map(|c| Ok(Bytes::from(c.to_string()))).collect();
-            let stream = parse_stream(
-                futures_util::stream::iter(bytes),
-                Duration::from_secs(5),
-                Instant::now() + Duration::from_secs(5),
-            );
-
-            let events: StreamItems = stream.collect().await;
+            let events = parsed(&chunks).await;
 
             assert_eq!(events, expected, "{label}");
         }
@@ -556,14 +556,7 @@ mod tests {
             "data: {\"model\":\"deepseek-flash\",\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
             "data: [DONE]\n\n",
         ];
-        let bytes: Vec<reqwest::Result<Bytes>> = chunks.iter().map(|c| Ok(Bytes::from(c.to_string()))).collect();
-        let stream = parse_stream(
-            futures_util::stream::iter(bytes),
-            Duration::from_secs(5),
-            Instant::now() + Duration::from_secs(5),
-        );
-
-        let events: StreamItems = stream.collect().await;
+        let events = parsed(&chunks).await;
 
         assert_eq!(events, vec![Ok(LlmEvent::Model("deepseek-flash".into())), Ok(content("a")), Ok(content("b"))]);
     }

@@ -32,11 +32,17 @@ pub fn and_any(all: Document, alternatives: Vec<Document>) -> Document {
 
 /// A boolean, also when the server hands it back as a number (gap 9).
 pub fn lenient_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    Ok(match Bson::deserialize(deserializer)? {
-        Bson::Boolean(value) => value,
-        Bson::Int32(n) => n != 0,
-        Bson::Int64(n) => n != 0,
-        Bson::Double(n) => n != 0.0,
+    Ok(bool_of(&Bson::deserialize(deserializer)?))
+}
+
+/// A stored boolean read leniently (gap 9): a number counts as its truth value; anything
+/// else, or nothing, as false.
+pub fn bool_of(value: &Bson) -> bool {
+    match value {
+        Bson::Boolean(value) => *value,
+        Bson::Int32(n) => *n != 0,
+        Bson::Int64(n) => *n != 0,
+        Bson::Double(n) => *n != 0.0,
         _ => false,
-    })
+    }
 }

@@ -275,7 +275,7 @@ impl Store for InMemoryStore {
     async fn list_memories(&self, user: UserId, persona: &str) -> Result<Vec<MemoryFact>, StoreError> {
         let inner = self.lock();
         let mut facts: Vec<MemoryFact> =
-            inner.memories.values().filter(|f| f.user_id == user && f.persona_id == persona).cloned().collect();
+            inner.memories.values().filter(|f| f.belongs_to(user, persona)).cloned().collect();
         facts.sort_by_key(|f| (f.learned_at, f.id));
         Ok(facts)
     }
@@ -289,7 +289,7 @@ impl Store for InMemoryStore {
         now: DateTime<Utc>,
     ) -> Result<Option<MemoryFact>, StoreError> {
         let mut inner = self.lock();
-        let Some(fact) = inner.memories.get_mut(&id).filter(|f| f.user_id == user && f.persona_id == persona) else {
+        let Some(fact) = inner.memories.get_mut(&id).filter(|f| f.belongs_to(user, persona)) else {
             return Ok(None);
         };
         fact.text = text.clone();
@@ -299,7 +299,7 @@ impl Store for InMemoryStore {
 
     async fn delete_memory(&self, user: UserId, persona: &str, id: MemoryId) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        let theirs = inner.memories.get(&id).is_some_and(|f| f.user_id == user && f.persona_id == persona);
+        let theirs = inner.memories.get(&id).is_some_and(|f| f.belongs_to(user, persona));
         if theirs {
             inner.memories.remove(&id);
         }
@@ -309,7 +309,7 @@ impl Store for InMemoryStore {
     async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError> {
         let mut inner = self.lock();
         let before = inner.memories.len();
-        inner.memories.retain(|_, f| !(f.user_id == user && f.persona_id == persona));
+        inner.memories.retain(|_, f| !f.belongs_to(user, persona));
         Ok((before - inner.memories.len()) as u64)
     }
 

@@ -23,7 +23,7 @@ use mongodb::options::{ClientOptions, IndexOptions, ReadPreference, ReturnDocume
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-use super::compat::{and_any, lenient_bool};
+use super::compat::{and_any, bool_of, lenient_bool};
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
     now, AvatarUrl, ClientMessageId, Conversation, ConversationId, ConversationTitle, FinishReason, MemoryFact,
@@ -428,13 +428,7 @@ impl MongoStore {
                 Some(Bson::Int32(ms)) => i64::from(*ms),
                 _ => continue,
             };
-            // `cancel_requested` may read back as a number (`compat`, gap 9).
-            let cancelled = match found.get("cancel_requested") {
-                Some(Bson::Boolean(b)) => *b,
-                Some(Bson::Int32(n)) => *n != 0,
-                Some(Bson::Int64(n)) => *n != 0,
-                _ => false,
-            };
+            let cancelled = found.get("cancel_requested").is_some_and(bool_of);
             if at == now.timestamp_millis() && found.get("status") == Some(&streaming) && !cancelled {
                 saved.insert(found.get_str("_id").unwrap_or_default().to_string());
             }

@@ -3,19 +3,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::helpers::fake_deepseek::{
-    content_chunk, data, finish_chunk, paced, reply_body, role_chunk, text_reply, usage_chunk, Reply, Step, DONE,
-    KEEP_ALIVE,
+    content_chunk, data, finish_chunk, paced, refusal, reply_body, role_chunk, text_reply, usage_chunk, Reply, Step,
+    DONE, KEEP_ALIVE,
 };
 use crate::helpers::{spawn_app, spawn_app_with, text_of, Event, TEST_DEEPSEEK_KEY};
-
-fn status(code: u16) -> Reply {
-    Reply::Status {
-        code,
-        body: json!({"error": {"message": "Authentication Fails (sk-***)", "type": "invalid_request_error"}})
-            .to_string(),
-        retry_after: None,
-    }
-}
 
 fn last(events: &[Event]) -> &Event {
     events.last().expect("at least one event")
@@ -39,8 +30,8 @@ async fn a_429_then_success_is_retried_before_the_first_token() {
 async fn a_500_before_the_first_token_is_retried() {
     let app = spawn_app().await;
     let (token, conversation) = app.user_with_conversation("retry500").await;
-    app.deepseek.enqueue(status(500));
-    app.deepseek.enqueue(status(503));
+    app.deepseek.enqueue(refusal(500));
+    app.deepseek.enqueue(refusal(503));
     app.deepseek.enqueue(text_reply(&["好了"]));
 
     let (events, _) = app.stream_message(&token, &conversation, "hi").await.all().await;
@@ -54,7 +45,7 @@ async fn persistent_server_errors_end_in_an_error_event_and_a_failed_message() {
     let app = spawn_app_with(|s| s.deepseek_max_retries = 2).await;
     let (token, conversation) = app.user_with_conversation("retry_exhausted").await;
     for _ in 0..3 {
-        app.deepseek.enqueue(status(500));
+        app.deepseek.enqueue(refusal(500));
     }
 
     let (events, _) = app.stream_message(&token, &conversation, "hi").await.all().await;
@@ -79,7 +70,7 @@ async fn client_errors_from_deepseek_map_to_stable_codes_without_retry_or_leaks(
     ];
     for (i, (code, expected)) in cases.iter().enumerate() {
         let (token, conversation) = app.user_with_conversation(&format!("status_{code}")).await;
-        app.deepseek.enqueue(status(*code));
+        app.deepseek.enqueue(refusal(*code));
 
         let (events, raw) = app.stream_message(&token, &conversation, "hi").await.all().await;
 

@@ -12,17 +12,13 @@ use companion_backend::llm::{
 };
 
 use crate::helpers::fake_deepseek::{
-    content_chunk, finish_chunk, paced, reply_body, role_chunk, text_reply, usage_chunk, FakeDeepSeek, Reply, Step,
-    DONE,
+    content_chunk, finish_chunk, paced, refusal, reply_body, role_chunk, text_reply, usage_chunk, FakeDeepSeek, Reply,
+    Step, DONE,
 };
 use crate::helpers::{spawn_app_with, text_of, Event, TestApp, TEST_DEEPSEEK_KEY};
 
 const FALLBACK_KEY: &str = "sk-fallback-key-that-must-never-leak";
 const FALLBACK_MODEL: &str = "qwen-plus";
-
-fn status(code: u16) -> Reply {
-    Reply::Status { code, body: json!({"error": {"message": "nope"}}).to_string(), retry_after: None }
-}
 
 /// An app whose DeepSeek is `primary` (a fake, or nothing listening) and whose first
 /// fallback is a second fake; one round of attempts, so each send tries each upstream once.
@@ -91,7 +87,7 @@ async fn a_send_fails_over_to_the_next_upstream_on_each_listed_status_before_the
     let (app, fallback) = app_with_fallback(Some(&primary), |s| s.upstream_breaker_failures = 0).await;
     let (token, conversation) = app.user_with_conversation("failover").await;
     for code in [408, 429, 500, 502, 503, 504] {
-        primary.enqueue(status(code));
+        primary.enqueue(refusal(code));
         fallback.enqueue(text_reply(&["备用", &code.to_string()]));
 
         let (events, _) = app.stream_message(&token, &conversation, "hi").await.all().await;
@@ -135,7 +131,7 @@ async fn a_request_error_that_would_fail_anywhere_does_not_fail_over() {
     for (code, expected) in
         [(400, "upstream_bad_request"), (401, "upstream_unauthorized"), (402, "insufficient_balance")]
     {
-        primary.enqueue(status(code));
+        primary.enqueue(refusal(code));
 
         let (events, _) = app.stream_message(&token, &conversation, "hi").await.all().await;
 
@@ -205,7 +201,7 @@ async fn the_circuit_opens_after_consecutive_failures_and_a_probe_closes_it() {
 
     // Two failures open DeepSeek's circuit; the fallback serves both sends.
     for _ in 0..2 {
-        primary.enqueue(status(503));
+        primary.enqueue(refusal(503));
         fallback.enqueue(text_reply(&["备用"]));
         assert_eq!(send("while failing").await, "fallback1");
     }

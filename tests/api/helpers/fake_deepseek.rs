@@ -271,6 +271,17 @@ pub fn reply_body(pieces: &[&str], finish_reason: &str) -> String {
     body
 }
 
+/// DeepSeek refusing a request with `code` (its error body mentions a masked key, which
+/// must never reach a client).
+pub fn refusal(code: u16) -> Reply {
+    Reply::Status {
+        code,
+        body: json!({"error": {"message": "Authentication Fails (sk-***)", "type": "invalid_request_error"}})
+            .to_string(),
+        retry_after: None,
+    }
+}
+
 /// Each SSE event in its own HTTP chunk, `pause` apart.
 pub fn paced(body: &str, pause: Duration) -> Reply {
     let mut steps = Vec::new();
