@@ -13,7 +13,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::{resolve_identity, AuthState, IdentityResolver, JwtKeys};
 use crate::chat::reply::Sweeper;
-use crate::chat::{ChatService, LearnerSettings, MemoryLearner, Registry};
+use crate::chat::{ChatService, LearnerSettings, Registry};
 use crate::configuration::{Config, Settings, UpstreamSettings};
 use crate::errors::{envelope_for_bare_errors, json_error_handler, path_error_handler, query_error_handler};
 use crate::llm::{check_models, LlmClient, MODEL_CHECK_TIMEOUT};
@@ -80,11 +80,11 @@ pub struct Application {
 }
 
 /// How often a replica looks for due memory jobs, how long it may hold one, how often a
-/// failing one is tried, and how many of a conversation's newest messages it reads.
+/// failing one is tried, and how many new messages one run learns from at most.
 const MEMORY_POLL: Duration = Duration::from_secs(2);
 const MEMORY_JOB_LEASE: Duration = Duration::from_secs(120);
 const MEMORY_MAX_ATTEMPTS: u32 = 3;
-const MEMORY_TURNS: usize = 8;
+const MEMORY_TURNS: usize = 40;
 
 /// Warns (never refuses to start) when an upstream does not list its configured model.
 fn check_models_in_background(llm: &Arc<LlmClient>, upstreams: &UpstreamSettings) {
@@ -144,18 +144,17 @@ impl Application {
         #[allow(clippy::disallowed_methods)]
         tokio::spawn(sweeper.run(sweeping.clone()));
         if config.chat.memory.extraction {
-            let learner = MemoryLearner {
-                store: store.clone(),
-                llm,
-                settings: LearnerSettings {
-                    model: config.upstreams.default_model.clone(),
-                    poll: MEMORY_POLL,
-                    lease: MEMORY_JOB_LEASE,
-                    max_attempts: MEMORY_MAX_ATTEMPTS,
-                    max_facts: config.chat.memory.max_facts,
-                    turns: MEMORY_TURNS,
-                },
-            };
+            let learner = chat.learner(LearnerSettings {
+                model: config.upstreams.default_model.clone(),
+                poll: MEMORY_POLL,
+                lease: MEMORY_JOB_LEASE,
+                max_attempts: MEMORY_MAX_ATTEMPTS,
+                max_facts: config.chat.memory.max_facts,
+                turns: MEMORY_TURNS,
+                context_token_budget: config.chat.context_token_budget,
+                context_max_messages: config.chat.context_max_messages,
+                off_peak_only: config.chat.memory.off_peak_only,
+            });
             // Like the sweeper: background upkeep until shutdown begins; a job cut short is
             // taken over by any replica once its lease runs out.
             #[allow(clippy::disallowed_methods)]

@@ -6,7 +6,8 @@
 //! token to stay on the safe side; each message adds 4 tokens of framing.
 use sha2::{Digest, Sha256};
 
-use crate::domain::{MemoryFact, Message, MessageStatus, Role, UserId};
+use super::summary::{after_summary, summary_block};
+use crate::domain::{ConversationSummary, MemoryFact, Message, MessageStatus, Role, UserId};
 use crate::llm::ChatMessage;
 
 const MESSAGE_OVERHEAD_TOKENS: usize = 4;
@@ -41,8 +42,7 @@ pub fn build_messages(system_prompt: &str, history: &[Message], token_budget: us
     let mut remaining = token_budget.saturating_sub(estimate_tokens(system_prompt));
     let mut picked: Vec<&Message> = Vec::new();
     for message in history.iter().rev() {
-        let usable = message.status != MessageStatus::Failed && !message.content.trim().is_empty();
-        if !usable {
+        if !sent_upstream(message) {
             continue;
         }
         let cost = estimate_tokens(&message.content);
@@ -75,6 +75,12 @@ pub fn build_messages(system_prompt: &str, history: &[Message], token_budget: us
     messages
 }
 
+/// Whether a stored turn is part of what the model sees: failed turns and empty replies
+/// are not.
+pub fn sent_upstream(message: &Message) -> bool {
+    message.status != MessageStatus::Failed && !message.content.trim().is_empty()
+}
+
 /// What the persona remembers about the user, appended to the persona's prompt after a
 /// fixed separator (one system message: some upstreams refuse two in a row): a fixed wording in the store's stable order, so it (and with it
 /// the cached prompt prefix) changes only when a memory does. `None` without memories.
@@ -92,20 +98,25 @@ pub fn memory_block(facts: &[MemoryFact]) -> Option<String> {
     Some(block)
 }
 
-/// The prompt in the order DeepSeek's prefix cache rewards: the persona's prompt, the
-/// memory block, then the newest history that fits what is left of the budget.
+/// The prompt in the order DeepSeek's prefix cache rewards, from what changes least to
+/// what changes most: the persona's prompt, the memory block, the conversation's summary,
+/// then the newest turns it does not cover that fit what is left of the budget.
 pub fn build_prompt(
     system_prompt: &str,
     memory: Option<&str>,
+    summary: Option<&ConversationSummary>,
     history: &[Message],
     token_budget: usize,
 ) -> Vec<ChatMessage> {
-    let memory_cost = memory.map_or(0, estimate_tokens);
-    let mut messages = build_messages(system_prompt, history, token_budget.saturating_sub(memory_cost));
-    if let Some(memory) = memory {
-        // The persona's prompt stays a byte-identical prefix; the memory follows it.
+    let summary_text = summary.map(summary_block);
+    let blocks: Vec<&str> = memory.into_iter().chain(summary_text.as_deref()).collect();
+    let blocks_cost: usize = blocks.iter().map(|b| estimate_tokens(b)).sum();
+    let recent = after_summary(history, summary);
+    let mut messages = build_messages(system_prompt, recent, token_budget.saturating_sub(blocks_cost));
+    // The persona's prompt stays a byte-identical prefix; the blocks follow it.
+    for block in blocks {
         messages[0].content.push_str("\n\n");
-        messages[0].content.push_str(memory);
+        messages[0].content.push_str(block);
     }
     messages
 }
@@ -394,13 +405,28 @@ mod tests {
         };
         let history = vec![said(Role::User, &"早".repeat(40)), said(Role::Assistant, "好"), said(Role::User, "嗯")];
         let budget = estimate_tokens("prompt") + estimate_tokens(&"早".repeat(40)) + 20;
-        let without = build_prompt("prompt", None, &history, budget);
-        let with = build_prompt("prompt", Some(&block), &history, budget);
+        let without = build_prompt("prompt", None, None, &history, budget);
+        let with = build_prompt("prompt", Some(&block), None, &history, budget);
 
         assert_eq!(without.len(), 4, "everything fits without the memory");
         assert_eq!(with[0].content, format!("prompt\n\n{block}"));
         assert_eq!(with[1].role, "user");
         assert_eq!(with.last().unwrap().content, "嗯");
         assert!(with.len() < 5, "the memory's tokens leave less room for history");
+
+        let summary = crate::domain::ConversationSummary {
+            text: crate::domain::SummaryText::parse("用户说过早上好").unwrap(),
+            through: history[1].id,
+            through_at: history[1].created_at,
+            updated_at: now(),
+        };
+        let summarized = build_prompt("prompt", Some(&block), Some(&summary), &history, budget);
+        assert_eq!(
+            summarized[0].content,
+            format!("prompt\n\n{block}\n\n{}", crate::chat::summary::summary_block(&summary)),
+            "persona, memory, summary: in that order"
+        );
+        assert_eq!(summarized.len(), 2, "the turns the summary covers are not sent again");
+        assert_eq!(summarized[1].content, "嗯");
     }
 }

@@ -1,7 +1,9 @@
-//! The background worker that learns facts from conversations: it claims due memory jobs
-//! (any replica may; a lease keeps it to one), asks the model in JSON mode, and applies the
-//! operations. A failure never touches chat: the job is retried later, a bounded number of
+//! The background worker that keeps a companion's long-term context: it claims due jobs
+//! (any replica may; a lease keeps each to one), learns facts from the turns memory has
+//! not read yet, and folds turns about to leave the context into the conversation's
+//! summary. A failure never touches chat: the job is retried later, a bounded number of
 //! times, and logged.
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,9 +11,15 @@ use chrono::{DateTime, Datelike, FixedOffset, Timelike, Utc, Weekday};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::learning::{extraction_prompt, parse_ops, MemoryOp};
-use crate::domain::{now, MemoryFact, MemoryJob, Role};
-use crate::llm::{ChatRequest, LlmClient, LlmEvent};
+use super::context::{estimate_tokens, memory_block, upstream_user_hash};
+use super::learning::{extraction_prompt, learnable, parse_ops, MemoryOp};
+use super::personas::{Persona, Personas};
+use super::summary::{after_summary, parse_summary, summary_prompt, turns_to_fold, HistoryRoom};
+use crate::domain::{
+    now, Conversation, ConversationSummary, MemoryFact, MemoryJob, Message, Role, SummaryText, UserId,
+};
+use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmEvent};
+use crate::protection::{Decision, Moderator};
 use crate::store::DynStore;
 
 #[derive(Debug, Clone)]
@@ -21,13 +29,34 @@ pub struct LearnerSettings {
     pub lease: Duration,
     pub max_attempts: u32,
     pub max_facts: usize,
-    /// Turns of the conversation read per run (its newest).
+    /// At most this many new messages are learned from per run (the newest).
     pub turns: usize,
+    /// The reply's context limits, which the summary keeps the history within.
+    pub context_token_budget: usize,
+    pub context_max_messages: usize,
+    /// Retries wait for off-peak hours too.
+    pub off_peak_only: bool,
+}
+
+/// What learning cost and did on this replica, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LearnerStats {
+    pub jobs_done: AtomicU64,
+    pub jobs_failed: AtomicU64,
+    pub model_calls: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub prompt_cache_hit_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+    pub summaries: AtomicU64,
 }
 
 pub struct MemoryLearner {
     pub store: DynStore,
     pub llm: Arc<LlmClient>,
+    pub personas: Arc<Personas>,
+    /// Learned facts reach later prompts: they pass the content check like any text.
+    pub moderator: Option<Arc<Moderator>>,
+    pub stats: Arc<LearnerStats>,
     pub settings: LearnerSettings,
 }
 
@@ -39,6 +68,17 @@ enum LearnError {
     Upstream(#[from] crate::llm::LlmError),
     #[error(transparent)]
     Malformed(#[from] super::learning::MalformedOps),
+    #[error(transparent)]
+    MalformedSummary(#[from] super::summary::MalformedSummary),
+    #[error("the content check is unavailable")]
+    ModerationUnavailable,
+}
+
+/// What one run changed.
+#[derive(Debug, Default)]
+struct Learned {
+    facts: usize,
+    summarized: bool,
 }
 
 impl MemoryLearner {
@@ -67,18 +107,22 @@ impl MemoryLearner {
     async fn learn(&self, job: MemoryJob) {
         let outcome = self.try_learn(&job).await.map_err(|e| e.to_string());
         let settled = match outcome {
-            Ok(applied) => {
-                tracing::info!(conversation_id = %job.conversation_id, applied, "memory updated from the conversation");
+            Ok(learned) => {
+                self.stats.jobs_done.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(conversation_id = %job.conversation_id, facts = learned.facts, summarized = learned.summarized, "memory updated from the conversation");
                 self.store.finish_memory_job(&job).await
             }
             Err(why) if job.attempts + 1 >= self.settings.max_attempts => {
+                self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(conversation_id = %job.conversation_id, %why, attempts = job.attempts + 1, "giving up learning from these turns");
                 self.store.finish_memory_job(&job).await
             }
             Err(why) => {
-                let wait = chrono::Duration::seconds(30 * 2i64.pow(job.attempts.min(6)));
+                self.stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                let backoff = now() + chrono::Duration::seconds(30 * 2i64.pow(job.attempts.min(6)));
+                let due = if self.settings.off_peak_only { off_peak_from(backoff) } else { backoff };
                 tracing::warn!(conversation_id = %job.conversation_id, %why, "learning from the conversation failed; will retry");
-                self.store.retry_memory_job(&job, now() + wait).await
+                self.store.retry_memory_job(&job, due).await
             }
         };
         if let Err(e) = settled {
@@ -86,68 +130,175 @@ impl MemoryLearner {
         }
     }
 
-    async fn try_learn(&self, job: &MemoryJob) -> Result<usize, LearnError> {
-        let (facts, turns) = tokio::try_join!(
+    async fn try_learn(&self, job: &MemoryJob) -> Result<Learned, LearnError> {
+        let window = self.settings.context_max_messages.max(self.settings.turns) * 2;
+        let (conversation, turns, facts) = tokio::try_join!(
+            self.store.get_conversation(job.user_id, job.conversation_id),
+            self.store.list_messages(job.conversation_id, window, None),
             self.store.list_memories(job.user_id, &job.persona_id),
-            self.store.list_messages(job.conversation_id, self.settings.turns, None)
         )?;
-        if super::learning::learnable(&turns).next().is_none() {
-            return Ok(0);
-        }
-        let request = ChatRequest {
-            model: self.settings.model.clone(),
-            messages: extraction_prompt(&facts, &turns),
-            thinking: false,
-            reasoning_effort: None,
-            temperature: None,
-            max_tokens: Some(1000),
-            user_hash: super::context::upstream_user_hash(job.user_id),
-            json_output: true,
+        // Deleted meanwhile, or its persona is gone: nothing left to do.
+        let Some(conversation) = conversation else { return Ok(Learned::default()) };
+        let Some(persona) = self.personas.get(&conversation.persona_id) else { return Ok(Learned::default()) };
+        let facts_learned = match persona.memory {
+            true => self.learn_facts(&conversation, &facts, &turns).await?,
+            false => 0,
         };
-        // Only the model call is bounded: applying its answer must not be cut in half.
-        let answer = tokio::time::timeout(self.settings.lease / 2, self.ask(request))
-            .await
-            .map_err(|_| crate::llm::LlmError::DeadlineExceeded)??;
-        let ops = parse_ops(&answer, &facts)?;
-        let source = turns.iter().rev().find(|t| t.role == Role::User).map(|t| t.id);
+        let memory = persona.memory.then(|| memory_block(&facts)).flatten();
+        let summarized = self.fold_into_summary(&conversation, persona, memory.as_deref(), &turns).await?;
+        Ok(Learned { facts: facts_learned, summarized })
+    }
+
+    /// Learns from the turns memory has not read yet (after a "forget all", nothing said
+    /// before it): the model answers with operations on the current facts.
+    async fn learn_facts(
+        &self,
+        conversation: &Conversation,
+        facts: &[MemoryFact],
+        turns: &[Message],
+    ) -> Result<usize, LearnError> {
+        let unread = match conversation.learned_through {
+            Some(through) => &turns[turns.iter().position(|t| t.created_at > through).unwrap_or(turns.len())..],
+            None => turns,
+        };
+        let unread = &unread[unread.len().saturating_sub(self.settings.turns)..];
+        let Some(newest) = learnable(unread).last() else { return Ok(0) };
+        let answer = self.ask(conversation.user_id, extraction_prompt(facts, unread)).await?;
+        let ops = parse_ops(&answer, facts)?;
+        let ops = self.screened(conversation.user_id, ops).await?;
+        let source = unread.iter().rev().find(|t| t.role == Role::User).map(|t| t.id);
+        let (user, persona) = (conversation.user_id, conversation.persona_id.as_str());
         let applied = ops.len();
         for op in ops {
             match op {
-                MemoryOp::Add(text) => {
-                    self.store.insert_memory(&MemoryFact::new(job.user_id, &job.persona_id, text, source)).await?
-                }
+                MemoryOp::Add(text) => self.store.insert_memory(&MemoryFact::new(user, persona, text, source)).await?,
                 MemoryOp::Update(id, text) => {
-                    self.store.update_memory(job.user_id, &job.persona_id, id, &text, now()).await?;
+                    self.store.update_memory(user, persona, id, &text, now()).await?;
                 }
                 MemoryOp::Delete(id) => {
-                    self.store.delete_memory(job.user_id, &job.persona_id, id).await?;
+                    self.store.delete_memory(user, persona, id).await?;
                 }
             }
         }
-        self.evict_beyond_cap(job).await?;
+        self.store.mark_learned(conversation.id, newest.created_at).await?;
+        self.evict_beyond_cap(user, persona).await?;
         Ok(applied)
     }
 
-    async fn ask(&self, request: ChatRequest) -> Result<String, crate::llm::LlmError> {
-        let mut answer = String::new();
-        let mut stream = self.llm.stream_chat(request).await?;
-        while let Some(event) = stream.next().await {
-            if let LlmEvent::Content(text) = event? {
-                answer.push_str(&text);
-            }
+    /// Drops learned texts the content check refuses; fails (to retry later) when the
+    /// check cannot be asked and the policy is to fail closed.
+    async fn screened(&self, user: UserId, ops: Vec<MemoryOp>) -> Result<Vec<MemoryOp>, LearnError> {
+        let text_of = |op: &MemoryOp| match op {
+            MemoryOp::Add(text) | MemoryOp::Update(_, text) => Some(text.as_str().to_string()),
+            MemoryOp::Delete(_) => None,
+        };
+        let Some(moderator) = &self.moderator else { return Ok(ops) };
+        if ops.iter().all(|op| text_of(op).is_none()) {
+            return Ok(ops);
         }
-        Ok(answer)
+        let Some(user) = self.store.get_user(user).await? else { return Ok(Vec::new()) };
+        let mut kept = Vec::with_capacity(ops.len());
+        for op in ops {
+            if let Some(text) = text_of(&op) {
+                match moderator.screen_input(&user.openid, &text).await {
+                    Ok(Decision::Allow) => {}
+                    Ok(Decision::Block { label, .. }) => {
+                        tracing::warn!(?label, "a learned memory did not pass the content check; dropped");
+                        continue;
+                    }
+                    Err(()) => return Err(LearnError::ModerationUnavailable),
+                }
+            }
+            kept.push(op);
+        }
+        Ok(kept)
+    }
+
+    /// Folds the oldest turns into the summary once the turns it does not cover fill most
+    /// of the room the reply's context leaves them.
+    async fn fold_into_summary(
+        &self,
+        conversation: &Conversation,
+        persona: &Persona,
+        memory: Option<&str>,
+        turns: &[Message],
+    ) -> Result<bool, LearnError> {
+        // Room as the reply sees it, with space kept for the longest summary.
+        let fixed = estimate_tokens(&persona.system_prompt)
+            + memory.map_or(0, estimate_tokens)
+            + estimate_tokens(&"摘".repeat(SummaryText::MAX_CHARS));
+        let room = HistoryRoom {
+            tokens: self.settings.context_token_budget.saturating_sub(fixed),
+            messages: self.settings.context_max_messages,
+        };
+        let previous = conversation.summary.as_ref();
+        let Some(fold) = turns_to_fold(after_summary(turns, previous), room) else { return Ok(false) };
+        let through = fold.last().expect("a fold is never empty");
+        let answer = self.ask(conversation.user_id, summary_prompt(previous, fold)).await?;
+        let summary = ConversationSummary {
+            text: parse_summary(&answer)?,
+            through: through.id,
+            through_at: through.created_at,
+            updated_at: now(),
+        };
+        let saved = self.store.save_summary(conversation.id, &summary).await?;
+        if saved {
+            self.stats.summaries.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(saved)
+    }
+
+    /// One JSON-mode call, thinking off; only the call is bounded (applying its answer
+    /// must not be cut in half).
+    async fn ask(&self, user: UserId, messages: Vec<ChatMessage>) -> Result<String, crate::llm::LlmError> {
+        let request = ChatRequest {
+            model: self.settings.model.clone(),
+            messages,
+            thinking: false,
+            reasoning_effort: None,
+            temperature: None,
+            max_tokens: Some(1500),
+            user_hash: upstream_user_hash(user),
+            json_output: true,
+        };
+        self.stats.model_calls.fetch_add(1, Ordering::Relaxed);
+        let call = async {
+            let mut answer = String::new();
+            let mut stream = self.llm.stream_chat(request).await?;
+            while let Some(event) = stream.next().await {
+                match event? {
+                    LlmEvent::Content(text) => answer.push_str(&text),
+                    LlmEvent::Usage(usage) => self.count(&usage),
+                    _ => {}
+                }
+            }
+            Ok(answer)
+        };
+        tokio::time::timeout(self.settings.lease / 3, call).await.map_err(|_| crate::llm::LlmError::DeadlineExceeded)?
+    }
+
+    fn count(&self, usage: &crate::domain::Usage) {
+        self.stats.prompt_tokens.fetch_add(usage.prompt_tokens, Ordering::Relaxed);
+        self.stats.completion_tokens.fetch_add(usage.completion_tokens, Ordering::Relaxed);
+        let hit = usage.prompt_cache_hit_tokens.unwrap_or(0);
+        self.stats.prompt_cache_hit_tokens.fetch_add(hit, Ordering::Relaxed);
+        tracing::info!(
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            prompt_cache_hit_tokens = hit,
+            "memory call used tokens"
+        );
     }
 
     /// Keeps at most `max_facts`: the least recently learned or corrected go first.
-    async fn evict_beyond_cap(&self, job: &MemoryJob) -> Result<(), LearnError> {
-        let mut facts = self.store.list_memories(job.user_id, &job.persona_id).await?;
+    async fn evict_beyond_cap(&self, user: UserId, persona: &str) -> Result<(), LearnError> {
+        let mut facts = self.store.list_memories(user, persona).await?;
         if facts.len() <= self.settings.max_facts {
             return Ok(());
         }
         facts.sort_by_key(|f| f.updated_at);
         for fact in &facts[..facts.len() - self.settings.max_facts] {
-            self.store.delete_memory(job.user_id, &job.persona_id, fact.id).await?;
+            self.store.delete_memory(user, persona, fact.id).await?;
         }
         Ok(())
     }

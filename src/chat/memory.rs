@@ -38,7 +38,7 @@ impl ChatService {
 
     /// Forgets everything `persona_id` remembers about `user`; how many facts that was.
     pub async fn forget_all(&self, user: UserId, persona_id: &str) -> Result<u64, ChatError> {
-        Ok(self.store.delete_memories(user, persona_id).await?)
+        Ok(self.store.delete_memories(user, persona_id, now()).await?)
     }
 
     /// A corrected memory reaches every later prompt: it passes the same check as a message.

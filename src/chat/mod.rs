@@ -9,6 +9,7 @@ mod preview;
 pub mod reply;
 mod send;
 mod service;
+mod summary;
 
 pub use capacity::{Capacity, Slot};
 pub use learner::{LearnerSettings, MemoryLearner};

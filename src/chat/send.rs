@@ -217,11 +217,12 @@ impl ChatService {
         Ok(ReplyHandle::fresh(self.replies.clone(), user_message, reply, live))
     }
 
-    /// Whether (and how) this conversation is learned from after a completed reply.
+    /// Whether (and how) this conversation is learned from after a completed reply: its
+    /// summary is kept up whatever the persona; its facts only when the persona remembers.
     fn remember(&self, user: &User, conversation: &Conversation) -> Option<Remember> {
         let memory = &self.config.memory;
         let persona = self.persona_for(conversation, self.preview.includes(user));
-        (memory.extraction && persona.memory).then(|| Remember {
+        memory.extraction.then(|| Remember {
             user: user.id,
             persona: persona.id.clone(),
             debounce: memory.debounce,
@@ -398,6 +399,7 @@ impl ChatService {
             messages: build_prompt(
                 &persona.system_prompt,
                 memory.as_deref(),
+                conversation.summary.as_ref(),
                 &history,
                 self.config.context_token_budget,
             ),
@@ -429,14 +431,8 @@ mod tests {
 
     #[test]
     fn the_history_ends_with_the_new_message_exactly_once_within_the_limit() {
-        let conversation = Conversation {
-            id: ConversationId::new(),
-            user_id: UserId::new(),
-            persona_id: "p".into(),
-            title: crate::domain::ConversationTitle::parse("t").unwrap(),
-            created_at: crate::domain::now(),
-            last_active_at: crate::domain::now(),
-        };
+        let title = crate::domain::ConversationTitle::parse("t").unwrap();
+        let conversation = Conversation::new(UserId::new(), "p", title, crate::domain::now());
         let said = |text: &str| Message::new(&conversation, Role::User, text, MessageStatus::Complete);
         let (a, b, latest) = (said("a"), said("b"), said("new"));
         let cases: Vec<(&str, Vec<Message>, usize, Vec<&str>)> = vec![

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::learner::{LearnerSettings, LearnerStats, MemoryLearner};
 use super::personas::{Persona, Personas};
 use super::preview::PreviewAccess;
 use super::reply::{ProgressSaver, Registry, Replies, ReplyHandle};
@@ -71,7 +72,7 @@ pub struct ChatParts {
 pub struct ChatService {
     pub(super) store: DynStore,
     pub(super) llm: Arc<LlmClient>,
-    personas: Personas,
+    personas: Arc<Personas>,
     pub(super) registry: Arc<Registry>,
     pub(super) replies: Arc<Replies>,
     pub(super) config: ChatSettings,
@@ -80,6 +81,7 @@ pub struct ChatService {
     pub(super) moderator: Option<Arc<Moderator>>,
     pub(super) capacity: super::Capacity,
     pub(super) progress: Arc<ProgressSaver>,
+    learner_stats: Arc<LearnerStats>,
 }
 
 /// How often a follower reads the progress another replica stores.
@@ -97,7 +99,7 @@ impl ChatService {
         ChatService {
             store: parts.store,
             llm: parts.llm,
-            personas: parts.personas,
+            personas: Arc::new(parts.personas),
             registry: parts.registry,
             replies,
             capacity: super::Capacity::new(parts.config.max_concurrent_generations),
@@ -106,7 +108,25 @@ impl ChatService {
             preview: parts.preview,
             quota: parts.quota,
             moderator: parts.moderator,
+            learner_stats: Arc::default(),
         }
+    }
+
+    /// The background learner of memories and summaries, sharing this service's parts.
+    pub fn learner(&self, settings: LearnerSettings) -> MemoryLearner {
+        MemoryLearner {
+            store: self.store.clone(),
+            llm: self.llm.clone(),
+            personas: self.personas.clone(),
+            moderator: self.moderator.clone(),
+            stats: self.learner_stats.clone(),
+            settings,
+        }
+    }
+
+    /// What the learner on this instance did and cost.
+    pub fn learner_stats(&self) -> &LearnerStats {
+        &self.learner_stats
     }
 
     pub fn config(&self) -> &ChatSettings {
@@ -214,14 +234,7 @@ impl ChatService {
         title: ConversationTitle,
     ) -> Result<Conversation, ChatError> {
         let at = crate::domain::now();
-        let conversation = Conversation {
-            id: ConversationId::new(),
-            user_id: user,
-            persona_id: persona.id.clone(),
-            title,
-            created_at: at,
-            last_active_at: at,
-        };
+        let conversation = Conversation::new(user, &persona.id, title, at);
         self.store.insert_conversation(&conversation).await?;
         if !persona.greeting.trim().is_empty() {
             self.store.insert_message(&greeting_message(&conversation, persona)).await?;

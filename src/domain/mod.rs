@@ -8,7 +8,7 @@ mod parse_tests;
 mod reply;
 mod user;
 
-pub use conversation::{Conversation, ConversationTitle};
+pub use conversation::{Conversation, ConversationSummary, ConversationTitle, SummaryText};
 pub use ids::{ConversationId, MemoryId, MessageId, UserId};
 pub use memory::{MemoryFact, MemoryJob, MemoryText};
 pub use message::{

@@ -74,5 +74,38 @@ fn render(store: &CountingStore, chat: &ChatService) -> String {
         .map(|(name, open)| (format!("{{upstream=\"{name}\"}}"), open as u64))
         .collect();
     metric("companion_upstream_circuit_open", "gauge", "1 while an upstream is skipped by its breaker.", circuits);
+    let learner = chat.learner_stats();
+    let read = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    metric(
+        "companion_memory_jobs_total",
+        "counter",
+        "Memory and summary jobs run here, by outcome (a failed run is retried).",
+        vec![
+            ("{outcome=\"done\"}".into(), read(&learner.jobs_done)),
+            ("{outcome=\"failed\"}".into(), read(&learner.jobs_failed)),
+        ],
+    );
+    metric(
+        "companion_memory_model_calls_total",
+        "counter",
+        "Model calls made for memory and summaries.",
+        vec![(String::new(), read(&learner.model_calls))],
+    );
+    metric(
+        "companion_memory_tokens_total",
+        "counter",
+        "Tokens used for memory and summaries (prompt_cache_hit is part of prompt).",
+        vec![
+            ("{kind=\"prompt\"}".into(), read(&learner.prompt_tokens)),
+            ("{kind=\"prompt_cache_hit\"}".into(), read(&learner.prompt_cache_hit_tokens)),
+            ("{kind=\"completion\"}".into(), read(&learner.completion_tokens)),
+        ],
+    );
+    metric(
+        "companion_summaries_total",
+        "counter",
+        "Conversation summaries written.",
+        vec![(String::new(), read(&learner.summaries))],
+    );
     out
 }

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 
 use super::{ConversationCursor, DynStore, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryJob, MemoryText,
-    Message, MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
+    ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact, MemoryId,
+    MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
 #[derive(Clone, Copy)]
@@ -54,6 +54,8 @@ const OPERATIONS: &[&str] = &[
     "update_memory",
     "delete_memory",
     "delete_memories",
+    "mark_learned",
+    "save_summary",
     "schedule_memory_job",
     "claim_memory_job",
     "finish_memory_job",
@@ -348,8 +350,20 @@ impl Store for CountingStore {
         self.track("delete_memory", Kind::Write, self.inner.delete_memory(user, persona, id)).await
     }
 
-    async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError> {
-        self.track("delete_memories", Kind::Write, self.inner.delete_memories(user, persona)).await
+    async fn delete_memories(&self, user: UserId, persona: &str, at: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.track("delete_memories", Kind::Write, self.inner.delete_memories(user, persona, at)).await
+    }
+
+    async fn mark_learned(&self, conversation: ConversationId, through: DateTime<Utc>) -> Result<(), StoreError> {
+        self.track("mark_learned", Kind::Write, self.inner.mark_learned(conversation, through)).await
+    }
+
+    async fn save_summary(
+        &self,
+        conversation: ConversationId,
+        summary: &ConversationSummary,
+    ) -> Result<bool, StoreError> {
+        self.track("save_summary", Kind::Write, self.inner.save_summary(conversation, summary)).await
     }
 
     async fn schedule_memory_job(

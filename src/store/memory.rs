@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryJob, MemoryText,
-    Message, MessageId, MessageProgress, MessageStatus, OpenId, ProfilePatch, SendRecord, User, UserId,
+    now, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact, MemoryId,
+    MemoryJob, MemoryText, Message, MessageId, MessageProgress, MessageStatus, OpenId, ProfilePatch, SendRecord, User,
+    UserId,
 };
 
 #[derive(Default)]
@@ -306,11 +307,36 @@ impl Store for InMemoryStore {
         Ok(theirs)
     }
 
-    async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError> {
+    async fn delete_memories(&self, user: UserId, persona: &str, at: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut inner = self.lock();
         let before = inner.memories.len();
         inner.memories.retain(|_, f| !f.belongs_to(user, persona));
-        Ok((before - inner.memories.len()) as u64)
+        let forgotten = (before - inner.memories.len()) as u64;
+        for c in inner.conversations.values_mut().filter(|c| c.user_id == user && c.persona_id == persona) {
+            c.learned_through = c.learned_through.max(Some(at));
+        }
+        Ok(forgotten)
+    }
+
+    async fn mark_learned(&self, conversation: ConversationId, through: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(c) = self.lock().conversations.get_mut(&conversation) {
+            c.learned_through = c.learned_through.max(Some(through));
+        }
+        Ok(())
+    }
+
+    async fn save_summary(
+        &self,
+        conversation: ConversationId,
+        summary: &ConversationSummary,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(c) = inner.conversations.get_mut(&conversation) else { return Ok(false) };
+        if c.summary.as_ref().is_some_and(|s| s.through_at >= summary.through_at) {
+            return Ok(false);
+        }
+        c.summary = Some(summary.clone());
+        Ok(true)
     }
 
     async fn schedule_memory_job(

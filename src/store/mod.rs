@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ClientMessageId, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryId, MemoryJob, MemoryText,
-    Message, MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
+    ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact, MemoryId,
+    MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
 pub use counting::{CountingStore, StoreTraffic};
@@ -212,7 +212,17 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets one memory; false when there was none of the user's.
     async fn delete_memory(&self, user: UserId, persona: &str, id: MemoryId) -> Result<bool, StoreError>;
     /// Forgets everything the persona remembers about the user; how many were forgotten.
-    async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError>;
+    /// What was said before `at` in their conversations is not learned from again.
+    async fn delete_memories(&self, user: UserId, persona: &str, at: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Memory has learned from the conversation's turns up to `through` (never moves back).
+    async fn mark_learned(&self, conversation: ConversationId, through: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Replaces the conversation's rolling summary, unless the stored one already reaches
+    /// as far (a late writer never undoes a newer summary). Whether it was saved.
+    async fn save_summary(
+        &self,
+        conversation: ConversationId,
+        summary: &ConversationSummary,
+    ) -> Result<bool, StoreError>;
 
     /// Asks for `conversation`'s new turns to be learned from at `due` (a later call
     /// pushes it back: debounced), with its attempts reset.
@@ -262,13 +272,11 @@ mod tests {
     }
 
     fn conversation(last_active_millis: i64, hex: &str) -> Conversation {
+        let title = ConversationTitle::parse("a title").expect("a valid title");
         Conversation {
             id: id(hex),
-            user_id: UserId::new(),
-            persona_id: "xiaoxi".into(),
-            title: ConversationTitle::parse("a title").expect("a valid title"),
-            created_at: at(0),
             last_active_at: at(last_active_millis),
+            ..Conversation::new(UserId::new(), "xiaoxi", title, at(0))
         }
     }
 

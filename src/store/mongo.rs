@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use super::compat::{and_any, bool_of, lenient_bool};
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, AvatarUrl, ClientMessageId, Conversation, ConversationId, ConversationTitle, FinishReason, MemoryFact,
-    MemoryId, MemoryJob, MemoryText, Message, MessageError, MessageId, MessageProgress, MessageStatus, Nickname,
-    OpenId, ProfilePatch, Role, SendRecord, Served, Usage, User, UserId,
+    now, AvatarUrl, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle,
+    FinishReason, MemoryFact, MemoryId, MemoryJob, MemoryText, Message, MessageError, MessageId, MessageProgress,
+    MessageStatus, Nickname, OpenId, ProfilePatch, Role, SendRecord, Served, SummaryText, Usage, User, UserId,
 };
 
 const SCHEMA_VERSION: i32 = 1;
@@ -86,6 +86,39 @@ struct ConversationDoc {
     generation: Option<GenerationLeaseDoc>,
     #[serde(default = "schema_v0")]
     schema_version: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    summary: Option<SummaryDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    learned_through_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SummaryDoc {
+    text: String,
+    through_id: String,
+    through_ms: i64,
+    updated_ms: i64,
+}
+
+impl SummaryDoc {
+    fn from_domain(summary: &ConversationSummary) -> Self {
+        Self {
+            text: summary.text.as_str().to_string(),
+            through_id: summary.through.to_string(),
+            through_ms: summary.through_at.timestamp_millis(),
+            updated_ms: summary.updated_at.timestamp_millis(),
+        }
+    }
+
+    /// `None` for a summary that no longer reads: the conversation then goes on without it.
+    fn into_domain(self) -> Option<ConversationSummary> {
+        Some(ConversationSummary {
+            text: SummaryText::parse(&self.text).ok()?,
+            through: MessageId::parse(&self.through_id)?,
+            through_at: from_millis(self.through_ms),
+            updated_at: from_millis(self.updated_ms),
+        })
+    }
 }
 
 fn default_persona() -> String {
@@ -294,6 +327,8 @@ impl ConversationDoc {
                 .unwrap_or_else(|_| ConversationTitle::parse("对话").expect("static title")),
             created_at: from_bson_date(self.created_at),
             last_active_at: from_millis(self.last_active_ms),
+            summary: self.summary.and_then(SummaryDoc::into_domain),
+            learned_through: self.learned_through_ms.map(from_millis),
         })
     }
 }
@@ -562,6 +597,8 @@ impl Store for MongoStore {
             last_active_ms: c.last_active_at.timestamp_millis(),
             generation: None,
             schema_version: SCHEMA_VERSION,
+            summary: c.summary.as_ref().map(SummaryDoc::from_domain),
+            learned_through_ms: c.learned_through.map(|t| t.timestamp_millis()),
         };
         self.conversations().insert_one(document).await.map_err(unavailable)?;
         Ok(())
@@ -840,13 +877,42 @@ impl Store for MongoStore {
         Ok(deleted.deleted_count == 1)
     }
 
-    async fn delete_memories(&self, user: UserId, persona: &str) -> Result<u64, StoreError> {
-        let deleted = self
-            .memories()
-            .delete_many(doc! {"user_id": user.to_string(), "persona_id": persona})
+    async fn delete_memories(&self, user: UserId, persona: &str, at: DateTime<Utc>) -> Result<u64, StoreError> {
+        let theirs = doc! {"user_id": user.to_string(), "persona_id": persona};
+        let deleted = self.memories().delete_many(theirs.clone()).await.map_err(unavailable)?;
+        self.conversations()
+            .update_many(theirs, doc! {"$max": {"learned_through_ms": at.timestamp_millis()}})
             .await
             .map_err(unavailable)?;
         Ok(deleted.deleted_count)
+    }
+
+    async fn mark_learned(&self, conversation: ConversationId, through: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conversations()
+            .update_one(
+                doc! {"_id": conversation.to_string()},
+                doc! {"$max": {"learned_through_ms": through.timestamp_millis()}},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn save_summary(
+        &self,
+        conversation: ConversationId,
+        summary: &ConversationSummary,
+    ) -> Result<bool, StoreError> {
+        let newer = summary.through_at.timestamp_millis();
+        let filter = doc! {
+            "_id": conversation.to_string(),
+            "$or": [{"summary": {"$exists": false}}, {"summary.through_ms": {"$lt": newer}}],
+        };
+        let document =
+            bson::to_document(&SummaryDoc::from_domain(summary)).map_err(|e| StoreError::Corrupt(e.into()))?;
+        let saved =
+            self.conversations().update_one(filter, doc! {"$set": {"summary": document}}).await.map_err(unavailable)?;
+        Ok(saved.matched_count == 1)
     }
 
     async fn schedule_memory_job(

@@ -13,6 +13,7 @@ mod gray_release;
 mod health;
 mod helpers;
 mod hostile;
+mod learning;
 mod login;
 mod memories;
 mod metrics;

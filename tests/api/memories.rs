@@ -8,7 +8,7 @@ use companion_backend::domain::{MemoryFact, MemoryText, UserId};
 use crate::helpers::fake_deepseek::text_reply;
 use crate::helpers::{spawn_app, TestApp};
 
-async fn user_id(app: &TestApp, token: &str) -> UserId {
+pub(crate) async fn user_id(app: &TestApp, token: &str) -> UserId {
     let me: Value = app.get_me(token).await.json().await.unwrap();
     UserId::parse(me["id"].as_str().unwrap()).unwrap()
 }
@@ -25,7 +25,7 @@ async fn new_conversation(app: &TestApp, token: &str, persona: &str) -> String {
 }
 
 /// The messages of the last request DeepSeek received.
-fn last_prompt(app: &TestApp) -> Vec<Value> {
+pub(crate) fn last_prompt(app: &TestApp) -> Vec<Value> {
     app.deepseek.requests().last().expect("a request").body["messages"].as_array().unwrap().clone()
 }
 

@@ -1,8 +1,9 @@
 //! One contract, two stores: the in-process store must behave like MongoDB.
 use chrono::Duration;
 use companion_backend::domain::{
-    now, AvatarUrl, Conversation, ConversationId, ConversationTitle, MemoryFact, MemoryText, Message, MessageError,
-    MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, Served, Usage, UserId,
+    now, AvatarUrl, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact, MemoryText,
+    Message, MessageError, MessageId, MessageProgress, MessageStatus, Nickname, OpenId, ProfilePatch, Role, Served,
+    SummaryText, Usage, UserId,
 };
 use companion_backend::store::{ConversationCursor, DynStore, GenerationClaim};
 
@@ -51,6 +52,8 @@ contract_tests!(
     a_memory_job_is_claimed_by_one_holder_until_its_lease_runs_out,
     a_memory_job_with_new_turns_outlives_the_run_that_missed_them,
     a_failed_memory_job_counts_its_attempts_and_waits,
+    a_summary_is_replaced_only_by_one_reaching_further,
+    what_memory_learned_through_only_moves_forward_and_forgetting_all_moves_it,
 );
 
 fn openid(s: &str) -> OpenId {
@@ -58,14 +61,7 @@ fn openid(s: &str) -> OpenId {
 }
 
 fn conversation(user: UserId, title: &str, at: chrono::DateTime<chrono::Utc>) -> Conversation {
-    Conversation {
-        id: ConversationId::new(),
-        user_id: user,
-        persona_id: "xiaoxi".into(),
-        title: ConversationTitle::parse(title).unwrap(),
-        created_at: at,
-        last_active_at: at,
-    }
+    Conversation::new(user, "xiaoxi", ConversationTitle::parse(title).unwrap(), at)
 }
 
 fn message(c: &Conversation, role: Role, content: &str) -> Message {
@@ -522,8 +518,8 @@ async fn a_memory_is_updated_and_deleted_only_by_its_owner(store: DynStore) {
     assert!(!store.delete_memory(user, "xiaoxi", exam.id).await.unwrap());
     assert_eq!(store.list_memories(user, "xiaoxi").await.unwrap(), vec![updated]);
     store.insert_memory(&fact(user, "xiaoxi", "第三件事", 500)).await.unwrap();
-    assert_eq!(store.delete_memories(intruder, "xiaoxi").await.unwrap(), 0);
-    assert_eq!(store.delete_memories(user, "xiaoxi").await.unwrap(), 2);
+    assert_eq!(store.delete_memories(intruder, "xiaoxi", now()).await.unwrap(), 0);
+    assert_eq!(store.delete_memories(user, "xiaoxi", now()).await.unwrap(), 2);
     assert!(store.list_memories(user, "xiaoxi").await.unwrap().is_empty());
 }
 
@@ -590,4 +586,48 @@ async fn a_failed_memory_job_counts_its_attempts_and_waits(store: DynStore) {
     store.retry_memory_job(&first, t0).await.unwrap();
     let fresh = store.claim_memory_job(t0 + Duration::seconds(200), t0 + Duration::seconds(260)).await.unwrap();
     assert_eq!(fresh.expect("due").attempts, 0);
+}
+
+async fn a_summary_is_replaced_only_by_one_reaching_further(store: DynStore) {
+    let user = UserId::new();
+    let c = conversation(user, "summary", now());
+    store.insert_conversation(&c).await.unwrap();
+    let summary = |text: &str, through_millis: i64| ConversationSummary {
+        text: SummaryText::parse(text).unwrap(),
+        through: MessageId::new(),
+        through_at: chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + through_millis).unwrap(),
+        updated_at: now(),
+    };
+    let (first, further, stale) = (summary("第一段", 10), summary("第二段\n接着聊", 20), summary("过时的", 15));
+
+    assert!(store.save_summary(c.id, &first).await.unwrap());
+    assert!(store.save_summary(c.id, &further).await.unwrap());
+    assert!(!store.save_summary(c.id, &stale).await.unwrap(), "a late writer never undoes a newer summary");
+    assert!(!store.save_summary(c.id, &further).await.unwrap(), "not again for the same turns");
+    assert!(!store.save_summary(ConversationId::new(), &first).await.unwrap(), "no such conversation");
+    let stored = store.get_conversation(user, c.id).await.unwrap().unwrap();
+    assert_eq!(stored.summary, Some(further));
+}
+
+async fn what_memory_learned_through_only_moves_forward_and_forgetting_all_moves_it(store: DynStore) {
+    let user = UserId::new();
+    let (a, b) = (conversation(user, "a", now()), conversation(user, "b", now()));
+    let mut other_persona = conversation(user, "c", now());
+    other_persona.persona_id = "ahang".into();
+    for c in [&a, &b, &other_persona] {
+        store.insert_conversation(c).await.unwrap();
+    }
+    let at = |millis: i64| chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + millis).unwrap();
+    let learned = |id| {
+        let store = store.clone();
+        async move { store.get_conversation(user, id).await.unwrap().unwrap().learned_through }
+    };
+
+    store.mark_learned(a.id, at(20)).await.unwrap();
+    store.mark_learned(a.id, at(10)).await.unwrap();
+    assert_eq!(learned(a.id).await, Some(at(20)), "never moves back");
+    store.delete_memories(user, "xiaoxi", at(30)).await.unwrap();
+    assert_eq!(learned(a.id).await, Some(at(30)));
+    assert_eq!(learned(b.id).await, Some(at(30)), "every conversation with the persona");
+    assert_eq!(learned(other_persona.id).await, None, "not another persona's");
 }

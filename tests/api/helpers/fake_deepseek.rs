@@ -41,6 +41,7 @@ struct Shared {
     model_lookups: Arc<Mutex<Vec<RecordedRequest>>>,
     /// JSON-mode requests (background memory work), answered apart from the replies.
     json_answers: Arc<Mutex<VecDeque<String>>>,
+    summary_answers: Arc<Mutex<VecDeque<String>>>,
     json_requests: Arc<Mutex<Vec<RecordedRequest>>>,
 }
 
@@ -55,6 +56,7 @@ impl Default for Shared {
             models: Arc::new(Mutex::new(LISTED_MODELS.iter().map(|m| m.to_string()).collect())),
             model_lookups: Arc::default(),
             json_answers: Arc::default(),
+            summary_answers: Arc::default(),
             json_requests: Arc::default(),
         }
     }
@@ -99,6 +101,17 @@ impl FakeDeepSeek {
         self.shared.json_answers.lock().unwrap().push_back(content.to_string());
     }
 
+    /// Answers the next summarizing request (a JSON-mode request asking for a
+    /// `"summary"`) with `content`.
+    pub fn enqueue_summary(&self, content: &str) {
+        self.shared.summary_answers.lock().unwrap().push_back(content.to_string());
+    }
+
+    /// The JSON-mode requests received that asked for a summary.
+    pub fn summary_requests(&self) -> Vec<RecordedRequest> {
+        self.json_requests().into_iter().filter(asks_for_a_summary).collect()
+    }
+
     /// The JSON-mode requests received.
     pub fn json_requests(&self) -> Vec<RecordedRequest> {
         self.shared.json_requests.lock().unwrap().clone()
@@ -131,9 +144,13 @@ async fn serve(mut socket: TcpStream, shared: Shared) {
         return;
     }
     let reply = if request.body.get("response_format").is_some() {
-        let answer = shared.json_answers.lock().unwrap().pop_front();
+        let (queue, default) = match asks_for_a_summary(&request) {
+            true => (&shared.summary_answers, r#"{"summary": "之前聊了些日常。"}"#),
+            false => (&shared.json_answers, r#"{"operations": []}"#),
+        };
+        let answer = queue.lock().unwrap().pop_front();
         shared.json_requests.lock().unwrap().push(request);
-        Some(text_reply(&[answer.as_deref().unwrap_or(r#"{"operations": []}"#)]))
+        Some(text_reply(&[answer.as_deref().unwrap_or(default)]))
     } else {
         shared.requests.lock().unwrap().push(request);
         shared.replies.lock().unwrap().pop_front()
@@ -300,4 +317,10 @@ pub fn text_reply(pieces: &[&str]) -> Reply {
 /// `bytes` cut every `every` bytes, wherever that falls (inside characters too).
 pub fn cut_every(bytes: &[u8], every: usize, pause: Duration) -> Vec<Step> {
     bytes.chunks(every).flat_map(|piece| [Step::Bytes(piece.to_vec()), Step::Pause(pause)]).collect()
+}
+
+/// Whether a JSON-mode request asks for a conversation summary (its instructions name
+/// the `"summary"` key) rather than memory operations.
+fn asks_for_a_summary(request: &RecordedRequest) -> bool {
+    request.body["messages"][0]["content"].as_str().is_some_and(|s| s.contains("{\"summary\""))
 }
