@@ -6,7 +6,8 @@
 //!     cargo run --release --example relay_bench -- --quick # smoke run
 //!
 //! Options: `--quick`, `--modes h1,h2c` (how the relay reaches the upstream; both by
-//! default), `--h2c-connections N` (UPSTREAM_CONNECTIONS for h2c, 4), `--no-pin`.
+//! default), `--h2c-connections N` (UPSTREAM_CONNECTIONS for h2c, 4), `--no-pin`, and
+//! `--memory` (only the light load, memory off against memory on; see `memory.rs`).
 //! `BENCH_SERVER_BIN` names the server binary (default
 //! `${CARGO_TARGET_DIR:-target}/release/companion-backend`).
 //!
@@ -23,6 +24,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod client;
+mod memory;
 mod procs;
 mod report;
 mod upstream;
@@ -61,18 +63,20 @@ pub fn now_us() -> u64 {
 
 struct Options {
     quick: bool,
+    memory: bool,
     modes: Vec<Mode>,
     pin: bool,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut options = Options { quick: false, modes: Vec::new(), pin: true };
+    let mut options = Options { quick: false, memory: false, modes: Vec::new(), pin: true };
     let mut modes = "h1,h2c".to_string();
     let mut connections = 4usize;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
+            "--memory" => options.memory = true,
             "--no-pin" => options.pin = false,
             "--modes" => modes = args.next().ok_or("--modes needs a value")?.clone(),
             "--h2c-connections" => {
@@ -291,13 +295,16 @@ async fn run(options: Options) -> anyhow::Result<()> {
     );
     let (_upstream, upstream) = procs::spawn_upstream()?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(30)).build()?;
+    if options.memory {
+        return memory::compare(&http, &binary, upstream, cpu, plan.light).await;
+    }
     let ticks = procs::clock_ticks_per_second();
     let mut direct_holds: Vec<Option<Hold>> = plan.holds.iter().map(|_| None).collect();
     let mut results = Vec::new();
     for &mode in &options.modes {
         let mode_started = std::time::Instant::now();
         println!("\n== relay with {} upstream ==", mode.label());
-        let relay = procs::start_relay(&binary, upstream, mode, cpu, &http).await?;
+        let relay = procs::start_relay(&binary, upstream, mode, cpu, &http, &[]).await?;
         let token = procs::login(&http, &relay, "bench").await?;
         let template = capture_body(&http, &relay, &token, upstream).await?;
         let light = pair(&http, &relay, &token, upstream, &template, plan.light, ticks).await?;
@@ -312,7 +319,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
                     Some(hold(upstream, vec![request; streams], plan.hold_shape, Target::Direct, None).await);
             }
             println!("hold {streams}: relay");
-            let relay = procs::start_relay(&binary, upstream, mode, cpu, &http).await?;
+            let relay = procs::start_relay(&binary, upstream, mode, cpu, &http, &[]).await?;
             let token = procs::login(&http, &relay, "bench").await?;
             let conversations = procs::conversations(&http, &relay, &token, streams + 1).await?;
             let requests: Vec<Vec<u8>> =

@@ -119,6 +119,7 @@ pub async fn start_relay(
     mode: Mode,
     cpu: Option<usize>,
     http: &reqwest::Client,
+    extra_env: &[(&str, &str)],
 ) -> anyhow::Result<Relay> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = std::env::temp_dir().join(format!("relay_bench-server-{port}.log"));
@@ -153,6 +154,7 @@ pub async fn start_relay(
         .env("UPSTREAM_H2C", h2c)
         .env("UPSTREAM_CONNECTIONS", connections.to_string())
         .env("RUST_LOG", "error")
+        .envs(extra_env.iter().copied())
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -223,17 +225,20 @@ pub async fn conversations(
 /// `companion_store_writes_total` from `GET /metrics`; `None` if the server has no
 /// metrics endpoint (404) or does not report the counter.
 pub async fn store_writes(http: &reqwest::Client, relay: &Relay) -> Option<f64> {
+    metric(http, relay, "companion_store_writes_total").await
+}
+
+/// One sample from `GET /metrics`, named as it is written there (with its labels, if any).
+pub async fn metric(http: &reqwest::Client, relay: &Relay, sample: &str) -> Option<f64> {
     let response = http.get(format!("{}/metrics", relay.base())).bearer_auth(METRICS_TOKEN).send().await.ok()?;
     if !response.status().is_success() {
         return None;
     }
     let text = response.text().await.ok()?;
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| l.strip_prefix("companion_store_writes_total")).and_then(
-        |rest| {
-            // Either `name value` or `name{labels} value`.
-            rest.split_whitespace().last().and_then(|v| v.parse().ok())
-        },
-    )
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(sample).filter(|rest| rest.starts_with(' ')))
+        .and_then(|rest| rest.trim().parse().ok())
 }
 
 /// Resident memory (KiB) of a process.

@@ -17,7 +17,8 @@ const STREAMS_PER_CPU_SEC: f64 = 1_500.0;
 /// Target: relay memory per held stream (KiB).
 const KIB_PER_STREAM: f64 = 16.0;
 
-fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
+/// The `p` quantile of sorted microseconds, in milliseconds.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }

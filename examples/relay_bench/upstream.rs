@@ -16,10 +16,11 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::net::TcpSocket;
 
 use crate::now_us;
+use companion_backend::chat::context::estimate_tokens;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -129,12 +130,23 @@ async fn handle(request: Request<Incoming>, state: Arc<State>) -> Result<Respons
         let Ok(body) = request.into_body().collect().await.map(|b| b.to_bytes()) else {
             return Ok(full(StatusCode::BAD_REQUEST, "text/plain", "unreadable body"));
         };
-        let shape = shape_of(&body);
-        *state.last_body.lock().unwrap_or_else(|e| e.into_inner()) = body;
+        let body_json: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let answer = match body_json.get("response_format") {
+            // Memory's background calls (`--memory`): answered at once, not recorded.
+            Some(_) => {
+                StreamBody::new(futures_util::stream::iter([Ok(Frame::data(Bytes::from(json_answer(&body_json))))]))
+                    .boxed_unsync()
+            }
+            None => {
+                let shape = shape_of(&body);
+                *state.last_body.lock().unwrap_or_else(|e| e.into_inner()) = body;
+                reply(shape)
+            }
+        };
         Response::builder()
             .header("content-type", "text/event-stream")
             .header("cache-control", "no-cache")
-            .body(reply(shape))
+            .body(answer)
             .expect("a static response")
     } else if method == Method::GET && path.ends_with("/models") {
         let list = format!(r#"{{"object":"list","data":[{{"id":"{MODEL}","object":"model","owned_by":"bench"}}]}}"#);
@@ -146,6 +158,42 @@ async fn handle(request: Request<Incoming>, state: Arc<State>) -> Result<Respons
         full(StatusCode::NOT_FOUND, "text/plain", "not found")
     };
     Ok(response)
+}
+
+/// Facts the fake teaches a companion that knows nothing yet (`--memory`).
+pub const MEMORY_FACTS: usize = 50;
+
+/// A JSON-mode answer as one SSE reply: a summary when asked for one; otherwise memory
+/// operations, adding `MEMORY_FACTS` facts about 20 characters long when the companion
+/// knows nothing yet and nothing after that (as a real extraction mostly finds nothing new).
+fn json_answer(request: &Value) -> String {
+    let instructions = request["messages"][0]["content"].as_str().unwrap_or_default();
+    let asked = request["messages"][1]["content"].as_str().unwrap_or_default();
+    let content = if instructions.contains("{\"summary\"") {
+        json!({"summary": "用户和伙伴聊了最近的学习和生活，".repeat(10)}).to_string()
+    } else if asked.contains("已有记忆：（无）") {
+        let adds: Vec<Value> = (0..MEMORY_FACTS)
+            .map(|i| json!({"op": "add", "text": format!("用户提到过的第{i}件事：喜欢在周末去图书馆看书")}))
+            .collect();
+        json!({"operations": adds}).to_string()
+    } else {
+        json!({"operations": []}).to_string()
+    };
+    // Usage as DeepSeek would count it, by the server's own rule of thumb.
+    let prompt = prompt_tokens(request);
+    let completion = estimate_tokens(&content);
+    let chunk = json!({
+        "id": "bench", "object": "chat.completion.chunk", "created": 0, "model": MODEL,
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    });
+    format!("data: {chunk}\n\ndata: [DONE]\n\n")
+}
+
+/// A request's prompt in tokens, estimated as the server estimates its context.
+pub fn prompt_tokens(request: &Value) -> usize {
+    let messages = request["messages"].as_array().map_or(&[][..], Vec::as_slice);
+    messages.iter().map(|m| estimate_tokens(m["content"].as_str().unwrap_or_default())).sum()
 }
 
 /// The shape the last user message asks for (50 chunks 20 ms apart if it names none).

@@ -11,6 +11,8 @@ use crate::helpers::fake_deepseek::text_reply;
 use crate::helpers::{spawn_app_with, unique_db_name, TestApp};
 use crate::memories::{last_prompt, user_id};
 
+const METRICS_TOKEN: &str = "metrics-token-0123456789";
+
 /// Polls `check` for up to 15 s (the learner looks for due jobs every 2 s).
 async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
     for _ in 0..150 {
@@ -43,6 +45,7 @@ async fn turns_beyond_the_context_reach_the_model_through_the_summary() {
     let app = spawn_app_with(|s| {
         s.memory_debounce_secs = 1;
         s.context_max_messages = 4;
+        s.metrics_token = Some(METRICS_TOKEN.to_string().into());
     })
     .await;
     let (token, conversation) = app.user_with_persona("summary", Some("xiaoxi")).await;
@@ -66,6 +69,14 @@ async fn turns_beyond_the_context_reach_the_model_through_the_summary() {
     let system = prompt[0]["content"].as_str().unwrap();
     assert!(system.contains("【之前的对话摘要】") && system.ends_with("用户住在杭州，小溪夸杭州很美。"), "{system}");
     assert_eq!(contents(&prompt), ["我喜欢西湖", "西湖好看", "周末去哪"], "the folded turns are not sent again");
+    let metrics = app.client.get(app.url("/metrics")).bearer_auth(METRICS_TOKEN).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("\ncompanion_summaries_total 1\n"), "{metrics}");
+    let calls = app.deepseek.json_requests().len();
+    assert!(metrics.contains(&format!("\ncompanion_memory_model_calls_total {calls}\n")), "{metrics}");
+    // The fake reports 20 prompt tokens per call.
+    let prompt_tokens = format!("\ncompanion_memory_tokens_total{{kind=\"prompt\"}} {}\n", 20 * calls);
+    assert!(metrics.contains(&prompt_tokens), "{metrics}");
 }
 
 #[tokio::test]

@@ -367,3 +367,31 @@ async fn the_kept_part_of_a_failed_reply_is_checked_too() {
     assert_eq!(reply["content"], "", "no unchecked text is kept");
     assert_eq!(reply["error"]["code"], "content_blocked");
 }
+
+#[tokio::test]
+async fn a_learned_memory_that_fails_the_content_check_is_not_kept() {
+    let app = checking_app(|s| s.memory_debounce_secs = 0).await;
+    moderation_rules(&app.wechat, "不该记住", "risky").await;
+    let (token, conversation) = app.user_with_persona("learned_check", Some("xiaoxi")).await;
+    let me = crate::memories::user_id(&app, &token).await;
+    app.deepseek.enqueue(text_reply(&["好呀"]));
+    app.deepseek.enqueue_json(
+        r#"{"operations": [{"op": "add", "text": "一件不该记住的事"}, {"op": "add", "text": "养了一只猫"}]}"#,
+    );
+
+    app.stream_message(&token, &conversation, "我养了一只猫").await.all().await;
+    let mut kept = Vec::new();
+    for _ in 0..150 {
+        kept = app.store.list_memories(me, "xiaoxi").await.unwrap();
+        if !kept.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let texts: Vec<&str> = kept.iter().map(|f| f.text.as_str()).collect();
+    assert_eq!(texts, ["养了一只猫"]);
+    let checked: Vec<String> =
+        check_calls(&app.wechat.received_requests().await.unwrap()).iter().map(|c| c["content"].to_string()).collect();
+    assert!(checked.iter().any(|c| c.contains("一件不该记住的事")), "{checked:?}");
+}
