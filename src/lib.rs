@@ -2,6 +2,7 @@
 pub mod auth;
 pub mod chat;
 pub mod configuration;
+pub mod console;
 pub mod domain;
 pub mod errors;
 pub mod healthcheck;

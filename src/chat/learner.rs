@@ -16,7 +16,7 @@ use super::learning::{extraction_prompt, learnable, parse_ops, MemoryOp};
 use super::personas::{Persona, Personas};
 use super::summary::{after_summary, parse_summary, summary_prompt, turns_to_fold, HistoryRoom};
 use crate::domain::{
-    now, Conversation, ConversationSummary, MemoryFact, MemoryJob, Message, Role, SummaryText, UserId,
+    now, Conversation, ConversationSummary, MemoryFact, MemoryJob, Message, MessageStatus, Role, SummaryText, UserId,
 };
 use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmEvent};
 use crate::protection::{Decision, Moderator};
@@ -137,37 +137,42 @@ impl MemoryLearner {
             self.store.list_messages(job.conversation_id, window, None),
             self.store.list_memories(job.user_id, &job.persona_id),
         )?;
-        // Deleted meanwhile, or its persona is gone: nothing left to do.
+        // Deleted meanwhile: nothing left to do.
         let Some(conversation) = conversation else { return Ok(Learned::default()) };
-        let Some(persona) = self.personas.get(&conversation.persona_id) else { return Ok(Learned::default()) };
-        let facts_learned = match persona.memory {
-            true => self.learn_facts(&conversation, &facts, &turns).await?,
-            false => 0,
+        // The persona the replies use (the job names it; one removed since falls back as
+        // replies do), and its facts are kept under that same id.
+        let persona = self.personas.get(&job.persona_id).unwrap_or_else(|| self.personas.default_persona());
+        // Each part runs even when the other fails; the job is retried if either did.
+        let learned = match persona.memory {
+            true => self.learn_facts(job, &conversation, &facts, &turns).await,
+            false => Ok(0),
         };
         let memory = persona.memory.then(|| memory_block(&facts)).flatten();
-        let summarized = self.fold_into_summary(&conversation, persona, memory.as_deref(), &turns).await?;
-        Ok(Learned { facts: facts_learned, summarized })
+        let summarized = self.fold_into_summary(&conversation, persona, memory.as_deref(), &turns).await;
+        Ok(Learned { facts: learned?, summarized: summarized? })
     }
 
-    /// Learns from the turns memory has not read yet (after a "forget all", nothing said
-    /// before it): the model answers with operations on the current facts.
+    /// Learns from the complete exchanges memory has not read yet (after a "forget all",
+    /// nothing said before it): the model answers with operations on the current facts.
     async fn learn_facts(
         &self,
+        job: &MemoryJob,
         conversation: &Conversation,
         facts: &[MemoryFact],
         turns: &[Message],
     ) -> Result<usize, LearnError> {
-        let unread = match conversation.learned_through {
-            Some(through) => &turns[turns.iter().position(|t| t.created_at > through).unwrap_or(turns.len())..],
-            None => turns,
-        };
-        let unread = &unread[unread.len().saturating_sub(self.settings.turns)..];
+        let unread = unread_exchanges(turns, conversation.learned_through, self.settings.turns);
         let Some(newest) = learnable(unread).last() else { return Ok(0) };
         let answer = self.ask(conversation.user_id, extraction_prompt(facts, unread)).await?;
         let ops = parse_ops(&answer, facts)?;
         let ops = self.screened(conversation.user_id, ops).await?;
+        // The user may have made the companion forget while the model was thinking.
+        let now_conversation = self.store.get_conversation(job.user_id, job.conversation_id).await?;
+        if now_conversation.is_none_or(|c| c.learned_through != conversation.learned_through) {
+            return Ok(0);
+        }
         let source = unread.iter().rev().find(|t| t.role == Role::User).map(|t| t.id);
-        let (user, persona) = (conversation.user_id, conversation.persona_id.as_str());
+        let (user, persona) = (job.user_id, job.persona_id.as_str());
         let applied = ops.len();
         for op in ops {
             match op {
@@ -224,9 +229,8 @@ impl MemoryLearner {
         turns: &[Message],
     ) -> Result<bool, LearnError> {
         // Room as the reply sees it, with space kept for the longest summary.
-        let fixed = estimate_tokens(&persona.system_prompt)
-            + memory.map_or(0, estimate_tokens)
-            + estimate_tokens(&"摘".repeat(SummaryText::MAX_CHARS));
+        // The longest summary, at the worst rate (one token a character), and its header.
+        let fixed = estimate_tokens(&persona.system_prompt) + memory.map_or(0, estimate_tokens) + SUMMARY_RESERVE;
         let room = HistoryRoom {
             tokens: self.settings.context_token_budget.saturating_sub(fixed),
             messages: self.settings.context_max_messages,
@@ -274,7 +278,8 @@ impl MemoryLearner {
             }
             Ok(answer)
         };
-        tokio::time::timeout(self.settings.lease / 3, call).await.map_err(|_| crate::llm::LlmError::DeadlineExceeded)?
+        // Two calls and their checks stay well inside the job's lease.
+        tokio::time::timeout(self.settings.lease / 4, call).await.map_err(|_| crate::llm::LlmError::DeadlineExceeded)?
     }
 
     fn count(&self, usage: &crate::domain::Usage) {
@@ -304,6 +309,22 @@ impl MemoryLearner {
     }
 }
 
+const SUMMARY_RESERVE: usize = SummaryText::MAX_CHARS + 40;
+
+/// The turns after `learned_through`, up to the first reply still being written, without a
+/// trailing unanswered user turn (its reply comes with the next run; a turn and its reply
+/// are stored in the same millisecond, so the mark must never fall between them), at most
+/// the newest `limit`.
+fn unread_exchanges(turns: &[Message], learned_through: Option<DateTime<Utc>>, limit: usize) -> &[Message] {
+    let start = learned_through.map_or(0, |t| turns.iter().position(|m| m.created_at > t).unwrap_or(turns.len()));
+    let mut end =
+        turns[start..].iter().position(|m| m.status == MessageStatus::Streaming).map_or(turns.len(), |i| start + i);
+    while end > start && turns[end - 1].role == Role::User {
+        end -= 1;
+    }
+    &turns[start.max(end.saturating_sub(limit))..end]
+}
+
 /// When a job made at `at` may run: at once, or (off-peak only) after DeepSeek's peak
 /// hours, which cost double: Beijing weekdays 09:00–12:00 and 14:00–18:00.
 pub fn off_peak_from(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -325,6 +346,47 @@ mod tests {
 
     fn utc(rfc3339: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn only_finished_exchanges_after_the_mark_are_read() {
+        let c = crate::domain::Conversation::new(
+            UserId::new(),
+            "p",
+            crate::domain::ConversationTitle::parse("t").unwrap(),
+            now(),
+        );
+        let at = |ms: i64| DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap();
+        let turn = |role, ms, status| {
+            let mut m = Message::new(&c, role, "x", status);
+            m.created_at = at(ms);
+            m
+        };
+        use MessageStatus::{Complete, Streaming};
+        use Role::{Assistant, User};
+        // Greeting, then exchanges at 10, 20 and 30 ms; each reply shares its turn's millisecond.
+        let turns = vec![
+            turn(Assistant, 0, Complete),
+            turn(User, 10, Complete),
+            turn(Assistant, 10, Complete),
+            turn(User, 20, Complete),
+            turn(Assistant, 20, Complete),
+            turn(User, 30, Complete),
+            turn(Assistant, 30, Streaming),
+        ];
+        let cases: Vec<(&str, Option<i64>, usize, std::ops::Range<usize>)> = vec![
+            ("nothing read yet: up to the reply being written", None, 40, 0..5),
+            ("after the mark", Some(10), 40, 3..5),
+            ("the newest within the limit", None, 2, 3..5),
+            ("all read", Some(20), 40, 5..5),
+        ];
+        for (label, mark, limit, expected) in cases {
+            let unread = unread_exchanges(&turns, mark.map(at), limit);
+            let start = unread.first().map_or(expected.start, |m| turns.iter().position(|t| t.id == m.id).unwrap());
+            assert_eq!(start..start + unread.len(), expected, "{label}");
+        }
+        let unanswered = &turns[..6];
+        assert_eq!(unread_exchanges(unanswered, Some(at(10)), 40).len(), 2, "an unanswered turn waits for its reply");
     }
 
     #[test]

@@ -33,9 +33,9 @@ pub fn after_summary<'a>(history: &'a [Message], summary: Option<&ConversationSu
 /// quarters of the room. What stays unfolded is the newest third of the room (at least one
 /// exchange), and the fold always ends after a reply, so the kept turns open with the user.
 pub fn turns_to_fold(unsummarized: &[Message], room: HistoryRoom) -> Option<&[Message]> {
-    let sent: Vec<&Message> = unsummarized.iter().filter(|m| sent_upstream(m)).collect();
-    let tokens: usize = sent.iter().map(|m| estimate_tokens(&m.content)).sum();
-    if tokens * 4 <= room.tokens * 3 && sent.len() * 4 <= room.messages * 3 {
+    // Tokens of what is sent; messages counted as the reply's window counts them (all).
+    let tokens: usize = unsummarized.iter().filter(|m| sent_upstream(m)).map(|m| estimate_tokens(&m.content)).sum();
+    if tokens * 4 <= room.tokens * 3 && unsummarized.len() * 4 <= room.messages * 3 {
         return None;
     }
     let (mut kept_tokens, mut kept) = (0, 0);
@@ -47,7 +47,7 @@ pub fn turns_to_fold(unsummarized: &[Message], room: HistoryRoom) -> Option<&[Me
             break;
         }
         kept_tokens += cost;
-        kept += usize::from(cost > 0);
+        kept += 1;
         split = index;
     }
     // End the fold on a reply: an unanswered user turn stays with the recent turns.

@@ -10,8 +10,8 @@
 mod sections;
 
 pub use sections::{
-    ChatSettings, Config, JwtSettings, LimitSettings, ModerationSettings, ServerSettings, StoreSettings,
-    UpstreamConfig, UpstreamSettings, WechatSettings,
+    ChatSettings, Config, ConsoleSettings, JwtSettings, LimitSettings, ModerationSettings, ServerSettings,
+    StoreSettings, UpstreamConfig, UpstreamSettings, WechatSettings,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -201,6 +201,11 @@ pub struct Settings {
     pub app_commit: Option<String>,
     /// Bearer token for `GET /metrics`; unset = no metrics endpoint.
     pub metrics_token: Option<SecretString>,
+    /// The operator console at `/console`.
+    pub console_enabled: bool,
+    pub console_session_hours: u64,
+    /// Comma-separated IPs or CIDR ranges that may reach the console; empty = any.
+    pub console_allowed_ips: String,
     /// Stack traces on logged errors (off: `RUST_BACKTRACE` alone does not add them).
     pub log_backtraces: bool,
 }
@@ -279,6 +284,9 @@ content_check_scene = 2
 content_check_window_chars = 300
 wechat_openapi_mode = "token"
 log_backtraces = false
+console_enabled = false
+console_session_hours = 8
+console_allowed_ips = ""
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -482,6 +490,12 @@ impl Settings {
             problems.push("PROGRESS_SAVE_INTERVAL_MS must be well under a third of GENERATION_LEASE_SECS".into());
         }
         problems.extend(self.fallback_problems());
+        if self.console_session_hours == 0 {
+            problems.push("CONSOLE_SESSION_HOURS must be at least 1".into());
+        }
+        if let Err(e) = crate::console::IpAllowlist::parse(&self.console_allowed_ips) {
+            problems.push(format!("CONSOLE_ALLOWED_IPS: {e}"));
+        }
         if self.metrics_token.as_ref().is_some_and(|t| t.expose_secret().len() < MIN_METRICS_TOKEN_BYTES) {
             problems.push(format!("METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_BYTES} characters"));
         }

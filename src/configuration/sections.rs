@@ -25,6 +25,16 @@ pub struct ServerSettings {
     pub commit: String,
 }
 
+/// The operator console (`/console`).
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    pub enabled: bool,
+    pub session_ttl: Duration,
+    pub allowed_ips: crate::console::IpAllowlist,
+    /// The session cookie is `Secure` outside development.
+    pub secure_cookie: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     /// `None`: the in-process store (development only).
@@ -159,6 +169,7 @@ pub struct Config {
     pub chat: ChatSettings,
     pub limits: LimitSettings,
     pub moderation: ModerationSettings,
+    pub console: ConsoleSettings,
 }
 
 impl Config {
@@ -259,6 +270,13 @@ impl Settings {
                 ws_auth_timeout: ms(self.ws_auth_timeout_ms),
                 preview_openids: self.preview_openid_list(),
                 preview_model: self.preview_model.clone().filter(|m| !m.trim().is_empty()),
+            },
+            console: ConsoleSettings {
+                enabled: self.console_enabled,
+                session_ttl: secs(self.console_session_hours * 3600),
+                // Checked by `problems()` before this runs.
+                allowed_ips: crate::console::IpAllowlist::parse(&self.console_allowed_ips).unwrap_or_default(),
+                secure_cookie: self.app_env == AppEnv::Production,
             },
             limits: LimitSettings {
                 per_minute: self.rate_limit_per_minute,

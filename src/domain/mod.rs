@@ -3,6 +3,7 @@ mod conversation;
 mod ids;
 mod memory;
 mod message;
+mod operator;
 #[cfg(test)]
 mod parse_tests;
 mod reply;
@@ -15,6 +16,7 @@ pub use message::{
     ClientMessageId, Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, SendRecord, Served,
     Usage,
 };
+pub use operator::{ApiKey, AuditAction, AuditEntry, Operator, OperatorName, OperatorRole, OperatorSession};
 pub use reply::{Conclusion, FinishReason, GenerationEnd, ReplyEnd, ReplyFailure};
 pub use user::{AvatarUrl, LoginCode, Nickname, OpenId, ProfilePatch, User};
 

@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::ConsoleStore;
 use super::{ConversationCursor, DynStore, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact, MemoryId,
-    MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
+    ApiKey, AuditEntry, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle,
+    MemoryFact, MemoryId, MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, Operator, OperatorName,
+    OperatorSession, ProfilePatch, SendRecord, User, UserId,
 };
 
 #[derive(Clone, Copy)]
@@ -391,5 +393,56 @@ impl Store for CountingStore {
 
     async fn retry_memory_job(&self, job: &MemoryJob, due: DateTime<Utc>) -> Result<(), StoreError> {
         self.track("retry_memory_job", Kind::Write, self.inner.retry_memory_job(job, due)).await
+    }
+}
+
+/// Console traffic is not chat traffic: passed through, not counted.
+#[async_trait]
+impl ConsoleStore for CountingStore {
+    async fn insert_operator(&self, operator: &Operator) -> Result<bool, StoreError> {
+        self.inner.insert_operator(operator).await
+    }
+    async fn get_operator(&self, name: &OperatorName) -> Result<Option<Operator>, StoreError> {
+        self.inner.get_operator(name).await
+    }
+    async fn save_operator(&self, operator: &Operator) -> Result<bool, StoreError> {
+        self.inner.save_operator(operator).await
+    }
+    async fn list_operators(&self) -> Result<Vec<Operator>, StoreError> {
+        self.inner.list_operators().await
+    }
+    async fn insert_operator_session(&self, session: &OperatorSession) -> Result<(), StoreError> {
+        self.inner.insert_operator_session(session).await
+    }
+    async fn get_operator_session(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OperatorSession>, StoreError> {
+        self.inner.get_operator_session(token_hash, now).await
+    }
+    async fn delete_operator_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        self.inner.delete_operator_session(token_hash).await
+    }
+    async fn delete_operator_sessions(&self, name: &OperatorName) -> Result<u64, StoreError> {
+        self.inner.delete_operator_sessions(name).await
+    }
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.inner.insert_audit(entry).await
+    }
+    async fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.list_audit(limit).await
+    }
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.inner.insert_api_key(key).await
+    }
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.inner.find_api_key(key_hash).await
+    }
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.inner.list_api_keys().await
+    }
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.inner.revoke_api_key(id, at).await
     }
 }

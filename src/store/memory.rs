@@ -35,6 +35,7 @@ struct PendingJob {
 #[derive(Default)]
 pub struct InMemoryStore {
     inner: Mutex<Inner>,
+    pub(super) console: Mutex<super::console::MemoryConsole>,
 }
 
 impl InMemoryStore {

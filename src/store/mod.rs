@@ -1,6 +1,8 @@
 //! Storage behind one seam: MongoDB in production, an in-process store for local
 //! development only. Both pass the same contract tests (`tests/api/store_contract.rs`).
 mod compat;
+mod console;
+mod console_mongo;
 mod counting;
 mod memory;
 mod mongo;
@@ -15,6 +17,7 @@ use crate::domain::{
     MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
+pub use console::ConsoleStore;
 pub use counting::{CountingStore, StoreTraffic};
 pub use memory::InMemoryStore;
 pub use mongo::{MongoStore, MongoStoreOptions};
@@ -77,7 +80,7 @@ pub enum GenerationClaim {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ConsoleStore + Send + Sync + 'static {
     /// "mongodb" or "in-process", for readiness reports.
     fn kind(&self) -> &'static str;
     async fn ping(&self) -> Result<(), StoreError>;

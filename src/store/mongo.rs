@@ -42,7 +42,7 @@ pub struct MongoStoreOptions {
 }
 
 pub struct MongoStore {
-    db: Database,
+    pub(super) db: Database,
 }
 
 fn schema_v0() -> i32 {
@@ -273,15 +273,15 @@ fn complete() -> MessageStatus {
     MessageStatus::Complete
 }
 
-fn to_bson_date(t: DateTime<Utc>) -> bson::DateTime {
+pub(super) fn to_bson_date(t: DateTime<Utc>) -> bson::DateTime {
     bson::DateTime::from_millis(t.timestamp_millis())
 }
 
-fn from_bson_date(t: bson::DateTime) -> DateTime<Utc> {
+pub(super) fn from_bson_date(t: bson::DateTime) -> DateTime<Utc> {
     from_millis(t.timestamp_millis())
 }
 
-fn from_millis(millis: i64) -> DateTime<Utc> {
+pub(super) fn from_millis(millis: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(millis).unwrap_or_default()
 }
 
@@ -290,12 +290,12 @@ fn parse_id<T>(raw: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError>
 }
 
 /// A failed MongoDB operation, logged here where it happens (callers only map it).
-fn unavailable(e: mongodb::error::Error) -> StoreError {
+pub(super) fn unavailable(e: mongodb::error::Error) -> StoreError {
     tracing::error!(error = %e, "MongoDB operation failed");
     StoreError::Unavailable(e.into())
 }
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+pub(super) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     matches!(
         e.kind.as_ref(),
         ErrorKind::Write(WriteFailure::WriteError(we)) if we.code == DUPLICATE_KEY
@@ -508,7 +508,7 @@ impl MongoStore {
             .create_index(IndexModel::builder().keys(doc! {"expires_at": 1}).options(ttl).build())
             .await
             .context("creating counters TTL index")?;
-        Ok(())
+        self.ensure_console_indexes().await
     }
 
     async fn find_user_by_openid(&self, openid: &OpenId) -> Result<Option<User>, StoreError> {
@@ -906,7 +906,7 @@ impl Store for MongoStore {
         let newer = summary.through_at.timestamp_millis();
         let filter = doc! {
             "_id": conversation.to_string(),
-            "$or": [{"summary": {"$exists": false}}, {"summary.through_ms": {"$lt": newer}}],
+            "$or": [{"summary.through_ms": {"$exists": false}}, {"summary.through_ms": {"$lt": newer}}],
         };
         let document =
             bson::to_document(&SummaryDoc::from_domain(summary)).map_err(|e| StoreError::Corrupt(e.into()))?;

@@ -1,0 +1,142 @@
+//! What the operator console keeps: operators, their sessions, the audit log and API
+//! keys. A trait of its own (every store is also a `ConsoleStore`), with the in-process
+//! implementation here and MongoDB's in `console_mongo.rs`.
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{InMemoryStore, StoreError};
+use crate::domain::{ApiKey, AuditEntry, Operator, OperatorName, OperatorSession};
+
+#[async_trait]
+pub trait ConsoleStore: Send + Sync {
+    /// Adds an operator; false when the name is taken.
+    async fn insert_operator(&self, operator: &Operator) -> Result<bool, StoreError>;
+    async fn get_operator(&self, name: &OperatorName) -> Result<Option<Operator>, StoreError>;
+    /// Replaces the stored operator of that name (false when there is none).
+    async fn save_operator(&self, operator: &Operator) -> Result<bool, StoreError>;
+    async fn list_operators(&self) -> Result<Vec<Operator>, StoreError>;
+
+    async fn insert_operator_session(&self, session: &OperatorSession) -> Result<(), StoreError>;
+    /// The session with this token hash, unless it expired by `now`.
+    async fn get_operator_session(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OperatorSession>, StoreError>;
+    async fn delete_operator_session(&self, token_hash: &str) -> Result<(), StoreError>;
+    /// Ends every session of the operator; how many there were.
+    async fn delete_operator_sessions(&self, name: &OperatorName) -> Result<u64, StoreError>;
+
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The newest `limit` entries, newest first.
+    async fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    /// The key with this hash, revoked or not.
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// Every key, newest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// Revokes a key at `at`; false when there is no such key or it was revoked already.
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+#[derive(Default)]
+pub(super) struct MemoryConsole {
+    operators: HashMap<OperatorName, Operator>,
+    sessions: HashMap<String, OperatorSession>,
+    audit: Vec<AuditEntry>,
+    api_keys: Vec<ApiKey>,
+}
+
+impl InMemoryStore {
+    fn console(&self) -> std::sync::MutexGuard<'_, MemoryConsole> {
+        self.console.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl ConsoleStore for InMemoryStore {
+    async fn insert_operator(&self, operator: &Operator) -> Result<bool, StoreError> {
+        let mut console = self.console();
+        if console.operators.contains_key(&operator.name) {
+            return Ok(false);
+        }
+        console.operators.insert(operator.name.clone(), operator.clone());
+        Ok(true)
+    }
+
+    async fn get_operator(&self, name: &OperatorName) -> Result<Option<Operator>, StoreError> {
+        Ok(self.console().operators.get(name).cloned())
+    }
+
+    async fn save_operator(&self, operator: &Operator) -> Result<bool, StoreError> {
+        let mut console = self.console();
+        let Some(stored) = console.operators.get_mut(&operator.name) else { return Ok(false) };
+        *stored = operator.clone();
+        Ok(true)
+    }
+
+    async fn list_operators(&self) -> Result<Vec<Operator>, StoreError> {
+        let mut operators: Vec<Operator> = self.console().operators.values().cloned().collect();
+        operators.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(operators)
+    }
+
+    async fn insert_operator_session(&self, session: &OperatorSession) -> Result<(), StoreError> {
+        self.console().sessions.insert(session.token_hash.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn get_operator_session(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OperatorSession>, StoreError> {
+        Ok(self.console().sessions.get(token_hash).filter(|s| s.expires_at > now).cloned())
+    }
+
+    async fn delete_operator_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        self.console().sessions.remove(token_hash);
+        Ok(())
+    }
+
+    async fn delete_operator_sessions(&self, name: &OperatorName) -> Result<u64, StoreError> {
+        let mut console = self.console();
+        let before = console.sessions.len();
+        console.sessions.retain(|_, s| &s.operator != name);
+        Ok((before - console.sessions.len()) as u64)
+    }
+
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.console().audit.push(entry.clone());
+        Ok(())
+    }
+
+    async fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self.console().audit.iter().rev().take(limit).cloned().collect())
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.console().api_keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        Ok(self.console().api_keys.iter().find(|k| k.key_hash == key_hash).cloned())
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        Ok(self.console().api_keys.iter().rev().cloned().collect())
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut console = self.console();
+        let Some(key) = console.api_keys.iter_mut().find(|k| k.id == id && k.revoked_at.is_none()) else {
+            return Ok(false);
+        };
+        key.revoked_at = Some(at);
+        Ok(true)
+    }
+}

@@ -1,0 +1,313 @@
+//! The console's collections in MongoDB: `operators` (by name), `operator_sessions` (by
+//! token hash; expired ones removed by a TTL index), `audit_log` and `api_keys`.
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use mongodb::bson::{self, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use super::console::ConsoleStore;
+use super::mongo::{from_bson_date, to_bson_date, unavailable};
+use super::{MongoStore, StoreError};
+use crate::domain::{ApiKey, AuditAction, AuditEntry, Operator, OperatorName, OperatorRole, OperatorSession};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OperatorDoc {
+    #[serde(rename = "_id")]
+    name: String,
+    role: OperatorRole,
+    password_hash: String,
+    must_change_password: bool,
+    disabled: bool,
+    failed_sign_ins: i64,
+    #[serde(default)]
+    locked_until: Option<bson::DateTime>,
+    created_at: bson::DateTime,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionDoc {
+    #[serde(rename = "_id")]
+    token_hash: String,
+    operator: String,
+    csrf_token: String,
+    created_at: bson::DateTime,
+    expires_at: bson::DateTime,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AuditDoc {
+    at: bson::DateTime,
+    actor: String,
+    action: AuditAction,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ApiKeyDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    name: String,
+    key_hash: String,
+    prefix: String,
+    per_minute: i64,
+    created_by: String,
+    created_at: bson::DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<bson::DateTime>,
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(anyhow::anyhow!("console: bad {what}"))
+}
+
+impl OperatorDoc {
+    fn of(o: &Operator) -> Self {
+        Self {
+            name: o.name.as_str().to_string(),
+            role: o.role,
+            password_hash: o.password_hash.clone(),
+            must_change_password: o.must_change_password,
+            disabled: o.disabled,
+            failed_sign_ins: i64::from(o.failed_sign_ins),
+            locked_until: o.locked_until.map(to_bson_date),
+            created_at: to_bson_date(o.created_at),
+        }
+    }
+    fn into_domain(self) -> Result<Operator, StoreError> {
+        Ok(Operator {
+            name: OperatorName::parse(&self.name).map_err(|_| corrupt("operator name"))?,
+            role: self.role,
+            password_hash: self.password_hash,
+            must_change_password: self.must_change_password,
+            disabled: self.disabled,
+            failed_sign_ins: u32::try_from(self.failed_sign_ins).unwrap_or(u32::MAX),
+            locked_until: self.locked_until.map(from_bson_date),
+            created_at: from_bson_date(self.created_at),
+        })
+    }
+}
+
+impl SessionDoc {
+    fn into_domain(self) -> Result<OperatorSession, StoreError> {
+        Ok(OperatorSession {
+            token_hash: self.token_hash,
+            operator: OperatorName::parse(&self.operator).map_err(|_| corrupt("session operator"))?,
+            csrf_token: self.csrf_token,
+            created_at: from_bson_date(self.created_at),
+            expires_at: from_bson_date(self.expires_at),
+        })
+    }
+}
+
+impl ApiKeyDoc {
+    fn of(k: &ApiKey) -> Self {
+        Self {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            key_hash: k.key_hash.clone(),
+            prefix: k.prefix.clone(),
+            per_minute: i64::from(k.per_minute),
+            created_by: k.created_by.clone(),
+            created_at: to_bson_date(k.created_at),
+            revoked_at: k.revoked_at.map(to_bson_date),
+        }
+    }
+    fn into_domain(self) -> ApiKey {
+        ApiKey {
+            id: self.id,
+            name: self.name,
+            key_hash: self.key_hash,
+            prefix: self.prefix,
+            per_minute: u32::try_from(self.per_minute).unwrap_or(0),
+            created_by: self.created_by,
+            created_at: from_bson_date(self.created_at),
+            revoked_at: self.revoked_at.map(from_bson_date),
+        }
+    }
+}
+
+impl MongoStore {
+    fn operators(&self) -> Collection<OperatorDoc> {
+        self.db.collection("operators")
+    }
+    fn operator_sessions(&self) -> Collection<SessionDoc> {
+        self.db.collection("operator_sessions")
+    }
+    fn audit_log(&self) -> Collection<AuditDoc> {
+        self.db.collection("audit_log")
+    }
+    fn api_keys(&self) -> Collection<ApiKeyDoc> {
+        self.db.collection("api_keys")
+    }
+
+    pub(super) async fn ensure_console_indexes(&self) -> anyhow::Result<()> {
+        let ttl = IndexOptions::builder().expire_after(std::time::Duration::from_secs(0)).build();
+        self.operator_sessions()
+            .create_index(IndexModel::builder().keys(doc! {"expires_at": 1}).options(ttl).build())
+            .await
+            .context("creating operator sessions TTL index")?;
+        self.operator_sessions()
+            .create_index(IndexModel::builder().keys(doc! {"operator": 1}).build())
+            .await
+            .context("creating operator sessions index")?;
+        self.audit_log()
+            .create_index(IndexModel::builder().keys(doc! {"at": -1}).build())
+            .await
+            .context("creating audit log index")?;
+        let unique = IndexOptions::builder().unique(true).build();
+        self.api_keys()
+            .create_index(IndexModel::builder().keys(doc! {"key_hash": 1}).options(unique).build())
+            .await
+            .context("creating API keys index")?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConsoleStore for MongoStore {
+    async fn insert_operator(&self, operator: &Operator) -> Result<bool, StoreError> {
+        match self.operators().insert_one(OperatorDoc::of(operator)).await {
+            Ok(_) => Ok(true),
+            Err(e) if super::mongo::is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get_operator(&self, name: &OperatorName) -> Result<Option<Operator>, StoreError> {
+        let found = self.operators().find_one(doc! {"_id": name.as_str()}).await.map_err(unavailable)?;
+        found.map(OperatorDoc::into_domain).transpose()
+    }
+
+    async fn save_operator(&self, operator: &Operator) -> Result<bool, StoreError> {
+        let replaced = self
+            .operators()
+            .replace_one(doc! {"_id": operator.name.as_str()}, OperatorDoc::of(operator))
+            .await
+            .map_err(unavailable)?;
+        Ok(replaced.matched_count == 1)
+    }
+
+    async fn list_operators(&self) -> Result<Vec<Operator>, StoreError> {
+        let docs: Vec<OperatorDoc> = self
+            .operators()
+            .find(doc! {})
+            .sort(doc! {"_id": 1})
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        docs.into_iter().map(OperatorDoc::into_domain).collect()
+    }
+
+    async fn insert_operator_session(&self, session: &OperatorSession) -> Result<(), StoreError> {
+        let document = SessionDoc {
+            token_hash: session.token_hash.clone(),
+            operator: session.operator.as_str().to_string(),
+            csrf_token: session.csrf_token.clone(),
+            created_at: to_bson_date(session.created_at),
+            expires_at: to_bson_date(session.expires_at),
+        };
+        self.operator_sessions().insert_one(document).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_operator_session(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OperatorSession>, StoreError> {
+        // The TTL monitor runs about once a minute: expiry is also checked here.
+        let filter = doc! {"_id": token_hash, "expires_at": {"$gt": to_bson_date(now)}};
+        let found = self.operator_sessions().find_one(filter).await.map_err(unavailable)?;
+        found.map(SessionDoc::into_domain).transpose()
+    }
+
+    async fn delete_operator_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        self.operator_sessions().delete_one(doc! {"_id": token_hash}).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn delete_operator_sessions(&self, name: &OperatorName) -> Result<u64, StoreError> {
+        let deleted =
+            self.operator_sessions().delete_many(doc! {"operator": name.as_str()}).await.map_err(unavailable)?;
+        Ok(deleted.deleted_count)
+    }
+
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let document = AuditDoc {
+            at: to_bson_date(entry.at),
+            actor: entry.actor.clone(),
+            action: entry.action,
+            target: entry.target.clone(),
+            reason: entry.reason.clone(),
+        };
+        self.audit_log().insert_one(document).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let docs: Vec<AuditDoc> = self
+            .audit_log()
+            .find(doc! {})
+            .sort(doc! {"at": -1, "_id": -1})
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        Ok(docs
+            .into_iter()
+            .map(|d| AuditEntry {
+                at: from_bson_date(d.at),
+                actor: d.actor,
+                action: d.action,
+                target: d.target,
+                reason: d.reason,
+            })
+            .collect())
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.api_keys().insert_one(ApiKeyDoc::of(key)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let found = self.api_keys().find_one(doc! {"key_hash": key_hash}).await.map_err(unavailable)?;
+        Ok(found.map(ApiKeyDoc::into_domain))
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let docs: Vec<ApiKeyDoc> = self
+            .api_keys()
+            .find(doc! {})
+            .sort(doc! {"created_at": -1, "_id": -1})
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        Ok(docs.into_iter().map(ApiKeyDoc::into_domain).collect())
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let revoked = self
+            .api_keys()
+            .update_one(
+                doc! {"_id": id, "revoked_at": {"$exists": false}},
+                doc! {"$set": {"revoked_at": to_bson_date(at)}},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(revoked.modified_count == 1)
+    }
+}
