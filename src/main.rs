@@ -20,6 +20,9 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if std::env::args().nth(1).as_deref() == Some("operator") {
+        return operator_command(&settings);
+    }
     if !settings.log_backtraces {
         // With RUST_BACKTRACE set, every error would carry a stack trace into the JSON
         // logs; only LOG_BACKTRACES=true asks for that. Set before any thread starts.
@@ -48,6 +51,28 @@ async fn serve(settings: Settings) -> std::process::ExitCode {
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "fatal");
             eprintln!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `companion-backend operator …`: operator accounts for the console (see `console::cli`).
+fn operator_command(settings: &Settings) -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("could not start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(companion_backend::console::cli::main(settings, &args)) {
+        Ok(done) => {
+            println!("{done}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 mod components;
-use components::{build_chat, build_llm, build_store, ChatSections};
+pub use components::build_store;
+use components::{build_chat, build_llm, ChatSections};
 
 /// What `/health` and the `X-App-Version` header report.
 #[derive(Debug, Clone)]
@@ -101,6 +102,22 @@ fn check_models_in_background(llm: &Arc<LlmClient>, upstreams: &UpstreamSettings
     });
 }
 
+/// `CONSOLE_BOOTSTRAP_ADMIN_PASSWORD`: the first admin. A failure is logged, never fatal
+/// (the store may still be starting; the next start tries again).
+async fn bootstrap_console_admin(config: &Config, store: &DynStore) {
+    let Some(password) = config.console.bootstrap_admin_password.clone().filter(|_| config.console.enabled) else {
+        return;
+    };
+    match crate::console::accounts::bootstrap_admin(store, password).await {
+        Ok(true) => tracing::warn!(
+            "console: operator admin created from CONSOLE_BOOTSTRAP_ADMIN_PASSWORD; sign in, change the password, \
+             and remove the setting"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "console: could not create the bootstrap admin"),
+    }
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let config = settings.config()?;
@@ -129,6 +146,7 @@ impl Application {
             moderation: &config.moderation,
             wechat: &config.wechat,
         };
+        bootstrap_console_admin(&config, &store).await;
         let llm = Arc::new(build_llm(&config.upstreams)?);
         check_models_in_background(&llm, &config.upstreams);
         let chat = build_chat(sections, llm.clone(), store.clone(), registry.clone())?;
@@ -261,6 +279,13 @@ fn run(
     let proxy_depth = config.limits.proxy_depth;
     let in_flight = Arc::new(InFlight::new(config.limits.max_in_flight_per_ip as usize));
     let body_guard = Arc::new(BodyGuard { limit_bytes: body_limit, read_timeout: config.server.body_read_timeout });
+    let console = config.console.enabled.then(|| {
+        web::Data::new(crate::console::http::ConsoleState {
+            store: store.clone(),
+            settings: config.console.clone(),
+            limiter: limiter.clone(),
+        })
+    });
     let server = HttpServer::new(move || {
         App::new()
             .wrap(Condition::new(!cors_origins.is_empty(), cors(&cors_origins)))
@@ -359,6 +384,11 @@ fn run(
                         web::resource("/conversations/{id}/messages/{message_id}/cancel").post(routes::cancel_reply),
                     ),
             )
+            .configure(|cfg| {
+                if let Some(console) = &console {
+                    crate::console::configure(cfg, console.clone(), health.clone(), body_guard.clone());
+                }
+            })
     })
     .disable_signals()
     // Without it a stream's first `delta` after `start` waits for the client's delayed ACK

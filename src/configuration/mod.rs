@@ -206,6 +206,9 @@ pub struct Settings {
     pub console_session_hours: u64,
     /// Comma-separated IPs or CIDR ranges that may reach the console; empty = any.
     pub console_allowed_ips: String,
+    /// Creates the operator `admin` with this password (to be changed at first sign-in)
+    /// when there is none: the first sign-in without a shell in the container.
+    pub console_bootstrap_admin_password: Option<SecretString>,
     /// Stack traces on logged errors (off: `RUST_BACKTRACE` alone does not add them).
     pub log_backtraces: bool,
 }
@@ -492,6 +495,10 @@ impl Settings {
         problems.extend(self.fallback_problems());
         if self.console_session_hours == 0 {
             problems.push("CONSOLE_SESSION_HOURS must be at least 1".into());
+        }
+        let bootstrap = self.console_bootstrap_admin_password.as_ref().map(|p| p.expose_secret().chars().count());
+        if bootstrap.is_some_and(|chars| chars < crate::console::passwords::MIN_PASSWORD_CHARS) {
+            problems.push("CONSOLE_BOOTSTRAP_ADMIN_PASSWORD must be at least 12 characters".into());
         }
         if let Err(e) = crate::console::IpAllowlist::parse(&self.console_allowed_ips) {
             problems.push(format!("CONSOLE_ALLOWED_IPS: {e}"));

@@ -33,6 +33,7 @@ pub struct ConsoleSettings {
     pub allowed_ips: crate::console::IpAllowlist,
     /// The session cookie is `Secure` outside development.
     pub secure_cookie: bool,
+    pub bootstrap_admin_password: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -277,6 +278,7 @@ impl Settings {
                 // Checked by `problems()` before this runs.
                 allowed_ips: crate::console::IpAllowlist::parse(&self.console_allowed_ips).unwrap_or_default(),
                 secure_cookie: self.app_env == AppEnv::Production,
+                bootstrap_admin_password: self.console_bootstrap_admin_password.clone(),
             },
             limits: LimitSettings {
                 per_minute: self.rate_limit_per_minute,

@@ -4,3 +4,43 @@ mod allowlist;
 pub mod passwords;
 
 pub use allowlist::IpAllowlist;
+pub mod accounts;
+pub mod http;
+pub mod keys;
+pub mod routes;
+
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::web;
+
+use crate::protection::{guard_body, require_storage, BodyGuard, StoreHealth};
+
+/// Mounts `/console` (only when `CONSOLE_ENABLED=true`): the allowlist first, then the
+/// storage gate and the bounded body read, as for `/api`.
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    console: web::Data<http::ConsoleState>,
+    health: Arc<StoreHealth>,
+    body_guard: Arc<BodyGuard>,
+) {
+    let allowed = console.settings.allowed_ips.clone();
+    cfg.service(
+        web::scope("/console")
+            .app_data(console)
+            .wrap(from_fn(move |req, next| guard_body(body_guard.clone(), req, next)))
+            .wrap(from_fn(move |req, next| require_storage(health.clone(), req, next)))
+            .wrap(from_fn(move |req, next| http::admit_console(allowed.clone(), req, next)))
+            .service(
+                web::resource("/api/session")
+                    .post(routes::sign_in)
+                    .get(routes::current_session)
+                    .delete(routes::sign_out),
+            )
+            .service(web::resource("/api/password").post(routes::change_password))
+            .service(web::resource("/api/audit").get(routes::audit_log))
+            .service(web::resource("/api/keys").get(routes::list_keys).post(routes::create_key))
+            .service(web::resource("/api/keys/{id}").delete(routes::revoke_key)),
+    );
+}
+pub mod cli;

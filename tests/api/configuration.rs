@@ -51,6 +51,7 @@ fn every_setting_is_documented_in_env_example() {
         "PREVIEW_MODEL",
         "APP_COMMIT",
         "METRICS_TOKEN",
+        "CONSOLE_BOOTSTRAP_ADMIN_PASSWORD",
     ];
     let defaults = companion_backend::configuration::DEFAULTS
         .lines()

@@ -6,6 +6,7 @@
 mod chat_failures;
 mod chat_stream;
 mod configuration;
+mod console;
 mod conversations;
 mod docs;
 mod faults;

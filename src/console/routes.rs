@@ -1,0 +1,188 @@
+//! `/console/api/*`: sign-in and session, password change, the audit log and API keys.
+//! Bodies are JSON; errors use the service's one error envelope.
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::accounts;
+use super::http::{ConsoleState, Need, Signed};
+use crate::domain::{now, ApiKey, AuditAction, AuditEntry, Operator};
+use crate::errors::{ApiError, ErrorCode};
+
+#[derive(Deserialize)]
+pub struct SignInBody {
+    name: String,
+    password: SecretString,
+}
+
+#[derive(Serialize)]
+struct OperatorDto<'a> {
+    name: &'a str,
+    role: &'static str,
+    must_change_password: bool,
+}
+
+impl<'a> From<&'a Operator> for OperatorDto<'a> {
+    fn from(o: &'a Operator) -> Self {
+        Self { name: o.name.as_str(), role: o.role.as_str(), must_change_password: o.must_change_password }
+    }
+}
+
+fn session_body(signed: &Signed) -> serde_json::Value {
+    json!({"operator": OperatorDto::from(&signed.operator), "csrf_token": signed.session.csrf_token})
+}
+
+/// `POST /console/api/session` `{"name", "password"}` → the operator and the CSRF token,
+/// with the session cookie.
+pub async fn sign_in(
+    req: HttpRequest,
+    body: web::Json<SignInBody>,
+    console: web::Data<ConsoleState>,
+) -> Result<HttpResponse, ApiError> {
+    console.count_sign_in(&req).await?;
+    let SignInBody { name, password } = body.into_inner();
+    let ttl = chrono::Duration::from_std(console.settings.session_ttl).unwrap_or(chrono::Duration::hours(8));
+    let signed_in = accounts::sign_in(&console.store, &name, password, ttl, now()).await?;
+    let cookie = console.cookie(Some(secrecy::ExposeSecret::expose_secret(&signed_in.token)));
+    let signed = Signed { session: signed_in.session, operator: signed_in.operator };
+    Ok(HttpResponse::Ok().cookie(cookie).json(session_body(&signed)))
+}
+
+/// `GET /console/api/session` → who is signed in, and the CSRF token for this session.
+pub async fn current_session(req: HttpRequest, console: web::Data<ConsoleState>) -> Result<HttpResponse, ApiError> {
+    let signed = console.signed(&req, Need::Session).await?;
+    Ok(HttpResponse::Ok().json(session_body(&signed)))
+}
+
+/// `DELETE /console/api/session` → 204; the session ends and the cookie is removed.
+pub async fn sign_out(req: HttpRequest, console: web::Data<ConsoleState>) -> Result<HttpResponse, ApiError> {
+    let signed = console.signed(&req, Need::Session).await?;
+    console.store.delete_operator_session(&signed.session.token_hash).await?;
+    accounts::audit(&console.store, signed.operator.name.as_str(), AuditAction::SignOut, None, None).await?;
+    Ok(HttpResponse::NoContent().cookie(console.cookie(None)).finish())
+}
+
+#[derive(Deserialize)]
+pub struct PasswordBody {
+    current: SecretString,
+    new: SecretString,
+}
+
+/// `POST /console/api/password` `{"current", "new"}` → 204. Other sessions end.
+pub async fn change_password(
+    req: HttpRequest,
+    body: web::Json<PasswordBody>,
+    console: web::Data<ConsoleState>,
+) -> Result<HttpResponse, ApiError> {
+    let signed = console.signed(&req, Need::Session).await?;
+    let PasswordBody { current, new } = body.into_inner();
+    accounts::change_password(&console.store, &signed.operator, &signed.session, current, new).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Serialize)]
+struct AuditDto<'a> {
+    at: DateTime<Utc>,
+    actor: &'a str,
+    action: AuditAction,
+    target: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+impl<'a> From<&'a AuditEntry> for AuditDto<'a> {
+    fn from(e: &'a AuditEntry) -> Self {
+        Self { at: e.at, actor: &e.actor, action: e.action, target: e.target.as_deref(), reason: e.reason.as_deref() }
+    }
+}
+
+/// `GET /console/api/audit` → the newest 200 entries, newest first (admins).
+pub async fn audit_log(req: HttpRequest, console: web::Data<ConsoleState>) -> Result<HttpResponse, ApiError> {
+    console.signed(&req, Need::Admin).await?;
+    let entries = console.store.list_audit(200).await?;
+    let items: Vec<AuditDto> = entries.iter().map(AuditDto::from).collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+#[derive(Serialize)]
+struct ApiKeyDto<'a> {
+    id: &'a str,
+    name: &'a str,
+    prefix: &'a str,
+    per_minute: u32,
+    created_by: &'a str,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a ApiKey> for ApiKeyDto<'a> {
+    fn from(k: &'a ApiKey) -> Self {
+        Self {
+            id: &k.id,
+            name: &k.name,
+            prefix: &k.prefix,
+            per_minute: k.per_minute,
+            created_by: &k.created_by,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// `GET /console/api/keys` → every API key (never the key itself), newest first (admins).
+pub async fn list_keys(req: HttpRequest, console: web::Data<ConsoleState>) -> Result<HttpResponse, ApiError> {
+    console.signed(&req, Need::Admin).await?;
+    let keys = console.store.list_api_keys().await?;
+    let items: Vec<ApiKeyDto> = keys.iter().map(ApiKeyDto::from).collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+pub struct NewKeyBody {
+    name: String,
+    #[serde(default)]
+    per_minute: u32,
+}
+
+/// The most requests per minute a key may be given.
+const MAX_KEY_PER_MINUTE: u32 = 100_000;
+
+/// `POST /console/api/keys` `{"name", "per_minute"?}` → 201 with the key, shown this once.
+pub async fn create_key(
+    req: HttpRequest,
+    body: web::Json<NewKeyBody>,
+    console: web::Data<ConsoleState>,
+) -> Result<HttpResponse, ApiError> {
+    let signed = console.signed(&req, Need::Admin).await?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 50 || name.chars().any(char::is_control) {
+        return Err(ApiError::new(ErrorCode::InvalidBody, "名称为 1-50 个字符"));
+    }
+    if body.per_minute > MAX_KEY_PER_MINUTE {
+        return Err(ApiError::new(ErrorCode::InvalidBody, "每分钟请求数上限为 100000（0 表示不单独限制）"));
+    }
+    let (secret, key) = super::keys::new_key(name, body.per_minute, signed.operator.name.as_str());
+    console.store.insert_api_key(&key).await?;
+    let actor = signed.operator.name.as_str();
+    accounts::audit(&console.store, actor, AuditAction::ApiKeyCreated, Some(key.id.clone()), Some(key.name.clone()))
+        .await?;
+    let mut body = serde_json::to_value(ApiKeyDto::from(&key)).map_err(ApiError::internal)?;
+    body["key"] = json!(secrecy::ExposeSecret::expose_secret(&secret));
+    Ok(HttpResponse::Created().json(body))
+}
+
+/// `DELETE /console/api/keys/{id}` → 204 (admins); 404 if there is no such live key.
+pub async fn revoke_key(
+    req: HttpRequest,
+    path: web::Path<String>,
+    console: web::Data<ConsoleState>,
+) -> Result<HttpResponse, ApiError> {
+    let signed = console.signed(&req, Need::Admin).await?;
+    if !console.store.revoke_api_key(&path, now()).await? {
+        return Err(ApiError::not_found("no such key"));
+    }
+    let actor = signed.operator.name.as_str();
+    accounts::audit(&console.store, actor, AuditAction::ApiKeyRevoked, Some(path.into_inner()), None).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
