@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, on a fresh machine too:
 #  0. checks formatting (cargo fmt --check) and lints (cargo clippy -D warnings),
-#  1. installs the MongoDB wire-protocol test server (PyPI nx-27017) into .tools/venv,
+#  1. installs the MongoDB wire-protocol test server (PyPI nx-27017) and the official
+#     OpenAI SDK (PyPI openai, for the OpenAI-compatible API's test) into .tools/venv,
 #  2. starts it on a free loopback port with a throw-away data directory,
 #  3. runs the Rust tests against it (each test uses its own database),
 #  4. starts the real server (dev login, offline companion) and runs the mini-program's
@@ -16,12 +17,19 @@ echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
 NX_VERSION="0.8.1"
+OPENAI_VERSION="3.54.0"
 VENV=".tools/venv"
 if ! "$VENV/bin/pip" show nx-27017 2>/dev/null | grep -q "^Version: $NX_VERSION$"; then
   echo "==> installing nx-27017==$NX_VERSION into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "nx-27017==$NX_VERSION"
 fi
+# The official OpenAI SDK drives the OpenAI-compatible API in tests/api/openai_api.rs.
+if ! "$VENV/bin/pip" show openai 2>/dev/null | grep -q "^Version: $OPENAI_VERSION$"; then
+  echo "==> installing openai==$OPENAI_VERSION into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
+fi
+export OPENAI_SDK_PYTHON="$PWD/$VENV/bin/python"
 
 DATA_DIR="$(mktemp -d)"
 MONGO_PORT="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

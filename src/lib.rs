@@ -7,6 +7,7 @@ pub mod domain;
 pub mod errors;
 pub mod healthcheck;
 pub mod llm;
+pub mod openai;
 pub mod protection;
 pub mod routes;
 pub mod startup;

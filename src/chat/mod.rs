@@ -1,4 +1,5 @@
 //! Companion chat: personas, context, sending, and replies (see `reply`).
+mod api;
 mod capacity;
 pub mod context;
 pub mod learner;
@@ -11,6 +12,7 @@ mod send;
 mod service;
 mod summary;
 
+pub use api::{ApiCompletion, ApiCompletionError};
 pub use capacity::{Capacity, Slot};
 pub use learner::{LearnerSettings, MemoryLearner};
 pub use personas::{Persona, Personas};

@@ -72,7 +72,7 @@ pub struct ChatParts {
 pub struct ChatService {
     pub(super) store: DynStore,
     pub(super) llm: Arc<LlmClient>,
-    personas: Arc<Personas>,
+    pub(super) personas: Arc<Personas>,
     pub(super) registry: Arc<Registry>,
     pub(super) replies: Arc<Replies>,
     pub(super) config: ChatSettings,

@@ -16,15 +16,27 @@ use actix_web::web;
 
 use crate::protection::{guard_body, require_storage, BodyGuard, StoreHealth};
 
-/// Mounts `/console` (only when `CONSOLE_ENABLED=true`): the allowlist first, then the
-/// storage gate and the bounded body read, as for `/api`.
+/// Mounts `/console` and the OpenAI-compatible `/v1` whose keys it hands out (only when
+/// `CONSOLE_ENABLED=true`). The console: the allowlist first, then the storage gate and
+/// the bounded body read, as for `/api`. `/v1` is for tools anywhere, so not allowlisted.
 pub fn configure(
     cfg: &mut web::ServiceConfig,
     console: web::Data<http::ConsoleState>,
     health: Arc<StoreHealth>,
     body_guard: Arc<BodyGuard>,
 ) {
+    let api =
+        web::Data::new(crate::openai::ApiAccess { store: console.store.clone(), limiter: console.limiter.clone() });
     let allowed = console.settings.allowed_ips.clone();
+    let (api_health, api_guard) = (health.clone(), body_guard.clone());
+    cfg.service(
+        web::scope("/v1")
+            .app_data(api)
+            .wrap(from_fn(move |req, next| guard_body(api_guard.clone(), req, next)))
+            .wrap(from_fn(move |req, next| require_storage(api_health.clone(), req, next)))
+            .service(web::resource("/models").get(crate::openai::list_models))
+            .service(web::resource("/chat/completions").post(crate::openai::chat_completions)),
+    );
     cfg.service(
         web::scope("/console")
             .app_data(console)

@@ -19,6 +19,7 @@ mod login;
 mod memories;
 mod metrics;
 mod moderation;
+mod openai_api;
 mod packaging;
 mod protection;
 mod recovery;

@@ -1,0 +1,75 @@
+//! The companions as the OpenAI-compatible API sees them: the public personas, and one
+//! stateless completion with a persona's prompt and settings, under the instance's cap.
+use super::context::estimate_tokens;
+use super::personas::Persona;
+use super::service::{ChatError, ChatService};
+use super::Slot;
+use crate::llm::{ChatMessage, ChatRequest, LlmStream};
+
+/// What an API caller asks for, already parsed.
+pub struct ApiCompletion {
+    pub persona_id: String,
+    /// The caller's system text (joined), placed after the persona's prompt.
+    pub system: Option<String>,
+    /// User and assistant turns, oldest first, ending with the user's.
+    pub turns: Vec<ChatMessage>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    /// Stable per API key, never a user's id.
+    pub caller_hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiCompletionError {
+    #[error("no such model")]
+    UnknownModel,
+    #[error("the messages are longer than this companion's context ({budget} tokens)")]
+    TooLong { budget: usize },
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Upstream(#[from] crate::llm::LlmError),
+}
+
+impl ChatService {
+    /// The companions offered through the API: every persona but preview ones.
+    pub fn api_personas(&self) -> Vec<&Persona> {
+        self.personas.all().iter().filter(|p| !p.preview).collect()
+    }
+
+    /// Starts one completion. The slot is the instance's concurrency cap: hold it until
+    /// the stream ends.
+    pub async fn api_completion(&self, asked: ApiCompletion) -> Result<(LlmStream, Slot), ApiCompletionError> {
+        let persona = self
+            .api_personas()
+            .into_iter()
+            .find(|p| p.id == asked.persona_id)
+            .ok_or(ApiCompletionError::UnknownModel)?;
+        let mut system = persona.system_prompt.trim().to_string();
+        if let Some(extra) = asked.system.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            system.push_str("\n\n");
+            system.push_str(extra);
+        }
+        let budget = self.config.context_token_budget;
+        let tokens: usize =
+            estimate_tokens(&system) + asked.turns.iter().map(|t| estimate_tokens(&t.content)).sum::<usize>();
+        if tokens > budget {
+            return Err(ApiCompletionError::TooLong { budget });
+        }
+        let slot = self.capacity.try_take().ok_or(ChatError::CompanionBusy)?;
+        let mut messages = vec![ChatMessage { role: "system", content: system }];
+        messages.extend(asked.turns);
+        let request = ChatRequest {
+            model: persona.model.clone().unwrap_or_else(|| self.config.default_model.clone()),
+            messages,
+            thinking: persona.thinking,
+            reasoning_effort: persona.reasoning_effort,
+            temperature: asked.temperature.or(persona.temperature),
+            max_tokens: asked.max_tokens.or(self.config.max_tokens),
+            user_hash: asked.caller_hash,
+            json_output: false,
+        };
+        let stream = self.llm.stream_chat(request).await?;
+        Ok((stream, slot))
+    }
+}

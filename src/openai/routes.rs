@@ -1,0 +1,210 @@
+//! `GET /v1/models` and `POST /v1/chat/completions`, authenticated with the console's API
+//! keys and counted against each key's per-minute limit and the instance's cap.
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::{json, Value};
+
+use super::errors::OpenAiError;
+use super::wire::{chunk, usage_json, CompletionRequest, MODEL_PREFIX};
+use crate::chat::{ApiCompletionError, ChatError, ChatService, Slot};
+use crate::console::accounts::token_hash;
+use crate::console::keys::KEY_PREFIX;
+use crate::domain::{now, ApiKey, Usage};
+use crate::llm::{LlmError, LlmEvent, LlmStream};
+use crate::protection::RateLimiter;
+use crate::store::DynStore;
+
+pub struct ApiAccess {
+    pub store: DynStore,
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl ApiAccess {
+    /// The live key of `Authorization: Bearer sk-companion-…`.
+    async fn key(&self, req: &HttpRequest) -> Result<ApiKey, OpenAiError> {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| token.starts_with(KEY_PREFIX))
+            .ok_or_else(OpenAiError::invalid_key)?;
+        let key = self.store.find_api_key(&token_hash(given)).await?;
+        key.filter(|k| k.revoked_at.is_none()).ok_or_else(OpenAiError::invalid_key)
+    }
+
+    /// Counts one request against the key's own per-minute limit (0: none).
+    async fn count(&self, key: &ApiKey) -> Result<(), OpenAiError> {
+        let subject = format!("api-key:{}", key.id);
+        self.limiter.count_at(&subject, "m", 60, key.per_minute, now()).await.map_err(OpenAiError::rate_limited)
+    }
+}
+
+/// `GET /v1/models` → the public companions as `companion/<id>`.
+pub async fn list_models(
+    req: HttpRequest,
+    access: web::Data<ApiAccess>,
+    chat: web::Data<ChatService>,
+) -> Result<HttpResponse, OpenAiError> {
+    access.key(&req).await?;
+    let data: Vec<Value> = chat
+        .api_personas()
+        .iter()
+        .map(|p| json!({"id": format!("{MODEL_PREFIX}{}", p.id), "object": "model", "created": 0, "owned_by": "companion", "name": p.name}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+/// `POST /v1/chat/completions`: streamed (`stream: true`, SSE ending `data: [DONE]`) or whole.
+pub async fn chat_completions(
+    req: HttpRequest,
+    body: Bytes,
+    access: web::Data<ApiAccess>,
+    chat: web::Data<ChatService>,
+) -> Result<HttpResponse, OpenAiError> {
+    let key = access.key(&req).await?;
+    access.count(&key).await?;
+    let request: CompletionRequest = serde_json::from_slice(&body)
+        .map_err(|e| OpenAiError::invalid_request(format!("the body is not a valid chat completion request: {e}")))?;
+    let caller = token_hash(&format!("api-caller:{}", key.id));
+    let (completion, stream, include_usage) = request.parse(caller[..32].to_string())?;
+    let model = format!("{MODEL_PREFIX}{}", completion.persona_id);
+    let (events, slot) = chat.api_completion(completion).await.map_err(refusal)?;
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = now().timestamp();
+    tracing::info!(api_key = %key.id, %model, stream, "api completion");
+    if stream {
+        let body = sse(events, slot, id, created, model, include_usage);
+        return Ok(HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .streaming(body));
+    }
+    let whole = collect(events, slot).await?;
+    let mut message = json!({"role": "assistant", "content": whole.content, "refusal": null});
+    if !whole.reasoning.is_empty() {
+        message["reasoning_content"] = json!(whole.reasoning);
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": null,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": whole.finish}],
+        "usage": whole.usage.as_ref().map(usage_json),
+    })))
+}
+
+fn refusal(e: ApiCompletionError) -> OpenAiError {
+    match e {
+        ApiCompletionError::UnknownModel => OpenAiError::unknown_model("companion"),
+        ApiCompletionError::TooLong { budget } => {
+            OpenAiError::context_length(format!("the messages exceed this companion's context of {budget} tokens"))
+        }
+        ApiCompletionError::Chat(ChatError::CompanionBusy) => OpenAiError::busy(2),
+        ApiCompletionError::Chat(e) => {
+            tracing::error!(error = %e, "api completion could not start");
+            OpenAiError::internal()
+        }
+        ApiCompletionError::Upstream(e) => upstream_error(&e),
+    }
+}
+
+fn upstream_error(e: &LlmError) -> OpenAiError {
+    tracing::warn!(code = e.code(), "api completion: the model service failed");
+    OpenAiError::upstream(format!("the model service failed ({})", e.code()))
+}
+
+/// A whole answer, read from the stream.
+struct Whole {
+    content: String,
+    reasoning: String,
+    finish: String,
+    usage: Option<Usage>,
+}
+
+async fn collect(mut events: LlmStream, slot: Slot) -> Result<Whole, OpenAiError> {
+    let mut whole = Whole { content: String::new(), reasoning: String::new(), finish: "stop".into(), usage: None };
+    while let Some(event) = events.next().await {
+        match event.map_err(|e| upstream_error(&e))? {
+            LlmEvent::Content(text) => whole.content.push_str(&text),
+            LlmEvent::Reasoning(text) => whole.reasoning.push_str(&text),
+            LlmEvent::Finish(reason) => whole.finish = reason.as_str().to_string(),
+            LlmEvent::Usage(usage) => whole.usage = Some(usage),
+            LlmEvent::ServedBy(_) | LlmEvent::Model(_) => {}
+        }
+    }
+    drop(slot);
+    Ok(whole)
+}
+
+fn data(value: &Value) -> Result<Bytes, actix_web::Error> {
+    Ok(Bytes::from(format!("data: {value}\n\n")))
+}
+
+/// The SSE body: a role chunk, content chunks, the finish chunk, usage if asked, `[DONE]`.
+/// A failure mid-way ends the stream with an `error` object (the SDKs raise it).
+fn sse(
+    events: LlmStream,
+    slot: Slot,
+    id: String,
+    created: i64,
+    model: String,
+    include_usage: bool,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    let opening = data(&chunk(&id, created, &model, json!({"role": "assistant", "content": ""}), None));
+    struct State {
+        events: LlmStream,
+        slot: Option<Slot>,
+        finish: String,
+        usage: Option<Usage>,
+        ended: bool,
+    }
+    let state = State { events, slot: Some(slot), finish: "stop".into(), usage: None, ended: false };
+    let body = futures_util::stream::unfold(state, move |mut state| {
+        let (id, model) = (id.clone(), model.clone());
+        async move {
+            if state.ended {
+                return None;
+            }
+            loop {
+                match state.events.next().await {
+                    Some(Ok(LlmEvent::Content(text))) => {
+                        return Some((data(&chunk(&id, created, &model, json!({"content": text}), None)), state));
+                    }
+                    Some(Ok(LlmEvent::Reasoning(text))) => {
+                        let delta = json!({"content": null, "reasoning_content": text});
+                        return Some((data(&chunk(&id, created, &model, delta, None)), state));
+                    }
+                    Some(Ok(LlmEvent::Finish(reason))) => state.finish = reason.as_str().to_string(),
+                    Some(Ok(LlmEvent::Usage(usage))) => state.usage = Some(usage),
+                    Some(Ok(LlmEvent::ServedBy(_) | LlmEvent::Model(_))) => {}
+                    Some(Err(e)) => {
+                        state.ended = true;
+                        state.slot.take();
+                        return Some((data(&upstream_error(&e).body()), state));
+                    }
+                    None => {
+                        state.ended = true;
+                        state.slot.take();
+                        let mut tail =
+                            format!("data: {}\n\n", chunk(&id, created, &model, json!({}), Some(&state.finish)));
+                        if include_usage {
+                            let usage = json!({
+                                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                                "choices": [], "usage": state.usage.as_ref().map(usage_json),
+                            });
+                            tail.push_str(&format!("data: {usage}\n\n"));
+                        }
+                        tail.push_str("data: [DONE]\n\n");
+                        return Some((Ok(Bytes::from(tail)), state));
+                    }
+                }
+            }
+        }
+    });
+    futures_util::stream::once(async move { opening }).chain(body)
+}
