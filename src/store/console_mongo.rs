@@ -59,8 +59,10 @@ struct ApiKeyDoc {
     per_minute: i64,
     created_by: String,
     created_at: bson::DateTime,
+    /// Epoch milliseconds: set by `$set`, where the test server stores a date as a string
+    /// (`compat.rs`, gap 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    revoked_at: Option<bson::DateTime>,
+    revoked_ms: Option<i64>,
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -116,7 +118,7 @@ impl ApiKeyDoc {
             per_minute: i64::from(k.per_minute),
             created_by: k.created_by.clone(),
             created_at: to_bson_date(k.created_at),
-            revoked_at: k.revoked_at.map(to_bson_date),
+            revoked_ms: k.revoked_at.map(|t| t.timestamp_millis()),
         }
     }
     fn into_domain(self) -> ApiKey {
@@ -128,7 +130,7 @@ impl ApiKeyDoc {
             per_minute: u32::try_from(self.per_minute).unwrap_or(0),
             created_by: self.created_by,
             created_at: from_bson_date(self.created_at),
-            revoked_at: self.revoked_at.map(from_bson_date),
+            revoked_at: self.revoked_ms.map(super::mongo::from_millis),
         }
     }
 }
@@ -303,8 +305,8 @@ impl ConsoleStore for MongoStore {
         let revoked = self
             .api_keys()
             .update_one(
-                doc! {"_id": id, "revoked_at": {"$exists": false}},
-                doc! {"$set": {"revoked_at": to_bson_date(at)}},
+                doc! {"_id": id, "revoked_ms": {"$exists": false}},
+                doc! {"$set": {"revoked_ms": at.timestamp_millis()}},
             )
             .await
             .map_err(unavailable)?;

@@ -904,10 +904,10 @@ impl Store for MongoStore {
         summary: &ConversationSummary,
     ) -> Result<bool, StoreError> {
         let newer = summary.through_at.timestamp_millis();
-        let filter = doc! {
-            "_id": conversation.to_string(),
-            "$or": [{"summary.through_ms": {"$exists": false}}, {"summary.through_ms": {"$lt": newer}}],
-        };
+        let filter = and_any(
+            doc! {"_id": conversation.to_string()},
+            vec![doc! {"summary.through_ms": {"$exists": false}}, doc! {"summary.through_ms": {"$lt": newer}}],
+        );
         let document =
             bson::to_document(&SummaryDoc::from_domain(summary)).map_err(|e| StoreError::Corrupt(e.into()))?;
         let saved =

@@ -590,7 +590,8 @@ async fn a_failed_memory_job_counts_its_attempts_and_waits(store: DynStore) {
 
 async fn a_summary_is_replaced_only_by_one_reaching_further(store: DynStore) {
     let user = UserId::new();
-    let c = conversation(user, "summary", now());
+    let (c, other) = (conversation(user, "summary", now()), conversation(UserId::new(), "another's", now()));
+    store.insert_conversation(&other).await.unwrap();
     store.insert_conversation(&c).await.unwrap();
     let summary = |text: &str, through_millis: i64| ConversationSummary {
         text: SummaryText::parse(text).unwrap(),
@@ -607,6 +608,8 @@ async fn a_summary_is_replaced_only_by_one_reaching_further(store: DynStore) {
     assert!(!store.save_summary(ConversationId::new(), &first).await.unwrap(), "no such conversation");
     let stored = store.get_conversation(user, c.id).await.unwrap().unwrap();
     assert_eq!(stored.summary, Some(further));
+    let untouched = store.get_conversation(other.user_id, other.id).await.unwrap().unwrap();
+    assert_eq!(untouched.summary, None, "only that conversation's summary changes");
 }
 
 async fn what_memory_learned_through_only_moves_forward_and_forgetting_all_moves_it(store: DynStore) {
