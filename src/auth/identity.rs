@@ -99,18 +99,28 @@ fn bearer_token(req: &HttpRequest) -> Option<&str> {
 pub struct IdentityResolver {
     pub auth: Arc<AuthState>,
     pub store: DynStore,
-    /// Users' session versions, read from the store at most every `SESSION_CHECK_EVERY`.
-    pub sessions: Mutex<HashMap<UserId, (i64, Instant)>>,
+    /// Users' session versions and bans, read from the store at most every `SESSION_CHECK_EVERY`.
+    pub sessions: Mutex<HashMap<UserId, (UserStanding, Instant)>>,
 }
 
-/// How stale a cached session version may be: a logout takes effect on other replicas
-/// within this.
+/// What the resolver keeps about a user between store reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserStanding {
+    pub session_version: i64,
+    pub banned: bool,
+}
+
+/// How stale a cached session version or ban may be: a logout or a ban takes effect on
+/// other replicas within this.
 const SESSION_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 impl IdentityResolver {
     pub async fn resolve(&self, req: &HttpRequest) -> Result<Identity, ApiError> {
         if let Some(openid) = CloudRunIdentity::openid(req, self.auth.trust_cloudrun_headers) {
             let user = self.store.find_or_create_user(&openid).await?;
+            if user.ban.is_some() {
+                return Err(ApiError::banned());
+            }
             let source = IdentitySource::CloudRunHeaders;
             return Ok(Identity::User(AuthenticatedUser { user_id: user.id, source, session: None }));
         }
@@ -121,7 +131,8 @@ impl IdentityResolver {
     }
 
     /// A token (from the header, or a WebSocket's first `auth` frame): valid when it
-    /// verifies and its session was not ended by a logout (or the user deleted).
+    /// verifies and its session was not ended by a logout (or the user deleted). A banned
+    /// user's valid token is an error (`user_banned`), not "no user".
     pub async fn from_token(&self, token: &str) -> Result<Option<AuthenticatedUser>, ApiError> {
         let verified = match self.auth.keys.verify(token) {
             Ok(verified) => verified,
@@ -130,38 +141,44 @@ impl IdentityResolver {
                 return Ok(None);
             }
         };
-        let current = self.session_version(verified.user_id).await?;
-        if current != Some(verified.session_version) {
+        let Some(standing) = self.standing(verified.user_id).await? else { return Ok(None) };
+        if standing.session_version != verified.session_version {
             tracing::debug!("token refused: its session ended");
             return Ok(None);
+        }
+        if standing.banned {
+            return Err(ApiError::banned());
         }
         let user =
             AuthenticatedUser { user_id: verified.user_id, source: IdentitySource::Token, session: Some(verified) };
         Ok(Some(user))
     }
 
-    async fn session_version(&self, user: UserId) -> Result<Option<i64>, ApiError> {
-        let cached = self.cache().get(&user).filter(|(_, at)| at.elapsed() < SESSION_CHECK_EVERY).map(|(v, _)| *v);
-        if let Some(version) = cached {
-            return Ok(Some(version));
+    async fn standing(&self, user: UserId) -> Result<Option<UserStanding>, ApiError> {
+        let cached = self.cache().get(&user).filter(|(_, at)| at.elapsed() < SESSION_CHECK_EVERY).map(|(s, _)| *s);
+        if let Some(standing) = cached {
+            return Ok(Some(standing));
         }
         let Some(found) = self.store.get_user(user).await? else { return Ok(None) };
-        self.cache().insert(user, (found.session_version, Instant::now()));
-        Ok(Some(found.session_version))
+        let standing = UserStanding { session_version: found.session_version, banned: found.ban.is_some() };
+        self.cache().insert(user, (standing, Instant::now()));
+        Ok(Some(standing))
+    }
+
+    /// Forgets what is cached about `user`: a ban or unban takes effect here at once.
+    pub fn forget(&self, user: UserId) {
+        self.cache().remove(&user);
     }
 
     /// Ends every session of `user` (logout): their tokens stop working here at once, on
     /// other replicas within `SESSION_CHECK_EVERY`.
     pub async fn end_sessions(&self, user: UserId) -> Result<(), ApiError> {
-        let version = self.store.bump_session_version(user).await?;
-        match version {
-            Some(version) => self.cache().insert(user, (version, Instant::now())),
-            None => self.cache().remove(&user),
-        };
+        self.store.bump_session_version(user).await?;
+        self.forget(user);
         Ok(())
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, (i64, Instant)>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, (UserStanding, Instant)>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -173,6 +173,10 @@ impl ChatService {
         )?;
         let conversation = conversation.ok_or(ChatError::ConversationNotFound)?;
         let user = user.ok_or(ChatError::ConversationNotFound)?;
+        // Also on a socket opened before the ban: nothing new is generated for them.
+        if user.ban.is_some() {
+            return Err(ChatError::UserBanned);
+        }
         Ok((conversation, user, earlier))
     }
 

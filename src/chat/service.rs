@@ -41,6 +41,8 @@ pub enum ChatError {
     ShuttingDown,
     #[error("this instance runs as many replies as it may")]
     CompanionBusy,
+    #[error("the user is banned")]
+    UserBanned,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("starting the reply failed")]

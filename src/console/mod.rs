@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod http;
 pub mod keys;
 pub mod routes;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -52,7 +53,9 @@ pub fn configure(
             .service(web::resource("/api/password").post(routes::change_password))
             .service(web::resource("/api/audit").get(routes::audit_log))
             .service(web::resource("/api/keys").get(routes::list_keys).post(routes::create_key))
-            .service(web::resource("/api/keys/{id}").delete(routes::revoke_key)),
+            .service(web::resource("/api/keys/{id}").delete(routes::revoke_key))
+            .service(web::resource("/api/users/{query}").get(users::get_user))
+            .service(web::resource("/api/users/{id}/ban").post(users::ban_user).delete(users::unban_user)),
     );
 }
 pub mod cli;

@@ -18,7 +18,7 @@ pub use message::{
 };
 pub use operator::{ApiKey, AuditAction, AuditEntry, Operator, OperatorName, OperatorRole, OperatorSession};
 pub use reply::{Conclusion, FinishReason, GenerationEnd, ReplyEnd, ReplyFailure};
-pub use user::{AvatarUrl, LoginCode, Nickname, OpenId, ProfilePatch, User};
+pub use user::{AvatarUrl, Ban, LoginCode, Nickname, OpenId, ProfilePatch, User};
 
 /// Why a value from a client was refused; the text is safe to show to that client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

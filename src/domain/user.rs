@@ -117,4 +117,27 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// Bumped by a logout: tokens issued at an older version no longer work.
     pub session_version: i64,
+    /// Set by an operator: the user is refused everywhere (`403 user_banned`).
+    pub ban: Option<Ban>,
+}
+
+/// Why and by whom a user was banned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub reason: String,
+    pub at: DateTime<Utc>,
+    pub by: String,
+}
+
+impl Ban {
+    pub const MAX_REASON_CHARS: usize = 200;
+    /// A reason is required: 1–200 characters, no control characters.
+    pub fn new(reason: &str, by: &str, at: DateTime<Utc>) -> Result<Self, ParseError> {
+        let reason = reason.trim();
+        let chars = reason.chars().count();
+        if chars == 0 || chars > Self::MAX_REASON_CHARS || reason.chars().any(char::is_control) {
+            return Err(ParseError(format!("a reason is 1-{} characters on one line", Self::MAX_REASON_CHARS)));
+        }
+        Ok(Self { reason: reason.to_string(), at, by: by.to_string() })
+    }
 }

@@ -80,6 +80,10 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::new(ErrorCode::Unauthorized, "missing, invalid or expired credentials; log in again")
     }
+    /// An operator suspended this user: every route and transport refuses them.
+    pub fn banned() -> Self {
+        Self::new(ErrorCode::UserBanned, "this account has been suspended by the operator")
+    }
     pub fn unavailable(code: ErrorCode, message: impl Into<String>, retry_after: u64) -> Self {
         Self::new(code, message).with_retry_after(retry_after)
     }
@@ -224,6 +228,7 @@ impl From<crate::chat::ChatError> for ApiError {
         match e {
             ChatError::InvalidContent(message) => ApiError::new(ErrorCode::InvalidContent, message),
             ChatError::ConversationNotFound => ApiError::not_found("no such conversation"),
+            ChatError::UserBanned => ApiError::banned(),
             ChatError::MessageNotFound => ApiError::not_found("no such message"),
             ChatError::PersonaNotFound => ApiError::not_found("no such persona"),
             ChatError::MemoryNotFound => ApiError::not_found("no such memory"),

@@ -39,6 +39,9 @@ pub async fn login(
         .map_err(|e| ApiError::new(ErrorCode::InvalidCode, e.to_string()))?;
     let openid = resolve_openid(&req, code, &policy, &auth, &wechat).await?;
     let user = store.find_or_create_user(&openid).await?;
+    if user.ban.is_some() {
+        return Err(ApiError::banned());
+    }
     session_response(&auth, &user, None)
 }
 

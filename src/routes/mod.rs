@@ -1,6 +1,6 @@
 mod auth;
 mod conversations;
-mod dto;
+pub mod dto;
 mod health;
 mod me;
 mod memories;

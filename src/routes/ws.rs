@@ -269,6 +269,18 @@ impl ChatSocket {
         let _ = self.session.close(close).await;
     }
 
+    /// The user of an `auth` frame's token. A banned user is told so, and the socket closes.
+    async fn authenticate(&mut self, token: &str) -> Result<Option<AuthenticatedUser>, CloseReason> {
+        match self.resolver.from_token(token).await {
+            Ok(user) => Ok(user),
+            Err(e) if e.code() == ErrorCode::UserBanned => {
+                let _ = self.session.text(error_frame(&e, None)).await;
+                Err(CloseReason { code: CloseCode::Policy, description: Some("user banned".into()) })
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Handles one client frame; `Err` closes the socket.
     async fn on_text(&mut self, text: &str) -> Result<(), CloseReason> {
         let frame = serde_json::from_str::<ClientFrame>(text);
@@ -293,7 +305,7 @@ impl ChatSocket {
                 Some(error_frame(&ApiError::new(ErrorCode::InvalidFrame, format!("unreadable frame: {e}")), None))
             }
             Ok(ClientFrame::Ping) => Some(to_text(&ServerFrame::Pong)),
-            Ok(ClientFrame::Auth { token }) => match self.resolver.from_token(&token).await.ok().flatten() {
+            Ok(ClientFrame::Auth { token }) => match self.authenticate(&token).await? {
                 Some(user) if self.slot.is_none() => {
                     let Some(slot) = self.slots.take(user.user_id) else {
                         let _ = self.session.text(error_frame(&too_many_sockets(), None)).await;

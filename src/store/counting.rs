@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::ConsoleStore;
 use super::{ConversationCursor, DynStore, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    ApiKey, AuditEntry, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle,
+    ApiKey, AuditEntry, Ban, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle,
     MemoryFact, MemoryId, MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, Operator, OperatorName,
     OperatorSession, ProfilePatch, SendRecord, User, UserId,
 };
@@ -56,6 +56,8 @@ const OPERATIONS: &[&str] = &[
     "update_memory",
     "delete_memory",
     "delete_memories",
+    "set_user_ban",
+    "find_user",
     "mark_learned",
     "save_summary",
     "schedule_memory_job",
@@ -167,6 +169,14 @@ impl Store for CountingStore {
 
     async fn update_user_profile(&self, id: UserId, patch: &ProfilePatch) -> Result<Option<User>, StoreError> {
         self.track("update_user_profile", Kind::Write, self.inner.update_user_profile(id, patch)).await
+    }
+
+    async fn set_user_ban(&self, id: UserId, ban: Option<&Ban>) -> Result<bool, StoreError> {
+        self.track("set_user_ban", Kind::Write, self.inner.set_user_ban(id, ban)).await
+    }
+
+    async fn find_user(&self, openid: &OpenId) -> Result<Option<User>, StoreError> {
+        self.track("find_user", Kind::Read, self.inner.find_user(openid)).await
     }
 
     async fn bump_session_version(&self, id: UserId) -> Result<Option<i64>, StoreError> {

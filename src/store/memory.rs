@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact, MemoryId,
-    MemoryJob, MemoryText, Message, MessageId, MessageProgress, MessageStatus, OpenId, ProfilePatch, SendRecord, User,
-    UserId,
+    now, Ban, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact,
+    MemoryId, MemoryJob, MemoryText, Message, MessageId, MessageProgress, MessageStatus, OpenId, ProfilePatch,
+    SendRecord, User, UserId,
 };
 
 #[derive(Default)]
@@ -71,6 +71,7 @@ impl Store for InMemoryStore {
             avatar_url: None,
             created_at: now(),
             session_version: 0,
+            ban: None,
         };
         inner.user_by_openid.insert(openid.as_str().to_string(), user.id);
         inner.users.insert(user.id, user.clone());
@@ -454,6 +455,15 @@ impl Store for InMemoryStore {
             }
         }
         Ok(marked)
+    }
+
+    async fn set_user_ban(&self, id: UserId, ban: Option<&Ban>) -> Result<bool, StoreError> {
+        Ok(self.lock().users.get_mut(&id).map(|user| user.ban = ban.cloned()).is_some())
+    }
+
+    async fn find_user(&self, openid: &OpenId) -> Result<Option<User>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.user_by_openid.get(openid.as_str()).map(|id| inner.users[id].clone()))
     }
 
     async fn bump_session_version(&self, id: UserId) -> Result<Option<i64>, StoreError> {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact, MemoryId,
+    Ban, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact, MemoryId,
     MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
 };
 
@@ -89,6 +89,11 @@ pub trait Store: ConsoleStore + Send + Sync + 'static {
     async fn find_or_create_user(&self, openid: &OpenId) -> Result<User, StoreError>;
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
     async fn update_user_profile(&self, id: UserId, patch: &ProfilePatch) -> Result<Option<User>, StoreError>;
+
+    /// Bans the user (`Some`) or lifts the ban (`None`); false without the user.
+    async fn set_user_ban(&self, id: UserId, ban: Option<&Ban>) -> Result<bool, StoreError>;
+    /// The user of this openid, if there is one (never creates it).
+    async fn find_user(&self, openid: &OpenId) -> Result<Option<User>, StoreError>;
 
     /// Revokes every token of the user (logout); the new version, `None` without the user.
     async fn bump_session_version(&self, id: UserId) -> Result<Option<i64>, StoreError>;

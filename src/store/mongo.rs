@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::compat::{and_any, bool_of, lenient_bool};
 use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
-    now, AvatarUrl, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle,
+    now, AvatarUrl, Ban, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle,
     FinishReason, MemoryFact, MemoryId, MemoryJob, MemoryText, Message, MessageError, MessageId, MessageProgress,
     MessageStatus, Nickname, OpenId, ProfilePatch, Role, SendRecord, Served, SummaryText, Usage, User, UserId,
 };
@@ -64,6 +64,16 @@ struct UserDoc {
     session_version: i64,
     #[serde(default = "schema_v0")]
     schema_version: i32,
+    /// Set by `$set` (epoch milliseconds, see `compat.rs`); removed when the ban is lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ban: Option<BanDoc>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BanDoc {
+    reason: String,
+    at_ms: i64,
+    by: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -312,6 +322,7 @@ impl UserDoc {
             avatar_url: self.avatar_url.as_deref().and_then(|a| AvatarUrl::parse(a).ok()),
             created_at: from_bson_date(self.created_at),
             session_version: self.session_version,
+            ban: self.ban.map(|b| Ban { reason: b.reason, at: from_millis(b.at_ms), by: b.by }),
         })
     }
 }
@@ -544,6 +555,7 @@ impl Store for MongoStore {
             created_at: to_bson_date(now()),
             session_version: 0,
             schema_version: SCHEMA_VERSION,
+            ban: None,
         };
         match self.users().insert_one(&fresh).await {
             Ok(_) => fresh.into_domain(),
@@ -554,6 +566,21 @@ impl Store for MongoStore {
                 .ok_or_else(|| StoreError::Corrupt(anyhow::anyhow!("user vanished after duplicate key"))),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn set_user_ban(&self, id: UserId, ban: Option<&Ban>) -> Result<bool, StoreError> {
+        let update = match ban {
+            Some(ban) => {
+                doc! {"$set": {"ban": {"reason": &ban.reason, "at_ms": ban.at.timestamp_millis(), "by": &ban.by}}}
+            }
+            None => doc! {"$unset": {"ban": ""}},
+        };
+        let updated = self.users().update_one(doc! {"user_id": id.to_string()}, update).await.map_err(unavailable)?;
+        Ok(updated.matched_count == 1)
+    }
+
+    async fn find_user(&self, openid: &OpenId) -> Result<Option<User>, StoreError> {
+        self.find_user_by_openid(openid).await
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {

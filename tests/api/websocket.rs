@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 use crate::helpers::fake_deepseek::{paced, reply_body, text_reply};
 use crate::helpers::{spawn_app_with, TestApp};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn trusting_app() -> TestApp {
     spawn_app_with(|s| {
@@ -20,7 +20,7 @@ async fn trusting_app() -> TestApp {
 }
 
 /// Opens `/api/ws`, with the identity headers Cloud Run injects when `openid` is given.
-async fn connect(app: &TestApp, openid: Option<&str>) -> Socket {
+pub(crate) async fn connect(app: &TestApp, openid: Option<&str>) -> Socket {
     let mut request =
         format!("ws://127.0.0.1:{}/api/ws", app.address.rsplit(':').next().unwrap()).into_client_request().unwrap();
     if let Some(openid) = openid {
@@ -31,12 +31,12 @@ async fn connect(app: &TestApp, openid: Option<&str>) -> Socket {
     socket
 }
 
-async fn send(socket: &mut Socket, frame: Value) {
+pub(crate) async fn send(socket: &mut Socket, frame: Value) {
     socket.send(Frame::text(frame.to_string())).await.unwrap();
 }
 
 /// The next JSON frame (control frames skipped); `None` once closed.
-async fn next(socket: &mut Socket) -> Option<Value> {
+pub(crate) async fn next(socket: &mut Socket) -> Option<Value> {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(15), socket.next()).await.expect("no frame for 15 s")?;
         match frame.ok()? {
