@@ -83,6 +83,8 @@ pub struct Application {
 /// How often a replica looks for due memory jobs, how long it may hold one, how often a
 /// failing one is tried, and how many new messages one run learns from at most.
 const MEMORY_POLL: Duration = Duration::from_secs(2);
+/// How often each replica re-reads the companions (a console edit is in effect everywhere within this).
+const PERSONA_REFRESH: Duration = Duration::from_secs(3);
 const MEMORY_JOB_LEASE: Duration = Duration::from_secs(120);
 const MEMORY_MAX_ATTEMPTS: u32 = 3;
 const MEMORY_TURNS: usize = 40;
@@ -161,6 +163,15 @@ impl Application {
         // Runs until shutdown begins; not a reply's work, so not tracked by the drain.
         #[allow(clippy::disallowed_methods)]
         tokio::spawn(sweeper.run(sweeping.clone()));
+        // The store's companions (seeded from the personas file when it has none), re-read
+        // every few seconds: an edit in the console reaches every replica without a new version.
+        let catalog = chat.persona_catalog().clone();
+        if let Err(e) = catalog.sync(&store).await {
+            tracing::warn!(error = ?e, "could not read the stored personas yet; using the personas file");
+        }
+        // Like the sweeper: upkeep until shutdown begins, not a reply's work.
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(catalog.watch(store.clone(), PERSONA_REFRESH, sweeping.clone()));
         if config.chat.memory.extraction {
             let learner = chat.learner(LearnerSettings {
                 model: config.upstreams.default_model.clone(),

@@ -33,8 +33,8 @@ pub enum ApiCompletionError {
 
 impl ChatService {
     /// The companions offered through the API: every persona but preview ones.
-    pub fn api_personas(&self) -> Vec<&Persona> {
-        self.personas.all().iter().filter(|p| !p.preview).collect()
+    pub fn api_personas(&self) -> Vec<Persona> {
+        self.personas.current().all().iter().filter(|p| p.enabled && !p.preview).cloned().collect()
     }
 
     /// Starts one completion. The slot is the instance's concurrency cap: hold it until

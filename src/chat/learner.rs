@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{estimate_tokens, memory_block, upstream_user_hash};
 use super::learning::{extraction_prompt, learnable, parse_ops, MemoryOp};
-use super::personas::{Persona, Personas};
+use super::personas::Persona;
 use super::summary::{after_summary, parse_summary, summary_prompt, turns_to_fold, HistoryRoom};
 use crate::domain::{
     now, Conversation, ConversationSummary, MemoryFact, MemoryJob, Message, MessageStatus, Role, SummaryText, UserId,
@@ -53,7 +53,7 @@ pub struct LearnerStats {
 pub struct MemoryLearner {
     pub store: DynStore,
     pub llm: Arc<LlmClient>,
-    pub personas: Arc<Personas>,
+    pub personas: Arc<super::catalog::PersonaCatalog>,
     /// Learned facts reach later prompts: they pass the content check like any text.
     pub moderator: Option<Arc<Moderator>>,
     pub stats: Arc<LearnerStats>,
@@ -141,7 +141,8 @@ impl MemoryLearner {
         let Some(conversation) = conversation else { return Ok(Learned::default()) };
         // The persona the replies use (the job names it; one removed since falls back as
         // replies do), and its facts are kept under that same id.
-        let persona = self.personas.get(&job.persona_id).unwrap_or_else(|| self.personas.default_persona());
+        let personas = self.personas.current();
+        let persona = personas.get(&job.persona_id).unwrap_or_else(|| personas.default_persona());
         // Each part runs even when the other fails; the job is retried if either did.
         let learned = match persona.memory {
             true => self.learn_facts(job, &conversation, &facts, &turns).await,

@@ -7,7 +7,7 @@ use crate::domain::{now, MemoryFact, MemoryId, MemoryText, UserId};
 
 impl ChatService {
     /// The persona `persona_id` if this user may use it.
-    async fn usable_persona(&self, user: UserId, persona_id: &str) -> Result<&Persona, ChatError> {
+    async fn usable_persona(&self, user: UserId, persona_id: &str) -> Result<Persona, ChatError> {
         let visible = self.personas_for(user).await?;
         visible.into_iter().find(|p| p.id == persona_id).ok_or(ChatError::PersonaNotFound)
     }

@@ -1,6 +1,7 @@
 //! Companion chat: personas, context, sending, and replies (see `reply`).
 mod api;
 mod capacity;
+pub mod catalog;
 pub mod context;
 pub mod learner;
 mod learning;

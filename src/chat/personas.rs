@@ -4,13 +4,13 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The repository's own file, compiled in: used when the configured default path does
 /// not exist (for example when the binary runs from another directory).
 const BUILT_IN: &str = include_str!("../../config/personas.toml");
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Persona {
     pub id: String,
@@ -29,11 +29,14 @@ pub struct Persona {
     #[serde(default)]
     pub preview: bool,
     /// Whether the companion remembers facts about its user across conversations.
-    #[serde(default = "remembers")]
+    #[serde(default = "yes")]
     pub memory: bool,
+    /// A disabled companion is offered to nobody (its conversations go on with the default).
+    #[serde(default = "yes")]
+    pub enabled: bool,
 }
 
-fn remembers() -> bool {
+fn yes() -> bool {
     true
 }
 
@@ -66,11 +69,17 @@ impl Personas {
 
     pub fn parse(text: &str) -> anyhow::Result<Personas> {
         let file: PersonaFile = toml_parse(text)?;
-        if file.personas.is_empty() {
-            bail!("at least one persona is required");
+        Self::from_list(file.personas)
+    }
+
+    /// The one set of rules for a catalog, from a file or from the console: unique ids of
+    /// letters, digits, - and _; a name and a prompt each; at least one enabled.
+    pub fn from_list(personas: Vec<Persona>) -> anyhow::Result<Personas> {
+        if !personas.iter().any(|p| p.enabled) {
+            bail!("at least one enabled persona is required");
         }
         let mut seen = HashSet::new();
-        for p in &file.personas {
+        for p in &personas {
             let valid_id = !p.id.is_empty()
                 && p.id.len() <= 64
                 && p.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
@@ -84,15 +93,16 @@ impl Personas {
                 bail!("persona {:?} needs a name and a system_prompt", p.id);
             }
         }
-        Ok(Personas { all: file.personas })
+        Ok(Personas { all: personas })
     }
 
     pub fn get(&self, id: &str) -> Option<&Persona> {
         self.all.iter().find(|p| p.id == id)
     }
 
+    /// The first enabled persona (`from_list` guarantees there is one).
     pub fn default_persona(&self) -> &Persona {
-        &self.all[0]
+        self.all.iter().find(|p| p.enabled).unwrap_or(&self.all[0])
     }
 
     pub fn all(&self) -> &[Persona] {
@@ -198,7 +208,8 @@ mod tests {
         // (label, file, a phrase the error must contain; empty = any error)
         let cases: Vec<(&str, String, &str)> = vec![
             ("an empty file", String::new(), ""),
-            ("an empty list", "personas = []".into(), "at least one persona"),
+            ("an empty list", "personas = []".into(), "at least one enabled persona"),
+            ("only disabled ones", persona("off", "enabled = false"), "at least one enabled persona"),
             ("duplicate ids", persona("twin", "") + &persona("twin", ""), "appears twice"),
             (
                 "duplicate ids apart",

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::catalog::PersonaCatalog;
 use super::learner::{LearnerSettings, LearnerStats, MemoryLearner};
 use super::personas::{Persona, Personas};
 use super::preview::PreviewAccess;
@@ -74,7 +75,7 @@ pub struct ChatParts {
 pub struct ChatService {
     pub(super) store: DynStore,
     pub(super) llm: Arc<LlmClient>,
-    pub(super) personas: Arc<Personas>,
+    pub(super) personas: Arc<PersonaCatalog>,
     pub(super) registry: Arc<Registry>,
     pub(super) replies: Arc<Replies>,
     pub(super) config: ChatSettings,
@@ -101,7 +102,7 @@ impl ChatService {
         ChatService {
             store: parts.store,
             llm: parts.llm,
-            personas: Arc::new(parts.personas),
+            personas: Arc::new(PersonaCatalog::new(parts.personas)),
             registry: parts.registry,
             replies,
             capacity: super::Capacity::new(parts.config.max_concurrent_generations),
@@ -150,40 +151,42 @@ impl ChatService {
         }
     }
 
-    /// The one persona visibility rule: `preview` personas only for testers.
+    /// The one persona visibility rule: enabled ones, and `preview` ones only for testers.
     fn visible(persona: &Persona, tester: bool) -> bool {
-        tester || !persona.preview
+        persona.enabled && (tester || !persona.preview)
     }
 
     /// The conversation's persona, if this user may use it; otherwise the default one
-    /// (a persona removed from the file, or a preview persona after its tester left).
-    pub(super) fn persona_for(&self, conversation: &Conversation, tester: bool) -> &Persona {
-        match self.personas.get(&conversation.persona_id) {
-            Some(persona) if Self::visible(persona, tester) => persona,
+    /// (a persona removed or disabled, or a preview persona after its tester left).
+    pub(super) fn persona_for(&self, conversation: &Conversation, tester: bool) -> Persona {
+        let personas = self.personas.current();
+        match personas.get(&conversation.persona_id) {
+            Some(persona) if Self::visible(persona, tester) => persona.clone(),
             _ => {
                 tracing::warn!(persona_id = %conversation.persona_id, "persona unavailable; using the default");
-                self.personas.default_persona()
+                personas.default_persona().clone()
             }
         }
     }
 
     /// The personas this user may see and choose.
-    pub async fn personas_for(&self, user: UserId) -> Result<Vec<&Persona>, StoreError> {
+    pub async fn personas_for(&self, user: UserId) -> Result<Vec<Persona>, StoreError> {
         let tester = self.preview.is_tester(&self.store, user).await?;
-        Ok(self.personas.all().iter().filter(|p| Self::visible(p, tester)).collect())
+        Ok(self.personas.current().all().iter().filter(|p| Self::visible(p, tester)).cloned().collect())
     }
 
     /// The persona a new conversation gets: the requested one if this user may choose
     /// it (`None` when not), or the default.
-    pub async fn persona_to_start(
-        &self,
-        user: UserId,
-        requested: Option<&str>,
-    ) -> Result<Option<&Persona>, StoreError> {
+    pub async fn persona_to_start(&self, user: UserId, requested: Option<&str>) -> Result<Option<Persona>, StoreError> {
         match requested {
-            None => Ok(Some(self.personas.default_persona())),
+            None => Ok(Some(self.personas.current().default_persona().clone())),
             Some(id) => Ok(self.personas_for(user).await?.into_iter().find(|p| p.id == id)),
         }
+    }
+
+    /// The companions in effect, and where they are kept and changed.
+    pub fn persona_catalog(&self) -> &Arc<PersonaCatalog> {
+        &self.personas
     }
 
     /// Today's quota use of `user`.

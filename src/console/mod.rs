@@ -7,6 +7,7 @@ pub use allowlist::IpAllowlist;
 pub mod accounts;
 pub mod http;
 pub mod keys;
+pub mod personas;
 pub mod routes;
 pub mod users;
 
@@ -54,6 +55,8 @@ pub fn configure(
             .service(web::resource("/api/audit").get(routes::audit_log))
             .service(web::resource("/api/keys").get(routes::list_keys).post(routes::create_key))
             .service(web::resource("/api/keys/{id}").delete(routes::revoke_key))
+            .service(web::resource("/api/personas").get(personas::list_personas))
+            .service(web::resource("/api/personas/{id}").put(personas::save_persona))
             .service(web::resource("/api/users/{query}").get(users::get_user))
             .service(web::resource("/api/users/{id}/ban").post(users::ban_user).delete(users::unban_user)),
     );

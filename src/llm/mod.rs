@@ -33,8 +33,8 @@ pub enum Dialect {
 }
 
 /// How hard a thinking model reasons; the values DeepSeek V4.1 distinguishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum ReasoningEffort {
     Low,
     High,
@@ -64,6 +64,12 @@ impl ReasoningEffort {
 pub struct ChatMessage {
     pub role: &'static str,
     pub content: String,
+}
+
+impl From<ReasoningEffort> for String {
+    fn from(effort: ReasoningEffort) -> String {
+        effort.as_str().to_string()
+    }
 }
 
 impl TryFrom<String> for ReasoningEffort {

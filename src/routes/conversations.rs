@@ -44,7 +44,7 @@ pub async fn create_conversation(
         Some(raw) => parse_title(raw)?,
         None => parse_title(&persona.name)?,
     };
-    let conversation = chat.start_conversation(user.user_id, persona, title).await?;
+    let conversation = chat.start_conversation(user.user_id, &persona, title).await?;
     Ok(HttpResponse::Created().json(ConversationDto::from(&conversation)))
 }
 

@@ -15,5 +15,5 @@ struct PersonaList<'a> {
 /// (personas marked `preview` only for `PREVIEW_OPENIDS` testers).
 pub async fn list_personas(user: AuthenticatedUser, chat: web::Data<ChatService>) -> Result<HttpResponse, ApiError> {
     let personas = chat.personas_for(user.user_id).await?;
-    Ok(HttpResponse::Ok().json(PersonaList { items: personas.into_iter().map(PersonaDto::from).collect() }))
+    Ok(HttpResponse::Ok().json(PersonaList { items: personas.iter().map(PersonaDto::from).collect() }))
 }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{InMemoryStore, StoreError};
+use crate::chat::Persona;
 use crate::domain::{ApiKey, AuditEntry, Operator, OperatorName, OperatorSession};
 
 #[async_trait]
@@ -40,6 +41,11 @@ pub trait ConsoleStore: Send + Sync {
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
     /// Revokes a key at `at`; false when there is no such key or it was revoked already.
     async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// The companions, in their order (empty until seeded).
+    async fn list_personas(&self) -> Result<Vec<Persona>, StoreError>;
+    /// Creates or replaces the persona of that id, at `position` in the order.
+    async fn save_persona(&self, persona: &Persona, position: i64) -> Result<(), StoreError>;
 }
 
 #[derive(Default)]
@@ -48,6 +54,7 @@ pub(super) struct MemoryConsole {
     sessions: HashMap<String, OperatorSession>,
     audit: Vec<AuditEntry>,
     api_keys: Vec<ApiKey>,
+    personas: Vec<(i64, Persona)>,
 }
 
 impl InMemoryStore {
@@ -138,5 +145,18 @@ impl ConsoleStore for InMemoryStore {
         };
         key.revoked_at = Some(at);
         Ok(true)
+    }
+
+    async fn list_personas(&self) -> Result<Vec<Persona>, StoreError> {
+        let mut personas = self.console().personas.clone();
+        personas.sort_by_key(|(position, _)| *position);
+        Ok(personas.into_iter().map(|(_, p)| p).collect())
+    }
+
+    async fn save_persona(&self, persona: &Persona, position: i64) -> Result<(), StoreError> {
+        let mut console = self.console();
+        console.personas.retain(|(_, p)| p.id != persona.id);
+        console.personas.push((position, persona.clone()));
+        Ok(())
     }
 }

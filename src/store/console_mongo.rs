@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::console::ConsoleStore;
 use super::mongo::{from_bson_date, to_bson_date, unavailable};
 use super::{MongoStore, StoreError};
+use crate::chat::Persona;
 use crate::domain::{ApiKey, AuditAction, AuditEntry, Operator, OperatorName, OperatorRole, OperatorSession};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -135,7 +136,20 @@ impl ApiKeyDoc {
     }
 }
 
+/// A persona as stored: its own fields, keyed by id, with its place in the order.
+#[derive(Debug, Serialize, Deserialize)]
+struct PersonaDoc {
+    #[serde(rename = "_id")]
+    key: String,
+    position: i64,
+    #[serde(flatten)]
+    persona: Persona,
+}
+
 impl MongoStore {
+    fn personas(&self) -> Collection<PersonaDoc> {
+        self.db.collection("personas")
+    }
     fn operators(&self) -> Collection<OperatorDoc> {
         self.db.collection("operators")
     }
@@ -311,5 +325,24 @@ impl ConsoleStore for MongoStore {
             .await
             .map_err(unavailable)?;
         Ok(revoked.modified_count == 1)
+    }
+
+    async fn list_personas(&self) -> Result<Vec<Persona>, StoreError> {
+        let docs: Vec<PersonaDoc> = self
+            .personas()
+            .find(doc! {})
+            .sort(doc! {"position": 1, "_id": 1})
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::Corrupt(anyhow::anyhow!("unreadable persona: {e}")))?;
+        Ok(docs.into_iter().map(|d| d.persona).collect())
+    }
+
+    async fn save_persona(&self, persona: &Persona, position: i64) -> Result<(), StoreError> {
+        let document = PersonaDoc { key: persona.id.clone(), position, persona: persona.clone() };
+        self.personas().replace_one(doc! {"_id": &persona.id}, document).upsert(true).await.map_err(unavailable)?;
+        Ok(())
     }
 }

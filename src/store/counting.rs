@@ -455,4 +455,10 @@ impl ConsoleStore for CountingStore {
     async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         self.inner.revoke_api_key(id, at).await
     }
+    async fn list_personas(&self) -> Result<Vec<crate::chat::Persona>, StoreError> {
+        self.inner.list_personas().await
+    }
+    async fn save_persona(&self, persona: &crate::chat::Persona, position: i64) -> Result<(), StoreError> {
+        self.inner.save_persona(persona, position).await
+    }
 }
