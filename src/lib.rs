@@ -11,6 +11,7 @@ pub mod openai;
 pub mod protection;
 pub mod routes;
 pub mod startup;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod wechat;

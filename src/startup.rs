@@ -83,6 +83,8 @@ pub struct Application {
 /// How often a replica looks for due memory jobs, how long it may hold one, how often a
 /// failing one is tried, and how many new messages one run learns from at most.
 const MEMORY_POLL: Duration = Duration::from_secs(2);
+/// How often refusals counted in memory are added to the day's figures.
+const TALLY_FLUSH: Duration = Duration::from_secs(5);
 /// How often each replica re-reads the companions (a console edit is in effect everywhere within this).
 const PERSONA_REFRESH: Duration = Duration::from_secs(3);
 const MEMORY_JOB_LEASE: Duration = Duration::from_secs(120);
@@ -172,6 +174,9 @@ impl Application {
         // Like the sweeper: upkeep until shutdown begins, not a reply's work.
         #[allow(clippy::disallowed_methods)]
         tokio::spawn(catalog.watch(store.clone(), PERSONA_REFRESH, sweeping.clone()));
+        // Refusals counted here reach the day's figures every few seconds.
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(chat.tallies().clone().flush_every(store.clone(), TALLY_FLUSH, sweeping.clone()));
         if config.chat.memory.extraction {
             let learner = chat.learner(LearnerSettings {
                 model: config.upstreams.default_model.clone(),
@@ -262,7 +267,7 @@ fn run(
     let chat = web::Data::new(chat);
     let counting = web::Data::new(counting);
     let metrics_access = web::Data::new(MetricsAccess { token: config.server.metrics_token.clone() });
-    let limiter = Arc::new(RateLimiter::new(&config.limits, store.clone()));
+    let limiter = Arc::new(RateLimiter::new(&config.limits, store.clone()).with_tallies(chat.tallies().clone()));
     let cors_origins = config.server.cors_origins.clone();
     let production = config.is_production();
     let header_limit = HeaderLimit(config.server.max_header_bytes);

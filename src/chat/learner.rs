@@ -326,6 +326,11 @@ fn unread_exchanges(turns: &[Message], learned_through: Option<DateTime<Utc>>, l
     &turns[start.max(end.saturating_sub(limit))..end]
 }
 
+/// Whether `at` falls in DeepSeek's double-price peak hours (Beijing weekdays 09–12, 14–18).
+pub fn is_peak(at: DateTime<Utc>) -> bool {
+    off_peak_from(at) != at
+}
+
 /// When a job made at `at` may run: at once, or (off-peak only) after DeepSeek's peak
 /// hours, which cost double: Beijing weekdays 09:00–12:00 and 14:00–18:00.
 pub fn off_peak_from(at: DateTime<Utc>) -> DateTime<Utc> {

@@ -114,7 +114,10 @@ impl ChatService {
                     }
                 }
                 return Err(match refusal {
-                    Refusal::QuotaExceeded { retry_after } => ChatError::QuotaExceeded { retry_after },
+                    Refusal::QuotaExceeded { retry_after } => {
+                        self.tallies.add(crate::stats::Tally::QuotaExceeded);
+                        ChatError::QuotaExceeded { retry_after }
+                    }
                     Refusal::TooManyActive => ChatError::TooManyReplies,
                 });
             }
@@ -209,6 +212,7 @@ impl ChatService {
             llm: self.llm.clone(),
             registry: self.registry.clone(),
             conversation_id: conversation.id,
+            user_id: user.id,
             assistant_id: reply.id,
             request,
             progress: self.progress.clone(),

@@ -85,6 +85,7 @@ pub struct ChatService {
     pub(super) capacity: super::Capacity,
     pub(super) progress: Arc<ProgressSaver>,
     learner_stats: Arc<LearnerStats>,
+    pub(super) tallies: Arc<crate::stats::LocalTallies>,
 }
 
 /// How often a follower reads the progress another replica stores.
@@ -112,6 +113,7 @@ impl ChatService {
             quota: parts.quota,
             moderator: parts.moderator,
             learner_stats: Arc::default(),
+            tallies: Arc::default(),
         }
     }
 
@@ -125,6 +127,11 @@ impl ChatService {
             stats: self.learner_stats.clone(),
             settings,
         }
+    }
+
+    /// Refusals counted on this instance, for the day's figures.
+    pub fn tallies(&self) -> &Arc<crate::stats::LocalTallies> {
+        &self.tallies
     }
 
     /// What the learner on this instance did and cost.
@@ -241,6 +248,7 @@ impl ChatService {
         let at = crate::domain::now();
         let conversation = Conversation::new(user, &persona.id, title, at);
         self.store.insert_conversation(&conversation).await?;
+        crate::stats::record(&self.store, crate::stats::Tally::ConversationStarted, at).await;
         if !persona.greeting.trim().is_empty() {
             self.store.insert_message(&greeting_message(&conversation, persona)).await?;
         }

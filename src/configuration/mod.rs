@@ -206,6 +206,10 @@ pub struct Settings {
     pub console_session_hours: u64,
     /// Comma-separated IPs or CIDR ranges that may reach the console; empty = any.
     pub console_allowed_ips: String,
+    /// CNY per million tokens, off-peak: `model=cache_hit/cache_miss/output,…` (the console's cost).
+    pub model_prices: String,
+    /// DeepSeek's peak-hour prices as a multiple of the off-peak ones (`deepseek*` models).
+    pub peak_price_multiplier: f64,
     /// Creates the operator `admin` with this password (to be changed at first sign-in)
     /// when there is none: the first sign-in without a shell in the container.
     pub console_bootstrap_admin_password: Option<SecretString>,
@@ -290,6 +294,8 @@ log_backtraces = false
 console_enabled = false
 console_session_hours = 8
 console_allowed_ips = ""
+model_prices = "deepseek-flash=0.02/1/4,deepseek-v4-pro=0.15/4.5/13.5"
+peak_price_multiplier = 2.0
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -499,6 +505,12 @@ impl Settings {
         let bootstrap = self.console_bootstrap_admin_password.as_ref().map(|p| p.expose_secret().chars().count());
         if bootstrap.is_some_and(|chars| chars < crate::console::passwords::MIN_PASSWORD_CHARS) {
             problems.push("CONSOLE_BOOTSTRAP_ADMIN_PASSWORD must be at least 12 characters".into());
+        }
+        if let Err(e) = crate::stats::Prices::parse(&self.model_prices, self.peak_price_multiplier) {
+            problems.push(format!("MODEL_PRICES: {e}"));
+        }
+        if !(self.peak_price_multiplier.is_finite() && self.peak_price_multiplier >= 1.0) {
+            problems.push("PEAK_PRICE_MULTIPLIER must be at least 1".into());
         }
         if let Err(e) = crate::console::IpAllowlist::parse(&self.console_allowed_ips) {
             problems.push(format!("CONSOLE_ALLOWED_IPS: {e}"));

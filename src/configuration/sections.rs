@@ -34,6 +34,8 @@ pub struct ConsoleSettings {
     /// The session cookie is `Secure` outside development.
     pub secure_cookie: bool,
     pub bootstrap_admin_password: Option<SecretString>,
+    /// What tokens cost, for the overview's estimates.
+    pub prices: crate::stats::Prices,
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +281,9 @@ impl Settings {
                 allowed_ips: crate::console::IpAllowlist::parse(&self.console_allowed_ips).unwrap_or_default(),
                 secure_cookie: self.app_env == AppEnv::Production,
                 bootstrap_admin_password: self.console_bootstrap_admin_password.clone(),
+                // Checked by `problems()` before this runs.
+                prices: crate::stats::Prices::parse(&self.model_prices, self.peak_price_multiplier)
+                    .unwrap_or_else(|_| crate::stats::Prices { models: Vec::new(), peak_multiplier: 1.0 }),
             },
             limits: LimitSettings {
                 per_minute: self.rate_limit_per_minute,

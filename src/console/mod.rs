@@ -53,6 +53,7 @@ pub fn configure(
             )
             .service(web::resource("/api/password").post(routes::change_password))
             .service(web::resource("/api/audit").get(routes::audit_log))
+            .service(web::resource("/api/overview").get(routes::overview))
             .service(web::resource("/api/keys").get(routes::list_keys).post(routes::create_key))
             .service(web::resource("/api/keys/{id}").delete(routes::revoke_key))
             .service(web::resource("/api/personas").get(personas::list_personas))

@@ -186,3 +186,28 @@ pub async fn revoke_key(
     accounts::audit(&console.store, actor, AuditAction::ApiKeyRevoked, Some(path.into_inner()), None).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+#[derive(Deserialize)]
+pub struct OverviewQuery {
+    days: Option<u32>,
+}
+
+/// `GET /console/api/overview?days=30` → each day's figures (newest first), this
+/// instance's running replies, and the upstreams' circuits.
+pub async fn overview(
+    req: HttpRequest,
+    query: web::Query<OverviewQuery>,
+    console: web::Data<ConsoleState>,
+    chat: web::Data<crate::chat::ChatService>,
+) -> Result<HttpResponse, ApiError> {
+    console.signed(&req, Need::Operator).await?;
+    let days = query.days.unwrap_or(30).clamp(1, 90);
+    let figures = crate::stats::overview(&console.store, days, &console.settings.prices, now()).await?;
+    let circuits: Vec<serde_json::Value> =
+        chat.upstream_circuits().into_iter().map(|(name, open)| json!({"upstream": name, "open": open})).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "days": figures.days,
+        "live_generations_here": chat.running_generations(),
+        "upstreams": circuits,
+    })))
+}

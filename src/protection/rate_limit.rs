@@ -32,6 +32,7 @@ pub struct RateLimiter {
     limits: LimitSettings,
     /// Until when (epoch ms) counting is skipped because the store failed.
     open_until_ms: AtomicI64,
+    tallies: Arc<crate::stats::LocalTallies>,
 }
 
 struct Window {
@@ -44,7 +45,18 @@ const HOUR: Window = Window { name: "h", seconds: 3600 };
 
 impl RateLimiter {
     pub fn new(settings: &LimitSettings, store: DynStore) -> Self {
-        RateLimiter { store, limits: settings.clone(), open_until_ms: AtomicI64::new(0) }
+        RateLimiter { store, limits: settings.clone(), open_until_ms: AtomicI64::new(0), tallies: Arc::default() }
+    }
+
+    /// Refusals are counted in `tallies` (for the console's daily figures).
+    pub fn with_tallies(mut self, tallies: Arc<crate::stats::LocalTallies>) -> Self {
+        self.tallies = tallies;
+        self
+    }
+
+    fn refused(&self, retry_after: u64) -> actix_web::Error {
+        self.tallies.add(crate::stats::Tally::RateLimited);
+        too_many(retry_after)
     }
 
     async fn count(&self, subject: &str, window: &Window, limit: u32, at: DateTime<Utc>) -> Result<(), u64> {
@@ -159,7 +171,7 @@ pub async fn limit_by_ip<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, Error> {
-    limiter.count_ip(&req).await.map_err(too_many)?;
+    limiter.count_ip(&req).await.map_err(|wait| limiter.refused(wait))?;
     next.call(req).await
 }
 
@@ -170,7 +182,7 @@ pub async fn limit_logins<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, Error> {
-    limiter.count_login(&req).await.map_err(too_many)?;
+    limiter.count_login(&req).await.map_err(|wait| limiter.refused(wait))?;
     next.call(req).await
 }
 
@@ -183,7 +195,7 @@ pub async fn limit_by_user<B: MessageBody>(
 ) -> Result<ServiceResponse<B>, Error> {
     if let Some(user) = Identity::of(req.request())?.user().map(|u| u.user_id) {
         let counted = if is_poll(&req) { limiter.count_user_poll(user).await } else { limiter.count_user(user).await };
-        counted.map_err(too_many)?;
+        counted.map_err(|wait| limiter.refused(wait))?;
     }
     next.call(req).await
 }

@@ -1,7 +1,7 @@
 //! What the operator console keeps: operators, their sessions, the audit log and API
 //! keys. A trait of its own (every store is also a `ConsoleStore`), with the in-process
 //! implementation here and MongoDB's in `console_mongo.rs`.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -42,6 +42,11 @@ pub trait ConsoleStore: Send + Sync {
     /// Revokes a key at `at`; false when there is no such key or it was revoked already.
     async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
 
+    /// Adds to counters of the day's figures document (created at zero), in one write.
+    async fn bump_daily_stats(&self, day: &str, bumps: &[(String, i64)]) -> Result<(), StoreError>;
+    /// The figures documents of these days (those that exist).
+    async fn read_daily_stats(&self, days: &[String]) -> Result<Vec<(String, BTreeMap<String, i64>)>, StoreError>;
+
     /// The companions, in their order (empty until seeded).
     async fn list_personas(&self) -> Result<Vec<Persona>, StoreError>;
     /// Creates or replaces the persona of that id, at `position` in the order.
@@ -55,6 +60,7 @@ pub(super) struct MemoryConsole {
     audit: Vec<AuditEntry>,
     api_keys: Vec<ApiKey>,
     personas: Vec<(i64, Persona)>,
+    daily: HashMap<String, BTreeMap<String, i64>>,
 }
 
 impl InMemoryStore {
@@ -145,6 +151,20 @@ impl ConsoleStore for InMemoryStore {
         };
         key.revoked_at = Some(at);
         Ok(true)
+    }
+
+    async fn bump_daily_stats(&self, day: &str, bumps: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut console = self.console();
+        let counters = console.daily.entry(day.to_string()).or_default();
+        for (name, by) in bumps {
+            *counters.entry(name.clone()).or_default() += by;
+        }
+        Ok(())
+    }
+
+    async fn read_daily_stats(&self, days: &[String]) -> Result<Vec<(String, BTreeMap<String, i64>)>, StoreError> {
+        let console = self.console();
+        Ok(days.iter().filter_map(|d| console.daily.get(d).map(|c| (d.clone(), c.clone()))).collect())
     }
 
     async fn list_personas(&self) -> Result<Vec<Persona>, StoreError> {

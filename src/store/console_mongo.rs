@@ -1,5 +1,7 @@
 //! The console's collections in MongoDB: `operators` (by name), `operator_sessions` (by
 //! token hash; expired ones removed by a TTL index), `audit_log` and `api_keys`.
+use std::collections::BTreeMap;
+
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -325,6 +327,48 @@ impl ConsoleStore for MongoStore {
             .await
             .map_err(unavailable)?;
         Ok(revoked.modified_count == 1)
+    }
+
+    async fn bump_daily_stats(&self, day: &str, bumps: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut inc = bson::Document::new();
+        for (name, by) in bumps {
+            inc.insert(name.clone(), *by);
+        }
+        self.db
+            .collection::<bson::Document>("daily_stats")
+            .update_one(doc! {"_id": day}, doc! {"$inc": inc})
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn read_daily_stats(&self, days: &[String]) -> Result<Vec<(String, BTreeMap<String, i64>)>, StoreError> {
+        let docs: Vec<bson::Document> = self
+            .db
+            .collection::<bson::Document>("daily_stats")
+            .find(doc! {"_id": {"$in": days}})
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|d| {
+                let day = d.get_str("_id").ok()?.to_string();
+                let counters = d
+                    .iter()
+                    .filter_map(|(k, v)| match v {
+                        bson::Bson::Int32(n) => Some((k.clone(), i64::from(*n))),
+                        bson::Bson::Int64(n) => Some((k.clone(), *n)),
+                        bson::Bson::Double(n) => Some((k.clone(), *n as i64)),
+                        _ => None,
+                    })
+                    .collect();
+                Some((day, counters))
+            })
+            .collect())
     }
 
     async fn list_personas(&self) -> Result<Vec<Persona>, StoreError> {

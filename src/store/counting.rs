@@ -455,6 +455,15 @@ impl ConsoleStore for CountingStore {
     async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         self.inner.revoke_api_key(id, at).await
     }
+    async fn bump_daily_stats(&self, day: &str, bumps: &[(String, i64)]) -> Result<(), StoreError> {
+        self.inner.bump_daily_stats(day, bumps).await
+    }
+    async fn read_daily_stats(
+        &self,
+        days: &[String],
+    ) -> Result<Vec<(String, std::collections::BTreeMap<String, i64>)>, StoreError> {
+        self.inner.read_daily_stats(days).await
+    }
     async fn list_personas(&self) -> Result<Vec<crate::chat::Persona>, StoreError> {
         self.inner.list_personas().await
     }

@@ -26,6 +26,7 @@ pub struct GenerationJob {
     pub llm: Arc<LlmClient>,
     pub registry: Arc<Registry>,
     pub conversation_id: ConversationId,
+    pub user_id: crate::domain::UserId,
     pub assistant_id: MessageId,
     pub request: ChatRequest,
     /// Saves the reply's progress (with every other reply's) while it streams.
@@ -54,6 +55,8 @@ pub struct Remember {
 struct Tail {
     finish_reason: Option<FinishReason>,
     usage: Option<Usage>,
+    /// How long the first token (text or reasoning) took from the request upstream.
+    first_token: Option<std::time::Duration>,
 }
 
 /// Starts the generation; the returned receiver sees every change.
@@ -156,6 +159,7 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
         quota.settle(&job.store, reservation, progress.usage.as_ref()).await;
     }
     tracing::info!(status = ?progress.status, chars = progress.content.chars().count(), "reply finished");
+
     // The instance may start another generation in its place.
     drop(job.slot);
     tx.send_modify(|state| state.end = Some(end));
@@ -165,6 +169,18 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
             schedule_learning(&job.store, job.conversation_id, remember).await;
         }
     }
+    // After the client has its end: the day's figures never delay a reply.
+    let served_model = tx.borrow().served.as_ref().and_then(|s| s.model.clone());
+    let figures = crate::stats::ReplyFigures {
+        user: job.user_id,
+        status: progress.status,
+        error_code: progress.error.as_ref().map(|e| e.code.as_str()),
+        usage: progress.usage.as_ref(),
+        model: Some(served_model.as_deref().unwrap_or(&job.request.model)),
+        first_token_ms: tail.first_token.map(|d| d.as_millis() as u64),
+        at: now(),
+    };
+    crate::stats::record_reply(&job.store, figures).await;
 }
 
 /// Asks for the conversation to be learned from once it has been quiet for a while
@@ -214,9 +230,14 @@ async fn pump(
     tail: &mut Tail,
 ) -> Result<(), LlmError> {
     let asked = request.model.clone();
+    let started = std::time::Instant::now();
     let mut stream = llm.stream_chat(request).await?;
     while let Some(event) = stream.next().await {
-        match event? {
+        let event = event?;
+        if tail.first_token.is_none() && matches!(event, LlmEvent::Content(_) | LlmEvent::Reasoning(_)) {
+            tail.first_token = Some(started.elapsed());
+        }
+        match event {
             LlmEvent::ServedBy(upstream) => {
                 tx.send_modify(|state| state.served = Some(Served { upstream, model: None }));
             }

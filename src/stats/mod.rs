@@ -1,0 +1,142 @@
+//! Daily figures for the operator console, shared by every replica: one document per day
+//! (Beijing date) whose counters each reply, new conversation and refusal bumps in one
+//! write, plus a per-user marker for active users. Read back as the console's overview.
+mod overview;
+mod pricing;
+
+pub use overview::{overview, DayFigures, Overview};
+pub use pricing::{ModelPrice, Prices};
+
+use chrono::{DateTime, FixedOffset, Utc};
+
+use crate::domain::{MessageStatus, Usage, UserId};
+use crate::store::DynStore;
+
+/// First-token latency buckets (upper bounds, ms); the last catches everything slower.
+pub const LATENCY_BOUNDS_MS: [u64; 11] = [100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 8000];
+
+/// The day a moment belongs to, in Beijing time (as DeepSeek's prices and users' days are).
+pub fn day_of(at: DateTime<Utc>) -> String {
+    let china = FixedOffset::east_opt(8 * 3600).expect("valid offset");
+    at.with_timezone(&china).format("%Y-%m-%d").to_string()
+}
+
+/// A field name safe in a MongoDB document (no dots, no leading `$`).
+fn field(parts: &[&str]) -> String {
+    parts.iter().map(|p| p.replace(['.', '$'], "_")).collect::<Vec<_>>().join("|")
+}
+
+/// How a reply ended, for the day's figures.
+pub struct ReplyFigures<'a> {
+    pub user: UserId,
+    pub status: MessageStatus,
+    pub error_code: Option<&'a str>,
+    pub usage: Option<&'a Usage>,
+    pub model: Option<&'a str>,
+    pub first_token_ms: Option<u64>,
+    pub at: DateTime<Utc>,
+}
+
+/// Counts one finished reply. Figures are a bonus: a failure is logged, never raised.
+pub async fn record_reply(store: &DynStore, reply: ReplyFigures<'_>) {
+    let day = day_of(reply.at);
+    let status = match reply.status {
+        MessageStatus::Complete => "complete",
+        MessageStatus::Incomplete => "incomplete",
+        MessageStatus::Failed => "failed",
+        MessageStatus::Streaming => "streaming",
+    };
+    let mut bumps = vec![("replies".to_string(), 1), (field(&["status", status]), 1)];
+    if let Some(code) = reply.error_code {
+        bumps.push((field(&["error", code]), 1));
+    }
+    if let Some(ms) = reply.first_token_ms {
+        let bucket = LATENCY_BOUNDS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len());
+        bumps.push((field(&["first_token", &bucket.to_string()]), 1));
+    }
+    if let Some(usage) = reply.usage {
+        let model = reply.model.unwrap_or("unknown");
+        let rate = if crate::chat::learner::is_peak(reply.at) { "peak" } else { "off_peak" };
+        let hit = usage.prompt_cache_hit_tokens.unwrap_or(0);
+        let miss = usage.prompt_cache_miss_tokens.unwrap_or(usage.prompt_tokens.saturating_sub(hit));
+        for (kind, tokens) in [("hit", hit), ("miss", miss), ("output", usage.completion_tokens)] {
+            bumps.push((field(&["tokens", model, kind, rate]), tokens as i64));
+        }
+    }
+    let marker = format!("active:{day}:{}", reply.user);
+    match store.increment_counter(&marker, 1, reply.at + chrono::Duration::days(2)).await {
+        Ok(1) => bumps.push(("active_users".into(), 1)),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = ?e, "could not mark the user active today"),
+    }
+    bump(store, &day, &bumps).await;
+}
+
+/// Something else the console counts per day.
+#[derive(Debug, Clone, Copy)]
+pub enum Tally {
+    ConversationStarted,
+    RateLimited,
+    QuotaExceeded,
+}
+
+pub async fn record(store: &DynStore, tally: Tally, at: DateTime<Utc>) {
+    let name = match tally {
+        Tally::ConversationStarted => "conversations",
+        Tally::RateLimited => "rate_limited",
+        Tally::QuotaExceeded => "quota_exceeded",
+    };
+    bump(store, &day_of(at), &[(name.to_string(), 1)]).await;
+}
+
+async fn bump(store: &DynStore, day: &str, bumps: &[(String, i64)]) {
+    if let Err(e) = store.bump_daily_stats(day, bumps).await {
+        tracing::warn!(error = ?e, "could not count today's figures");
+    }
+}
+
+/// Refusals counted in memory (an abusive client's every 429 must not cost a write) and
+/// added to the day's figures every few seconds.
+#[derive(Debug, Default)]
+pub struct LocalTallies {
+    rate_limited: std::sync::atomic::AtomicI64,
+    quota_exceeded: std::sync::atomic::AtomicI64,
+}
+
+impl LocalTallies {
+    pub fn add(&self, tally: Tally) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match tally {
+            Tally::RateLimited => self.rate_limited.fetch_add(1, Relaxed),
+            Tally::QuotaExceeded => self.quota_exceeded.fetch_add(1, Relaxed),
+            Tally::ConversationStarted => 0,
+        };
+    }
+
+    /// Moves what was counted here into the store (until `stop`, every `every`).
+    pub async fn flush_every(
+        self: std::sync::Arc<Self>,
+        store: DynStore,
+        every: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let bumps: Vec<(String, i64)> = [
+                ("rate_limited", self.rate_limited.swap(0, Relaxed)),
+                ("quota_exceeded", self.quota_exceeded.swap(0, Relaxed)),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| (name.to_string(), n))
+            .collect();
+            if !bumps.is_empty() {
+                bump(&store, &day_of(crate::domain::now()), &bumps).await;
+            }
+        }
+    }
+}
