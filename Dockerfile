@@ -7,6 +7,15 @@ ARG RUST_IMAGE=rust:1-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS chef
+# Builders in China: a crates.io mirror (sparse index), off by default. Cloud Run's builder
+# passes no build arguments, so set the default here, e.g.
+#   ARG CARGO_MIRROR=sparse+https://rsproxy.cn/index/
+#   ARG CARGO_MIRROR=sparse+https://mirrors.ustc.edu.cn/crates.io-index/
+ARG CARGO_MIRROR=
+RUN if [ -n "$CARGO_MIRROR" ]; then \
+      printf '[source.crates-io]\nreplace-with = "mirror"\n\n[source.mirror]\nregistry = "%s"\n' "$CARGO_MIRROR" \
+        >> "${CARGO_HOME:-/usr/local/cargo}/config.toml"; \
+    fi
 RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /build
 
@@ -29,7 +38,13 @@ ENV APP_COMMIT=${APP_COMMIT}
 RUN cargo build --release --locked --bin companion-backend
 
 FROM ${RUNTIME_IMAGE} AS runtime
-RUN apt-get update \
+# A Debian mirror host for the runtime packages, off by default, e.g.
+#   ARG DEBIAN_MIRROR=mirrors.tuna.tsinghua.edu.cn   (or mirrors.aliyun.com, mirrors.cloud.tencent.com)
+ARG DEBIAN_MIRROR=
+RUN if [ -n "$DEBIAN_MIRROR" ]; then \
+      sed -i "s|deb.debian.org|$DEBIAN_MIRROR|g" /etc/apt/sources.list.d/debian.sources; \
+    fi \
+    && apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates tzdata libcap2-bin \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 app \

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project, on a fresh machine too:
 #  0. checks formatting (cargo fmt --check) and lints (cargo clippy -D warnings),
-#  1. installs the MongoDB wire-protocol test server (PyPI nx-27017) and the official
-#     OpenAI SDK (PyPI openai, for the OpenAI-compatible API's test) into .tools/venv,
+#  1. installs the MongoDB wire-protocol test server (PyPI nx-27017), the official OpenAI
+#     SDK (PyPI openai) and selenium into .tools/venv, and Debian's chromium and
+#     chromium-driver (apt-get) for the operator console's browser test,
 #  2. starts it on a free loopback port with a throw-away data directory,
 #  3. runs the Rust tests against it (each test uses its own database),
 #  4. starts the real server (dev login, offline companion) and runs the mini-program's
@@ -29,7 +30,21 @@ if ! "$VENV/bin/pip" show openai 2>/dev/null | grep -q "^Version: $OPENAI_VERSIO
   echo "==> installing openai==$OPENAI_VERSION into $VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "openai==$OPENAI_VERSION"
 fi
+# Selenium drives the operator console in Debian's headless Chromium (tests/api/console_browser.rs).
+SELENIUM_VERSION="4.51.0"
+if ! "$VENV/bin/pip" show selenium 2>/dev/null | grep -q "^Version: $SELENIUM_VERSION$"; then
+  echo "==> installing selenium==$SELENIUM_VERSION into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "selenium==$SELENIUM_VERSION"
+fi
 export OPENAI_SDK_PYTHON="$PWD/$VENV/bin/python"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "==> installing chromium and chromium-driver (apt-get)"
+  SUDO=""
+  if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  # A CJK font, so the console's screenshots show its Chinese labels.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei >/dev/null
+fi
 
 DATA_DIR="$(mktemp -d)"
 MONGO_PORT="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

@@ -7,6 +7,7 @@ pub use allowlist::IpAllowlist;
 pub mod accounts;
 pub mod http;
 pub mod keys;
+pub mod pages;
 pub mod personas;
 pub mod routes;
 pub mod users;
@@ -45,6 +46,10 @@ pub fn configure(
             .wrap(from_fn(move |req, next| guard_body(body_guard.clone(), req, next)))
             .wrap(from_fn(move |req, next| require_storage(health.clone(), req, next)))
             .wrap(from_fn(move |req, next| http::admit_console(allowed.clone(), req, next)))
+            .service(web::resource("").get(pages::index))
+            .service(web::resource("/").get(pages::index))
+            .service(web::resource("/app.js").get(pages::script))
+            .service(web::resource("/app.css").get(pages::style))
             .service(
                 web::resource("/api/session")
                     .post(routes::sign_in)

@@ -7,6 +7,7 @@ mod chat_failures;
 mod chat_stream;
 mod configuration;
 mod console;
+mod console_browser;
 mod console_overview;
 mod console_personas;
 mod console_users;
