@@ -10,8 +10,10 @@ use super::passwords;
 use crate::domain::{now, AuditAction, AuditEntry, Operator, OperatorName, OperatorRole, OperatorSession};
 use crate::store::{DynStore, StoreError};
 
-/// Failed sign-ins in a row before an account is locked, and for how long.
-const LOCK_AFTER_FAILURES: u32 = 5;
+/// Failed sign-ins of one name from one address before that pair is locked, and for how
+/// long. Per address, so nobody can lock an operator out from elsewhere; per name as typed,
+/// so an unknown name locks the same way and tells nothing.
+const LOCK_AFTER_FAILURES: i64 = 5;
 const LOCK_FOR: chrono::Duration = chrono::Duration::minutes(15);
 
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +76,6 @@ pub async fn add_operator(
         password_hash: passwords::hash(password.clone()).await?,
         must_change_password: true,
         disabled: false,
-        failed_sign_ins: 0,
-        locked_until: None,
         created_at: now(),
     };
     if !store.insert_operator(&operator).await? {
@@ -98,8 +98,6 @@ pub async fn bootstrap_admin(store: &DynStore, password: SecretString) -> Result
         password_hash: passwords::hash(password).await?,
         must_change_password: true,
         disabled: false,
-        failed_sign_ins: 0,
-        locked_until: None,
         created_at: now(),
     };
     let created = store.insert_operator(&operator).await?;
@@ -117,8 +115,6 @@ pub async fn reset_operator(store: &DynStore, name: OperatorName) -> Result<Secr
     operator.password_hash = passwords::hash(password.clone()).await?;
     operator.must_change_password = true;
     operator.disabled = false;
-    operator.failed_sign_ins = 0;
-    operator.locked_until = None;
     store.save_operator(&operator).await?;
     store.delete_operator_sessions(&name).await?;
     audit(store, "cli", AuditAction::OperatorReset, Some(name.to_string()), None).await?;
@@ -137,42 +133,31 @@ pub async fn disable_operator(store: &DynStore, name: OperatorName) -> Result<()
 
 /// Checks the password and opens a session. Every refusal looks the same to the caller
 /// (unknown name, disabled, wrong password), except a lock, which says when to retry.
+/// `from` names the caller's address (an IPv6 caller by its /64).
 pub async fn sign_in(
     store: &DynStore,
     name: &str,
     password: SecretString,
+    from: &str,
     ttl: chrono::Duration,
     at: DateTime<Utc>,
 ) -> Result<SignedIn, AccountError> {
+    let typed: String = name.trim().to_lowercase().chars().take(64).collect();
+    let failures_key = format!("console-sign-in-failures:{}:{from}", hex::encode(Sha256::digest(typed.as_bytes())));
+    if store.read_counter(&failures_key).await? >= LOCK_AFTER_FAILURES {
+        return Err(AccountError::Locked { retry_after: LOCK_FOR.num_seconds() as u64 });
+    }
     let found = match OperatorName::parse(name) {
         Ok(name) => store.get_operator(&name).await?,
         Err(_) => None,
     };
-    let Some(mut operator) = found else {
-        passwords::verify_nothing(password).await;
-        return Err(AccountError::InvalidCredentials);
+    let matches = match &found {
+        Some(operator) => passwords::verify(password, operator.password_hash.clone()).await,
+        None => passwords::verify_nothing(password).await,
     };
-    if let Some(until) = operator.locked_until.filter(|until| *until > at) {
-        return Err(AccountError::Locked { retry_after: (until - at).num_seconds().max(1) as u64 });
-    }
-    let matches = passwords::verify(password, operator.password_hash.clone()).await;
-    if !matches || operator.disabled {
-        operator.failed_sign_ins += 1;
-        let locked = operator.failed_sign_ins >= LOCK_AFTER_FAILURES;
-        if locked {
-            operator.failed_sign_ins = 0;
-            operator.locked_until = Some(at + LOCK_FOR);
-            tracing::warn!(operator = %operator.name, "console sign-in locked after repeated failures");
-        }
-        store.save_operator(&operator).await?;
-        return Err(match locked {
-            true => AccountError::Locked { retry_after: LOCK_FOR.num_seconds() as u64 },
-            false => AccountError::InvalidCredentials,
-        });
-    }
-    operator.failed_sign_ins = 0;
-    operator.locked_until = None;
-    store.save_operator(&operator).await?;
+    let Some(operator) = found.filter(|o| matches && !o.disabled) else {
+        return Err(failed(store, &failures_key, at).await?);
+    };
     let token = SecretString::from(random_hex(32));
     let session = OperatorSession {
         token_hash: token_hash(token.expose_secret()),
@@ -186,6 +171,16 @@ pub async fn sign_in(
     Ok(SignedIn { token, session, operator })
 }
 
+/// Counts a failed sign-in; the refusal to give (a lock once there were too many).
+async fn failed(store: &DynStore, failures_key: &str, at: DateTime<Utc>) -> Result<AccountError, StoreError> {
+    let failures = store.increment_counter(failures_key, 1, at + LOCK_FOR).await?;
+    if failures >= LOCK_AFTER_FAILURES {
+        tracing::warn!("console sign-in locked for an address after repeated failures");
+        return Ok(AccountError::Locked { retry_after: LOCK_FOR.num_seconds() as u64 });
+    }
+    Ok(AccountError::InvalidCredentials)
+}
+
 /// The signed-in operator of a session token, if the session is live and the account usable.
 pub async fn session_of(
     store: &DynStore,
@@ -197,7 +192,8 @@ pub async fn session_of(
     Ok(operator.map(|operator| (session, operator)))
 }
 
-/// Replaces the password (the current one must be given); other sessions end.
+/// Replaces the password (the current one must be given); other sessions end. Refused
+/// when the account was disabled or its password changed meanwhile.
 pub async fn change_password(
     store: &DynStore,
     operator: &Operator,
@@ -211,10 +207,10 @@ pub async fn change_password(
     if !passwords::verify(current, operator.password_hash.clone()).await {
         return Err(AccountError::InvalidCredentials);
     }
-    let mut changed = operator.clone();
-    changed.password_hash = passwords::hash(new).await?;
-    changed.must_change_password = false;
-    store.save_operator(&changed).await?;
+    let new_hash = passwords::hash(new).await?;
+    if !store.change_operator_password(&operator.name, &operator.password_hash, &new_hash).await? {
+        return Err(AccountError::InvalidCredentials);
+    }
     store.delete_operator_sessions(&operator.name).await?;
     store.insert_operator_session(current_session).await?;
     audit(store, operator.name.as_str(), AuditAction::PasswordChanged, None, None).await?;

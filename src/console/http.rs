@@ -84,13 +84,15 @@ impl ConsoleState {
         Ok(Signed { session, operator })
     }
 
-    /// Counts a sign-in attempt from this address; `Err` when it is over the limit.
-    pub async fn count_sign_in(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let ip = req.extensions().get::<ClientIp>().and_then(|c| c.0);
-        let subject = format!("console-sign-in:{}", ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()));
+    /// Counts a sign-in attempt from this address; `Err` when it is over the limit. The
+    /// address it was counted under is returned (for the per-address lock).
+    pub async fn count_sign_in(&self, req: &HttpRequest) -> Result<String, ApiError> {
+        let from = address_key(req.extensions().get::<ClientIp>().and_then(|c| c.0));
+        let subject = format!("console-sign-in:{from}");
         self.limiter.count_at(&subject, "m", 60, SIGN_INS_PER_MINUTE, now()).await.map_err(|retry_after| {
             ApiError::new(ErrorCode::LoginRateLimited, "登录尝试过于频繁，请稍后再试").with_retry_after(retry_after)
-        })
+        })?;
+        Ok(from)
     }
 
     /// The session cookie for `token` (or, without one, the cookie that removes it).
@@ -121,4 +123,35 @@ pub async fn admit_console<B: MessageBody>(
         return Ok(req.into_response(response).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// A client address as sign-in limits count it: IPv4 whole, IPv6 by its /64 (one host
+/// usually holds a whole /64).
+pub fn address_key(ip: Option<std::net::IpAddr>) -> String {
+    match ip {
+        Some(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Some(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        None => "unknown".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_counted_whole_for_ipv4_and_by_their_64_for_ipv6() {
+        let key = |s: &str| address_key(Some(s.parse().unwrap()));
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"), "one /64, one key");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(address_key(None), "unknown");
+    }
 }

@@ -41,10 +41,10 @@ pub async fn sign_in(
     body: web::Json<SignInBody>,
     console: web::Data<ConsoleState>,
 ) -> Result<HttpResponse, ApiError> {
-    console.count_sign_in(&req).await?;
+    let from = console.count_sign_in(&req).await?;
     let SignInBody { name, password } = body.into_inner();
     let ttl = chrono::Duration::from_std(console.settings.session_ttl).unwrap_or(chrono::Duration::hours(8));
-    let signed_in = accounts::sign_in(&console.store, &name, password, ttl, now()).await?;
+    let signed_in = accounts::sign_in(&console.store, &name, password, &from, ttl, now()).await?;
     let cookie = console.cookie(Some(secrecy::ExposeSecret::expose_secret(&signed_in.token)));
     let signed = Signed { session: signed_in.session, operator: signed_in.operator };
     Ok(HttpResponse::Ok().cookie(cookie).json(session_body(&signed)))
@@ -169,7 +169,7 @@ pub async fn create_key(
         .await?;
     let mut body = serde_json::to_value(ApiKeyDto::from(&key)).map_err(ApiError::internal)?;
     body["key"] = json!(secrecy::ExposeSecret::expose_secret(&secret));
-    Ok(HttpResponse::Created().json(body))
+    Ok(HttpResponse::Created().insert_header((actix_web::http::header::CACHE_CONTROL, "no-store")).json(body))
 }
 
 /// `DELETE /console/api/keys/{id}` → 204 (admins); 404 if there is no such live key.

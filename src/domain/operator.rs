@@ -64,9 +64,6 @@ pub struct Operator {
     /// A one-time password from the command line must be replaced at first sign-in.
     pub must_change_password: bool,
     pub disabled: bool,
-    /// Failed sign-ins in a row, and until when sign-in is refused after too many.
-    pub failed_sign_ins: u32,
-    pub locked_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -18,6 +18,14 @@ pub trait ConsoleStore: Send + Sync {
     /// Replaces the stored operator of that name (false when there is none).
     async fn save_operator(&self, operator: &Operator) -> Result<bool, StoreError>;
     async fn list_operators(&self) -> Result<Vec<Operator>, StoreError>;
+    /// Replaces the password, only if it is still `old_hash` and the account is enabled (a
+    /// disable or another change meanwhile wins); clears "must change". Whether it changed.
+    async fn change_operator_password(
+        &self,
+        name: &OperatorName,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError>;
 
     async fn insert_operator_session(&self, session: &OperatorSession) -> Result<(), StoreError>;
     /// The session with this token hash, unless it expired by `now`.
@@ -88,6 +96,22 @@ impl ConsoleStore for InMemoryStore {
         let mut console = self.console();
         let Some(stored) = console.operators.get_mut(&operator.name) else { return Ok(false) };
         *stored = operator.clone();
+        Ok(true)
+    }
+
+    async fn change_operator_password(
+        &self,
+        name: &OperatorName,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let mut console = self.console();
+        let Some(operator) = console.operators.get_mut(name) else { return Ok(false) };
+        if operator.password_hash != old_hash || operator.disabled {
+            return Ok(false);
+        }
+        operator.password_hash = new_hash.to_string();
+        operator.must_change_password = false;
         Ok(true)
     }
 

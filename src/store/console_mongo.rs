@@ -25,9 +25,6 @@ struct OperatorDoc {
     password_hash: String,
     must_change_password: bool,
     disabled: bool,
-    failed_sign_ins: i64,
-    #[serde(default)]
-    locked_until: Option<bson::DateTime>,
     created_at: bson::DateTime,
 }
 
@@ -80,8 +77,6 @@ impl OperatorDoc {
             password_hash: o.password_hash.clone(),
             must_change_password: o.must_change_password,
             disabled: o.disabled,
-            failed_sign_ins: i64::from(o.failed_sign_ins),
-            locked_until: o.locked_until.map(to_bson_date),
             created_at: to_bson_date(o.created_at),
         }
     }
@@ -92,8 +87,6 @@ impl OperatorDoc {
             password_hash: self.password_hash,
             must_change_password: self.must_change_password,
             disabled: self.disabled,
-            failed_sign_ins: u32::try_from(self.failed_sign_ins).unwrap_or(u32::MAX),
-            locked_until: self.locked_until.map(from_bson_date),
             created_at: from_bson_date(self.created_at),
         })
     }
@@ -210,6 +203,23 @@ impl ConsoleStore for MongoStore {
             .await
             .map_err(unavailable)?;
         Ok(replaced.matched_count == 1)
+    }
+
+    async fn change_operator_password(
+        &self,
+        name: &OperatorName,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .operators()
+            .update_one(
+                doc! {"_id": name.as_str(), "password_hash": old_hash, "disabled": false},
+                doc! {"$set": {"password_hash": new_hash, "must_change_password": false}},
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(changed.matched_count == 1)
     }
 
     async fn list_operators(&self) -> Result<Vec<Operator>, StoreError> {

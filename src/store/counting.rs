@@ -421,6 +421,14 @@ impl ConsoleStore for CountingStore {
     async fn list_operators(&self) -> Result<Vec<Operator>, StoreError> {
         self.inner.list_operators().await
     }
+    async fn change_operator_password(
+        &self,
+        name: &OperatorName,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner.change_operator_password(name, old_hash, new_hash).await
+    }
     async fn insert_operator_session(&self, session: &OperatorSession) -> Result<(), StoreError> {
         self.inner.insert_operator_session(session).await
     }
