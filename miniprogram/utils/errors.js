@@ -36,6 +36,7 @@ var MESSAGES = {
   csrf_failed: '页面已过期，请刷新后重试',
   password_change_required: '请先修改初始密码',
   sign_in_locked: '登录失败次数过多，请稍后再试',
+  edit_conflict: '内容刚被其他人修改，请刷新后重试',
   bad_request: '请求有误，请重试',
   invalid_json: '请求格式有误，请重试',
   invalid_body: '请求内容有误，请重试',

@@ -65,7 +65,11 @@ impl ChatService {
             thinking: persona.thinking,
             reasoning_effort: persona.reasoning_effort,
             temperature: asked.temperature.or(persona.temperature),
-            max_tokens: asked.max_tokens.or(self.config.max_tokens),
+            // The operator's cap holds for API callers too.
+            max_tokens: match (asked.max_tokens, self.config.max_tokens) {
+                (Some(asked), Some(cap)) => Some(asked.min(cap)),
+                (asked, cap) => asked.or(cap),
+            },
             user_hash: asked.caller_hash,
             json_output: false,
         };

@@ -30,13 +30,12 @@ impl PersonaCatalog {
     /// Reads the store's personas (seeding an empty store with the current ones) and uses
     /// them. A stored set that breaks the rules is logged and ignored.
     pub async fn sync(&self, store: &DynStore) -> Result<bool, StoreError> {
-        let stored = store.list_personas().await?;
+        let (revision, stored) = store.load_personas().await?;
         if stored.is_empty() {
             let seed = self.current();
-            for (position, persona) in seed.all().iter().enumerate() {
-                store.save_persona(persona, position as i64).await?;
+            if store.save_personas(seed.all(), revision).await? {
+                tracing::info!(personas = seed.all().len(), "seeded the store's personas from the personas file");
             }
-            tracing::info!(personas = seed.all().len(), "seeded the store's personas from the personas file");
             return Ok(false);
         }
         if stored.as_slice() == self.current().all() {
@@ -55,22 +54,20 @@ impl PersonaCatalog {
         }
     }
 
-    /// Saves one persona (new ones go last), checked with every other under the catalog's
-    /// rules, and uses the result here at once.
+    /// Saves one persona (a new one goes last) into the stored catalog, checked with every
+    /// other under the catalog's rules, from the revision read: if another save came first,
+    /// nothing is written (`Conflict`). Used here at once.
     pub async fn save(&self, store: &DynStore, persona: Persona) -> Result<(), SaveError> {
-        let mut all = self.current().all().to_vec();
-        let position = match all.iter().position(|p| p.id == persona.id) {
-            Some(i) => {
-                all[i] = persona.clone();
-                i
-            }
-            None => {
-                all.push(persona.clone());
-                all.len() - 1
-            }
-        };
+        let (revision, stored) = store.load_personas().await?;
+        let mut all = if stored.is_empty() { self.current().all().to_vec() } else { stored };
+        match all.iter().position(|p| p.id == persona.id) {
+            Some(i) => all[i] = persona,
+            None => all.push(persona),
+        }
         let checked = Personas::from_list(all).map_err(|e| SaveError::Invalid(format!("{e:#}")))?;
-        store.save_persona(&persona, position as i64).await?;
+        if !store.save_personas(checked.all(), revision).await? {
+            return Err(SaveError::Conflict);
+        }
         self.replace(checked);
         Ok(())
     }
@@ -93,6 +90,8 @@ impl PersonaCatalog {
 pub enum SaveError {
     #[error("{0}")]
     Invalid(String),
+    #[error("another save came first")]
+    Conflict,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

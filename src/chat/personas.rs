@@ -92,6 +92,7 @@ impl Personas {
             if p.system_prompt.trim().is_empty() || p.name.trim().is_empty() {
                 bail!("persona {:?} needs a name and a system_prompt", p.id);
             }
+            check_fields(p)?;
         }
         Ok(Personas { all: personas })
     }
@@ -108,6 +109,27 @@ impl Personas {
     pub fn all(&self) -> &[Persona] {
         &self.all
     }
+}
+
+/// Bounds that keep one edit from breaking every reply: a model name of the usual
+/// characters, a temperature DeepSeek accepts, texts of sane length.
+fn check_fields(p: &Persona) -> anyhow::Result<()> {
+    let too_long = |text: &str, max: usize| text.chars().count() > max;
+    if too_long(&p.name, 50) || too_long(&p.description, 200) || too_long(&p.greeting, 1000) {
+        bail!("persona {:?}: name ≤ 50, description ≤ 200, greeting ≤ 1000 characters", p.id);
+    }
+    if too_long(&p.system_prompt, 20_000) {
+        bail!("persona {:?}: the system prompt is at most 20000 characters", p.id);
+    }
+    let model_ok =
+        |m: &str| (1..=64).contains(&m.len()) && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b));
+    if p.model.as_deref().is_some_and(|m| !model_ok(m)) {
+        bail!("persona {:?}: a model name is 1-64 letters, digits or . _ : / -", p.id);
+    }
+    if p.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        bail!("persona {:?}: temperature is between 0 and 2", p.id);
+    }
+    Ok(())
 }
 
 /// Strict TOML: a misspelt key (`preveiw = true`) or a loosely typed value
@@ -210,6 +232,10 @@ mod tests {
             ("an empty file", String::new(), ""),
             ("an empty list", "personas = []".into(), "at least one enabled persona"),
             ("only disabled ones", persona("off", "enabled = false"), "at least one enabled persona"),
+            ("an empty model name", persona("p", "model = \"\""), "a model name"),
+            ("a model name with a space", persona("p", "model = \"deep seek\""), "a model name"),
+            ("a temperature above 2", persona("p", "temperature = 5.0"), "temperature"),
+            ("a negative temperature", persona("p", "temperature = -0.5"), "temperature"),
             ("duplicate ids", persona("twin", "") + &persona("twin", ""), "appears twice"),
             (
                 "duplicate ids apart",

@@ -63,7 +63,7 @@ pub fn configure(
             .service(web::resource("/api/keys/{id}").delete(routes::revoke_key))
             .service(web::resource("/api/personas").get(personas::list_personas))
             .service(web::resource("/api/personas/{id}").put(personas::save_persona))
-            .service(web::resource("/api/users/{query}").get(users::get_user))
+            .service(web::resource("/api/users/search").post(users::search_user))
             .service(web::resource("/api/users/{id}/ban").post(users::ban_user).delete(users::unban_user)),
     );
 }

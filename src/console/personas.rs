@@ -40,6 +40,7 @@ pub async fn save_persona(
     let persona: Persona = serde_json::from_value(fields).map_err(invalid)?;
     chat.persona_catalog().save(&console.store, persona.clone()).await.map_err(|e| match e {
         SaveError::Invalid(why) => ApiError::new(ErrorCode::InvalidBody, why),
+        SaveError::Conflict => ApiError::new(ErrorCode::EditConflict, "另一位管理员刚刚修改了伙伴，请刷新后重试"),
         SaveError::Store(e) => e.into(),
     })?;
     let actor = signed.operator.name.as_str();

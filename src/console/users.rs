@@ -47,15 +47,21 @@ async fn find(console: &ConsoleState, query: &str) -> Result<User, ApiError> {
     found.ok_or_else(|| ApiError::not_found("no such user"))
 }
 
-/// `GET /console/api/users/{user id or openid}` → the user, their ban and usage today.
-pub async fn get_user(
+#[derive(Deserialize)]
+pub struct SearchBody {
+    query: String,
+}
+
+/// `POST /console/api/users/search` `{"query": user id or openid}` → the user, their ban and
+/// usage today. A POST, so an openid never lands in a URL (and the request log).
+pub async fn search_user(
     req: HttpRequest,
-    path: web::Path<String>,
+    body: web::Json<SearchBody>,
     console: web::Data<ConsoleState>,
     chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     console.signed(&req, Need::Operator).await?;
-    let user = find(&console, &path).await?;
+    let user = find(&console, &body.query).await?;
     let usage = chat.usage(user.id).await?;
     let id = user.id.to_string();
     let body = UserDto {

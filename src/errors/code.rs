@@ -56,6 +56,7 @@ error_codes! {
     NotFound = "not_found" => NOT_FOUND,
     MethodNotAllowed = "method_not_allowed" => METHOD_NOT_ALLOWED,
     ReplyInProgress = "reply_in_progress" => CONFLICT,
+    EditConflict = "edit_conflict" => CONFLICT,
     PayloadTooLarge = "payload_too_large" => PAYLOAD_TOO_LARGE,
     UnsupportedMediaType = "unsupported_media_type" => UNSUPPORTED_MEDIA_TYPE,
     UnsupportedContentEncoding = "unsupported_content_encoding" => UNSUPPORTED_MEDIA_TYPE,

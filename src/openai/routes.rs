@@ -75,7 +75,7 @@ pub async fn chat_completions(
     let caller = token_hash(&format!("api-caller:{}", key.id));
     let (completion, stream, include_usage) = request.parse(caller[..32].to_string())?;
     let model = format!("{MODEL_PREFIX}{}", completion.persona_id);
-    let (events, slot) = chat.api_completion(completion).await.map_err(refusal)?;
+    let (events, slot) = chat.api_completion(completion).await.map_err(|e| refusal(e, &model))?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now().timestamp();
     tracing::info!(api_key = %key.id, %model, stream, "api completion");
@@ -98,9 +98,9 @@ pub async fn chat_completions(
     })))
 }
 
-fn refusal(e: ApiCompletionError) -> OpenAiError {
+fn refusal(e: ApiCompletionError, model: &str) -> OpenAiError {
     match e {
-        ApiCompletionError::UnknownModel => OpenAiError::unknown_model("companion"),
+        ApiCompletionError::UnknownModel => OpenAiError::unknown_model(model),
         ApiCompletionError::TooLong { budget } => {
             OpenAiError::context_length(format!("the messages exceed this companion's context of {budget} tokens"))
         }
@@ -115,7 +115,13 @@ fn refusal(e: ApiCompletionError) -> OpenAiError {
 
 fn upstream_error(e: &LlmError) -> OpenAiError {
     tracing::warn!(code = e.code(), "api completion: the model service failed");
-    OpenAiError::upstream(format!("the model service failed ({})", e.code()))
+    match e {
+        // The caller's parameters (a max_tokens or temperature the model refuses).
+        LlmError::BadRequest | LlmError::InvalidParameters => {
+            OpenAiError::invalid_request(format!("the model service refused the request ({})", e.code()))
+        }
+        _ => OpenAiError::upstream(format!("the model service failed ({})", e.code())),
+    }
 }
 
 /// A whole answer, read from the stream.

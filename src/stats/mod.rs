@@ -21,9 +21,18 @@ pub fn day_of(at: DateTime<Utc>) -> String {
     at.with_timezone(&china).format("%Y-%m-%d").to_string()
 }
 
-/// A field name safe in a MongoDB document (no dots, no leading `$`).
+/// A field name safe in a MongoDB document and in our own `|`-joined names: each part keeps
+/// letters, digits, `-`, `_` and `:` (anything else, such as `.`, `$`, `|` or NUL from an
+/// upstream's model name, becomes `_`), at most 64 characters.
 fn field(parts: &[&str]) -> String {
-    parts.iter().map(|p| p.replace(['.', '$'], "_")).collect::<Vec<_>>().join("|")
+    parts.iter().map(|p| safe_part(p)).collect::<Vec<_>>().join("|")
+}
+
+pub fn safe_part(part: &str) -> String {
+    part.chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':') { c } else { '_' })
+        .collect()
 }
 
 /// How a reply ended, for the day's figures.
@@ -73,6 +82,24 @@ pub async fn record_reply(store: &DynStore, reply: ReplyFigures<'_>) {
 }
 
 /// Something else the console counts per day.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn field_names_from_upstream_text_are_made_safe() {
+        let cases = [
+            ("a plain name", "deepseek-flash", "deepseek-flash"),
+            ("dots", "deepseek-v4.1", "deepseek-v4_1"),
+            ("our separator", "a|b", "a_b"),
+            ("a dollar and NUL", "$x\0y", "_x_y"),
+            ("non-ASCII", "模型", "__"),
+        ];
+        for (label, raw, expected) in cases {
+            assert_eq!(super::safe_part(raw), expected, "{label}");
+        }
+        assert_eq!(super::safe_part(&"m".repeat(100)).len(), 64, "bounded");
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Tally {
     ConversationStarted,

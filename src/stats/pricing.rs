@@ -36,7 +36,7 @@ impl Prices {
     /// CNY for `tokens` of `kind` (`hit`, `miss`, `output`) of `model` at `rate`
     /// (`peak`/`off_peak`); `None` for a model without a price.
     pub fn cost(&self, model: &str, kind: &str, rate: &str, tokens: i64) -> Option<f64> {
-        let (_, price) = self.models.iter().find(|(m, _)| m.replace(['.', '$'], "_") == model)?;
+        let (_, price) = self.models.iter().find(|(m, _)| super::safe_part(m) == model)?;
         let per_million = match kind {
             "hit" => price.cache_hit,
             "miss" => price.cache_miss,

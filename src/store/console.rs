@@ -55,10 +55,11 @@ pub trait ConsoleStore: Send + Sync {
     /// The figures documents of these days (those that exist).
     async fn read_daily_stats(&self, days: &[String]) -> Result<Vec<(String, BTreeMap<String, i64>)>, StoreError>;
 
-    /// The companions, in their order (empty until seeded).
-    async fn list_personas(&self) -> Result<Vec<Persona>, StoreError>;
-    /// Creates or replaces the persona of that id, at `position` in the order.
-    async fn save_persona(&self, persona: &Persona, position: i64) -> Result<(), StoreError>;
+    /// The companions, in their order, and the catalog's revision (0 and none until seeded).
+    async fn load_personas(&self) -> Result<(i64, Vec<Persona>), StoreError>;
+    /// Replaces the whole catalog, only if it is still at `revision` (two admins saving at
+    /// once cannot both win); whether it was saved.
+    async fn save_personas(&self, personas: &[Persona], revision: i64) -> Result<bool, StoreError>;
 }
 
 #[derive(Default)]
@@ -67,7 +68,7 @@ pub(super) struct MemoryConsole {
     sessions: HashMap<String, OperatorSession>,
     audit: Vec<AuditEntry>,
     api_keys: Vec<ApiKey>,
-    personas: Vec<(i64, Persona)>,
+    personas: (i64, Vec<Persona>),
     daily: HashMap<String, BTreeMap<String, i64>>,
 }
 
@@ -191,16 +192,16 @@ impl ConsoleStore for InMemoryStore {
         Ok(days.iter().filter_map(|d| console.daily.get(d).map(|c| (d.clone(), c.clone()))).collect())
     }
 
-    async fn list_personas(&self) -> Result<Vec<Persona>, StoreError> {
-        let mut personas = self.console().personas.clone();
-        personas.sort_by_key(|(position, _)| *position);
-        Ok(personas.into_iter().map(|(_, p)| p).collect())
+    async fn load_personas(&self) -> Result<(i64, Vec<Persona>), StoreError> {
+        Ok(self.console().personas.clone())
     }
 
-    async fn save_persona(&self, persona: &Persona, position: i64) -> Result<(), StoreError> {
+    async fn save_personas(&self, personas: &[Persona], revision: i64) -> Result<bool, StoreError> {
         let mut console = self.console();
-        console.personas.retain(|(_, p)| p.id != persona.id);
-        console.personas.push((position, persona.clone()));
-        Ok(())
+        if console.personas.0 != revision {
+            return Ok(false);
+        }
+        console.personas = (revision + 1, personas.to_vec());
+        Ok(true)
     }
 }

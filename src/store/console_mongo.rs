@@ -11,6 +11,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use super::compat::lenient_bool;
 use super::console::ConsoleStore;
 use super::mongo::{from_bson_date, to_bson_date, unavailable};
 use super::{MongoStore, StoreError};
@@ -23,7 +24,10 @@ struct OperatorDoc {
     name: String,
     role: OperatorRole,
     password_hash: String,
+    /// Set by `$set` on a password change: read leniently (`compat.rs`, gap 9).
+    #[serde(deserialize_with = "lenient_bool")]
     must_change_password: bool,
+    #[serde(deserialize_with = "lenient_bool")]
     disabled: bool,
     created_at: bson::DateTime,
 }
@@ -131,18 +135,20 @@ impl ApiKeyDoc {
     }
 }
 
-/// A persona as stored: its own fields, keyed by id, with its place in the order.
+/// The companions, in one document (`_id: "catalog"`), so a save replaces them all at
+/// once and only from the revision it read.
 #[derive(Debug, Serialize, Deserialize)]
-struct PersonaDoc {
+struct CatalogDoc {
     #[serde(rename = "_id")]
     key: String,
-    position: i64,
-    #[serde(flatten)]
-    persona: Persona,
+    revision: i64,
+    personas: Vec<Persona>,
 }
 
+const CATALOG: &str = "catalog";
+
 impl MongoStore {
-    fn personas(&self) -> Collection<PersonaDoc> {
+    fn personas(&self) -> Collection<CatalogDoc> {
         self.db.collection("personas")
     }
     fn operators(&self) -> Collection<OperatorDoc> {
@@ -381,22 +387,29 @@ impl ConsoleStore for MongoStore {
             .collect())
     }
 
-    async fn list_personas(&self) -> Result<Vec<Persona>, StoreError> {
-        let docs: Vec<PersonaDoc> = self
+    async fn load_personas(&self) -> Result<(i64, Vec<Persona>), StoreError> {
+        let found = self
             .personas()
-            .find(doc! {})
-            .sort(doc! {"position": 1, "_id": 1})
+            .find_one(doc! {"_id": CATALOG})
             .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::Corrupt(anyhow::anyhow!("unreadable persona: {e}")))?;
-        Ok(docs.into_iter().map(|d| d.persona).collect())
+            .map_err(|e| StoreError::Corrupt(anyhow::anyhow!("unreadable personas: {e}")))?;
+        Ok(found.map_or((0, Vec::new()), |c| (c.revision, c.personas)))
     }
 
-    async fn save_persona(&self, persona: &Persona, position: i64) -> Result<(), StoreError> {
-        let document = PersonaDoc { key: persona.id.clone(), position, persona: persona.clone() };
-        self.personas().replace_one(doc! {"_id": &persona.id}, document).upsert(true).await.map_err(unavailable)?;
-        Ok(())
+    async fn save_personas(&self, personas: &[Persona], revision: i64) -> Result<bool, StoreError> {
+        let document = CatalogDoc { key: CATALOG.into(), revision: revision + 1, personas: personas.to_vec() };
+        if revision == 0 {
+            return match self.personas().insert_one(document).await {
+                Ok(_) => Ok(true),
+                Err(e) if super::mongo::is_duplicate_key(&e) => Ok(false),
+                Err(e) => Err(unavailable(e)),
+            };
+        }
+        let replaced = self
+            .personas()
+            .replace_one(doc! {"_id": CATALOG, "revision": revision}, document)
+            .await
+            .map_err(unavailable)?;
+        Ok(replaced.matched_count == 1)
     }
 }

@@ -472,10 +472,10 @@ impl ConsoleStore for CountingStore {
     ) -> Result<Vec<(String, std::collections::BTreeMap<String, i64>)>, StoreError> {
         self.inner.read_daily_stats(days).await
     }
-    async fn list_personas(&self) -> Result<Vec<crate::chat::Persona>, StoreError> {
-        self.inner.list_personas().await
+    async fn load_personas(&self) -> Result<(i64, Vec<crate::chat::Persona>), StoreError> {
+        self.inner.load_personas().await
     }
-    async fn save_persona(&self, persona: &crate::chat::Persona, position: i64) -> Result<(), StoreError> {
-        self.inner.save_persona(persona, position).await
+    async fn save_personas(&self, personas: &[crate::chat::Persona], revision: i64) -> Result<bool, StoreError> {
+        self.inner.save_personas(personas, revision).await
     }
 }

@@ -23,7 +23,12 @@ async fn a_banned_user_is_refused_everywhere_until_unbanned() {
     let banned = admin
         .send(Method::POST, &format!("/console/api/users/{user_id}/ban"), Some(json!({"reason": "反复发送骚扰内容"})))
         .await;
-    let found = admin.get(&format!("/console/api/users/{user_id}")).await;
+    let found: Value = admin
+        .send(Method::POST, "/console/api/users/search", Some(json!({"query": user_id})))
+        .await
+        .json()
+        .await
+        .unwrap();
     let http = app.get_me(&token).await;
     app.wechat_knows("code-troublemaker-again", "o_troublemaker").await;
     let login = app.post_login(&json!({"code": "code-troublemaker-again"})).await;
@@ -71,9 +76,11 @@ async fn a_user_is_found_by_openid_too_and_unknown_ones_are_not_found() {
     let admin = Operator::admin(&app).await;
     app.login_as("o_findme").await;
 
-    let by_openid = admin.get("/console/api/users/o_findme").await;
-    let unknown = admin.send(Method::GET, "/console/api/users/o_nobody_here", None).await;
-    let not_signed_in = app.client.get(app.url("/console/api/users/o_findme")).send().await.unwrap();
+    let search = |query: &str| admin.send(Method::POST, "/console/api/users/search", Some(json!({"query": query})));
+    let by_openid: Value = search("o_findme").await.json().await.unwrap();
+    let unknown = search("o_nobody_here").await;
+    let not_signed_in =
+        app.client.post(app.url("/console/api/users/search")).json(&json!({"query": "o_findme"})).send().await.unwrap();
 
     assert_eq!(by_openid["ban"], Value::Null);
     assert_eq!(by_openid["usage_today"]["messages"]["used"], 0, "{by_openid}");

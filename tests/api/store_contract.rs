@@ -54,6 +54,7 @@ contract_tests!(
     a_failed_memory_job_counts_its_attempts_and_waits,
     a_summary_is_replaced_only_by_one_reaching_further,
     what_memory_learned_through_only_moves_forward_and_forgetting_all_moves_it,
+    the_persona_catalog_is_replaced_only_from_the_revision_it_was_read_at,
 );
 
 fn openid(s: &str) -> OpenId {
@@ -633,4 +634,17 @@ async fn what_memory_learned_through_only_moves_forward_and_forgetting_all_moves
     assert_eq!(learned(a.id).await, Some(at(30)));
     assert_eq!(learned(b.id).await, Some(at(30)), "every conversation with the persona");
     assert_eq!(learned(other_persona.id).await, None, "not another persona's");
+}
+
+async fn the_persona_catalog_is_replaced_only_from_the_revision_it_was_read_at(store: DynStore) {
+    let seed = companion_backend::chat::Personas::built_in().all().to_vec();
+    let mut edited = seed.clone();
+    edited[0].system_prompt = "改过的提示词".into();
+
+    assert_eq!(store.load_personas().await.unwrap(), (0, vec![]), "nothing until seeded");
+    assert!(store.save_personas(&seed, 0).await.unwrap());
+    assert!(!store.save_personas(&seed, 0).await.unwrap(), "seeded once");
+    assert!(store.save_personas(&edited, 1).await.unwrap());
+    assert!(!store.save_personas(&seed, 1).await.unwrap(), "a save from a stale revision loses");
+    assert_eq!(store.load_personas().await.unwrap(), (2, edited));
 }

@@ -258,13 +258,13 @@ function showUser(user) {
 }
 
 async function refreshUser() {
-  showUser(await api('GET', '/users/' + encodeURIComponent(foundUser.id)));
+  showUser(await api('POST', '/users/search', { query: foundUser.id }));
 }
 
 $('user-search-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   try {
-    showUser(await api('GET', '/users/' + encodeURIComponent($('user-query').value.trim())));
+    showUser(await api('POST', '/users/search', { query: $('user-query').value.trim() }));
     say('');
   } catch (e) { $('user-card').hidden = true; say(e.message, true); }
 });
