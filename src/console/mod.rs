@@ -7,6 +7,7 @@ pub use allowlist::IpAllowlist;
 pub mod accounts;
 pub mod http;
 pub mod keys;
+pub mod moderation;
 pub mod pages;
 pub mod personas;
 pub mod routes;
@@ -59,6 +60,7 @@ pub fn configure(
             .service(web::resource("/api/password").post(routes::change_password))
             .service(web::resource("/api/audit").get(routes::audit_log))
             .service(web::resource("/api/overview").get(routes::overview))
+            .service(web::resource("/api/moderation").get(moderation::flagged))
             .service(web::resource("/api/keys").get(routes::list_keys).post(routes::create_key))
             .service(web::resource("/api/keys/{id}").delete(routes::revoke_key))
             .service(web::resource("/api/personas").get(personas::list_personas))

@@ -42,6 +42,7 @@ const OPERATIONS: &[&str] = &[
     "insert_message",
     "list_messages",
     "get_message",
+    "list_flagged_messages",
     "save_progress",
     "interrupt_abandoned_replies",
     "insert_send",
@@ -270,6 +271,10 @@ impl Store for CountingStore {
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError> {
         self.track("list_messages", Kind::Read, self.inner.list_messages(conversation, limit, before)).await
+    }
+
+    async fn list_flagged_messages(&self, codes: &[&str], limit: usize) -> Result<Vec<Message>, StoreError> {
+        self.track("list_flagged_messages", Kind::Read, self.inner.list_flagged_messages(codes, limit)).await
     }
 
     async fn get_message(&self, conversation: ConversationId, id: MessageId) -> Result<Option<Message>, StoreError> {

@@ -245,6 +245,19 @@ impl Store for InMemoryStore {
         Ok(found.split_off(skip))
     }
 
+    async fn list_flagged_messages(&self, codes: &[&str], limit: usize) -> Result<Vec<Message>, StoreError> {
+        let inner = self.lock();
+        let mut flagged: Vec<Message> = inner
+            .messages
+            .values()
+            .filter(|m| m.error.as_ref().is_some_and(|e| codes.contains(&e.code.as_str())))
+            .cloned()
+            .collect();
+        flagged.sort_by(|a, b| (b.created_at, b.id.to_string()).cmp(&(a.created_at, a.id.to_string())));
+        flagged.truncate(limit);
+        Ok(flagged)
+    }
+
     async fn get_message(&self, conversation: ConversationId, id: MessageId) -> Result<Option<Message>, StoreError> {
         Ok(self.lock().messages.get(&id).filter(|m| m.conversation_id == conversation).cloned())
     }

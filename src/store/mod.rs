@@ -158,6 +158,9 @@ pub trait Store: ConsoleStore + Send + Sync + 'static {
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError>;
     async fn get_message(&self, conversation: ConversationId, id: MessageId) -> Result<Option<Message>, StoreError>;
+    /// The newest `limit` messages, across all users, stored with one of these error codes
+    /// (the content check's refusals, for the console's moderation review).
+    async fn list_flagged_messages(&self, codes: &[&str], limit: usize) -> Result<Vec<Message>, StoreError>;
     /// Saves a reply's progress, only while it is still `streaming`: a final reply never
     /// changes again. A `streaming` save is also refused once the reply's owner asked to
     /// cancel it (the generation, wherever it runs, learns so here). Returns whether it

@@ -505,6 +505,11 @@ impl MongoStore {
             .create_index(IndexModel::builder().keys(doc! {"conversation_id": 1, "created_at": -1}).build())
             .await
             .context("creating messages index")?;
+        // The console's moderation review: refused messages, newest first.
+        self.messages()
+            .create_index(IndexModel::builder().keys(doc! {"error.code": 1, "created_at": -1}).build())
+            .await
+            .context("creating flagged messages index")?;
         self.memories()
             .create_index(IndexModel::builder().keys(doc! {"user_id": 1, "persona_id": 1, "learned_ms": 1}).build())
             .await
@@ -828,6 +833,20 @@ impl Store for MongoStore {
             .await
             .map_err(unavailable)?;
         docs.reverse();
+        docs.into_iter().map(MessageDoc::into_domain).collect()
+    }
+
+    async fn list_flagged_messages(&self, codes: &[&str], limit: usize) -> Result<Vec<Message>, StoreError> {
+        let docs: Vec<MessageDoc> = self
+            .messages()
+            .find(doc! {"error.code": {"$in": codes}})
+            .sort(doc! {"created_at": -1, "_id": -1})
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
         docs.into_iter().map(MessageDoc::into_domain).collect()
     }
 

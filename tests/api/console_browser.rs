@@ -1,11 +1,12 @@
 //! The operator console in a real headless browser (Debian's Chromium, driven by selenium
 //! from the test virtualenv; `scripts/test.sh` installs both): an operator signs in, must
-//! change the bootstrap password, reads the overview, edits a companion, bans a user, makes
+//! change the bootstrap password, reads the overview, edits a companion, finds a user on
+//! the moderation page and bans them, makes
 //! and revokes a key, reads the audit log and signs out. Screenshots of every page are kept
 //! in `target/console-screenshots/`.
 use serde_json::{json, Value};
 
-use crate::console::{console_app, BOOTSTRAP_PASSWORD};
+use crate::console::BOOTSTRAP_PASSWORD;
 use crate::helpers::error_code;
 use crate::helpers::fake_deepseek::text_reply;
 
@@ -18,10 +19,17 @@ fn python() -> String {
 
 #[tokio::test]
 async fn an_operator_runs_the_service_from_the_console_in_a_real_browser() {
-    let app = console_app().await;
+    let app = crate::moderation::checking_app(|s| {
+        s.console_enabled = true;
+        s.console_bootstrap_admin_password = Some(BOOTSTRAP_PASSWORD.to_string().into());
+    })
+    .await;
+    crate::moderation::moderation_rules(&app.wechat, "骚扰", "risky").await;
     let (token, conversation) = app.user_with_conversation("misbehaving").await;
     app.deepseek.enqueue(text_reply(&["你好"]));
     app.stream_message(&token, &conversation, "在吗").await.all().await;
+    let refused = app.send_message(&token, &conversation, &json!({"content": "一段骚扰的话"})).await;
+    assert_eq!(refused.status(), 422);
     let me: Value = app.get_me(&token).await.json().await.unwrap();
     let user_id = me["id"].as_str().unwrap().to_string();
     let screenshots = concat!(env!("CARGO_MANIFEST_DIR"), "/target/console-screenshots");
@@ -31,7 +39,6 @@ async fn an_operator_runs_the_service_from_the_console_in_a_real_browser() {
         .env("BASE_URL", &app.address)
         .env("BOOTSTRAP_PASSWORD", BOOTSTRAP_PASSWORD)
         .env("NEW_PASSWORD", NEW_PASSWORD)
-        .env("USER_ID", &user_id)
         .env("SCREENSHOTS", screenshots)
         .output()
         .await
@@ -46,6 +53,8 @@ async fn an_operator_runs_the_service_from_the_console_in_a_real_browser() {
     assert_eq!(seen["chart_bars"], 30, "one bar a day for 30 days");
     assert_eq!(seen["session_cookie_visible_to_script"], false, "the session cookie is HttpOnly");
     assert!(seen["persona_saved"].as_str().unwrap().contains("已保存"), "{seen}");
+    assert!(seen["flagged"].as_str().unwrap().contains("一段骚扰的话"), "{seen}");
+    assert_eq!(seen["found_user"], user_id.as_str(), "found from the moderation page");
     assert_eq!(seen["user_status_before"], "正常");
     assert!(seen["user_status_after"].as_str().unwrap().contains("多次发送骚扰信息"), "{seen}");
     assert!(seen["key_status"].as_str().unwrap().contains("已吊销"), "{seen}");
@@ -55,7 +64,9 @@ async fn an_operator_runs_the_service_from_the_console_in_a_real_browser() {
     }
     assert_eq!(seen["signed_out"], "已退出登录");
     assert_eq!(seen["console_errors"], json!([]), "no script errors in the page");
-    for page in ["01-sign-in", "03-overview", "04-persona-edit", "06-user-banned", "07-keys", "08-audit"] {
+    for page in
+        ["01-sign-in", "03-overview", "04-persona-edit", "05-moderation", "07-user-banned", "08-keys", "09-audit"]
+    {
         assert!(std::path::Path::new(&format!("{screenshots}/{page}.png")).exists(), "{page} screenshot");
     }
 

@@ -87,3 +87,28 @@ async fn a_user_is_found_by_openid_too_and_unknown_ones_are_not_found() {
     assert_eq!(unknown.status(), 404);
     assert_eq!(not_signed_in.status(), 401);
 }
+
+#[tokio::test]
+async fn the_moderation_review_lists_refused_inputs_with_who_sent_them() {
+    let app = crate::moderation::checking_app(|s| {
+        s.console_enabled = true;
+        s.console_bootstrap_admin_password = Some(crate::console::BOOTSTRAP_PASSWORD.to_string().into());
+    })
+    .await;
+    crate::moderation::moderation_rules(&app.wechat, "违规", "risky").await;
+    let admin = Operator::admin(&app).await;
+    let (token, conversation) = app.user_with_conversation("flagged").await;
+    let me: Value = app.get_me(&token).await.json().await.unwrap();
+
+    let refused = app.send_message(&token, &conversation, &json!({"content": "一段违规的话"})).await;
+    let review = admin.get("/console/api/moderation").await;
+
+    assert_eq!(refused.status(), 422);
+    let items = review["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{review}");
+    assert_eq!(items[0]["kind"], "input");
+    assert_eq!(items[0]["code"], "content_rejected");
+    assert_eq!(items[0]["text"], "一段违规的话");
+    assert_eq!(items[0]["user_id"], me["id"]);
+    assert_eq!(items[0]["conversation_id"], conversation.as_str());
+}

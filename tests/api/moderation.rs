@@ -47,7 +47,7 @@ async fn token_endpoint(server: &MockServer, token: &str) {
 }
 
 /// Everything passes except text containing `phrase`, which gets `suggest`.
-async fn moderation_rules(server: &MockServer, phrase: &'static str, suggest: &str) {
+pub(crate) async fn moderation_rules(server: &MockServer, phrase: &'static str, suggest: &str) {
     token_endpoint(server, "ACCESS_TOKEN_1").await;
     Mock::given(method("POST"))
         .and(path("/wxa/msg_sec_check"))
@@ -66,7 +66,7 @@ async fn moderation_rules(server: &MockServer, phrase: &'static str, suggest: &s
         .await;
 }
 
-async fn checking_app(configure: impl FnOnce(&mut companion_backend::configuration::Settings)) -> TestApp {
+pub(crate) async fn checking_app(configure: impl FnOnce(&mut companion_backend::configuration::Settings)) -> TestApp {
     spawn_app_with(|s| {
         s.content_check = Some(true);
         s.content_check_fail_open = Some(false);

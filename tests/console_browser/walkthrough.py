@@ -2,8 +2,8 @@
 driven with selenium) as an operator who has never seen the code would, and prints what it
 saw as one JSON object; `tests/api/console_browser.rs` sets the stage and asserts.
 
-Environment: BASE_URL, BOOTSTRAP_PASSWORD, NEW_PASSWORD, USER_ID (a user to ban),
-SCREENSHOTS (a directory for one PNG per page).
+Environment: BASE_URL, BOOTSTRAP_PASSWORD, NEW_PASSWORD, SCREENSHOTS (a directory for one
+PNG per page). The operator finds the user to ban on the moderation page.
 """
 import json
 import os
@@ -85,15 +85,18 @@ try:
     element("persona-save").click()
     seen["persona_saved"] = text_becomes("message", lambda t: "已保存" in t or "有误" in t)
 
-    tab("users")
-    type_into("user-query", os.environ["USER_ID"])
-    element("user-search").click()
+    tab("moderation")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".flagged-row .flagged-user"))
+    seen["flagged"] = driver.find_element(By.CSS_SELECTOR, ".flagged-row").text
+    shot("05-moderation")
+    driver.find_element(By.CSS_SELECTOR, ".flagged-row .flagged-user").click()
+    seen["found_user"] = text_becomes("user-id", lambda t: t != "")
     seen["user_status_before"] = text_becomes("user-status", lambda t: t != "")
     type_into("ban-reason", "多次发送骚扰信息")
-    shot("05-user")
+    shot("06-user")
     element("ban-submit").click()
     seen["user_status_after"] = text_becomes("user-status", lambda t: t.startswith("已封禁"))
-    shot("06-user-banned")
+    shot("07-user-banned")
 
     tab("keys")
     type_into("key-name", "数据分析")
@@ -101,7 +104,7 @@ try:
     element("key-create").click()
     seen["key"] = text_becomes("key-secret", lambda t: t.startswith("sk-companion-"))
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".key-row .key-revoke"))
-    shot("07-keys")
+    shot("08-keys")
     driver.find_element(By.CSS_SELECTOR, ".key-row .key-revoke").click()
     wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".key-row .key-revoke"))
     seen["key_status"] = driver.find_element(By.CSS_SELECTOR, ".key-row").text
@@ -109,7 +112,7 @@ try:
     tab("audit")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#audit-list tbody tr")) >= 5)
     seen["audit"] = [row.text for row in driver.find_elements(By.CSS_SELECTOR, "#audit-list tbody tr")]
-    shot("08-audit")
+    shot("09-audit")
 
     element("signout").click()
     element("signin-form")

@@ -106,9 +106,12 @@ for (const button of document.querySelectorAll('nav button')) {
   button.addEventListener('click', () => openTab(button.dataset.tab));
 }
 
-const LOADERS = { overview: loadOverview, personas: loadPersonas, users: () => {}, keys: loadKeys, audit: loadAudit };
+const LOADERS = {
+  overview: loadOverview, personas: loadPersonas, users: () => {}, moderation: loadFlagged, keys: loadKeys, audit: loadAudit,
+};
 
 function openTab(tab) {
+  say('');
   if (tab === 'password') { show('password'); return; }
   show('app');
   for (const section of document.querySelectorAll('.tab')) section.hidden = section.id !== 'tab-' + tab;
@@ -288,6 +291,29 @@ $('unban-submit').addEventListener('click', async () => {
     await refreshUser();
   } catch (e) { say(e.message, true); }
 });
+
+const FLAG_REASONS = { content_rejected: '用户消息未通过内容安全检测', content_blocked: '回复未通过内容安全检测' };
+
+async function loadFlagged() {
+  const items = (await api('GET', '/moderation')).items;
+  const body = fillTable('flagged-list', items, [
+    (f) => when(f.at), (f) => (f.kind === 'input' ? '用户消息' : 'AI 回复'), (f) => FLAG_REASONS[f.code] || f.code,
+    (f) => f.text || '（已撤回，不保存）', (f) => f.user_id, () => '',
+  ]);
+  [...body.rows].forEach((row, i) => {
+    row.className = 'flagged-row';
+    const open = document.createElement('button');
+    open.type = 'button';
+    open.className = 'flagged-user';
+    open.textContent = '查看用户';
+    open.addEventListener('click', async () => {
+      openTab('users');
+      $('user-query').value = items[i].user_id;
+      try { showUser(await api('POST', '/users/search', { query: items[i].user_id })); } catch (e) { say(e.message, true); }
+    });
+    row.lastChild.appendChild(open);
+  });
+}
 
 async function loadKeys() {
   const keys = (await api('GET', '/keys')).items;
