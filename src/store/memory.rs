@@ -253,7 +253,7 @@ impl Store for InMemoryStore {
             .filter(|m| m.error.as_ref().is_some_and(|e| codes.contains(&e.code.as_str())))
             .cloned()
             .collect();
-        flagged.sort_by(|a, b| (b.created_at, b.id.to_string()).cmp(&(a.created_at, a.id.to_string())));
+        flagged.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.id.to_string())));
         flagged.truncate(limit);
         Ok(flagged)
     }
