@@ -6,6 +6,7 @@ pub mod console;
 pub mod domain;
 pub mod errors;
 pub mod healthcheck;
+pub mod instruments;
 pub mod llm;
 pub mod openai;
 pub mod protection;

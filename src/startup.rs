@@ -154,6 +154,7 @@ impl Application {
         let llm = Arc::new(build_llm(&config.upstreams)?);
         check_models_in_background(&llm, &config.upstreams);
         let chat = build_chat(sections, llm.clone(), store.clone(), registry.clone())?;
+        counting.observe_with(chat.instruments().clone());
         let sweeping = CancellationToken::new();
         let health = Arc::new(StoreHealth::default());
         // Like the sweeper: runs until shutdown begins, outside the drain.
@@ -264,6 +265,7 @@ fn run(
     health: Arc<StoreHealth>,
 ) -> anyhow::Result<Server> {
     let Served { store, counting, chat } = served;
+    let instruments = chat.instruments().clone();
     let chat = web::Data::new(chat);
     let counting = web::Data::new(counting);
     let metrics_access = web::Data::new(MetricsAccess { token: config.server.metrics_token.clone() });
@@ -310,6 +312,10 @@ fn run(
             .wrap(DefaultHeaders::new().add((header::HeaderName::from_static("x-app-version"), APP_VERSION)))
             .wrap(security_headers(production))
             .wrap(from_fn(move |req, next| header_limit_middleware(header_limit, req, next)))
+            .wrap(from_fn({
+                let instruments = instruments.clone();
+                move |req, next| crate::instruments::count_requests(instruments.clone(), req, next)
+            }))
             .wrap(from_fn(move |req, next| request_context(proxy_depth, req, next)))
             .app_data(web::JsonConfig::default().limit(body_limit).error_handler(json_error_handler))
             .app_data(web::PayloadConfig::default().limit(body_limit))

@@ -213,6 +213,7 @@ impl ChatService {
             registry: self.registry.clone(),
             conversation_id: conversation.id,
             user_id: user.id,
+            instruments: self.instruments.clone(),
             assistant_id: reply.id,
             request,
             progress: self.progress.clone(),

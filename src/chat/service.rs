@@ -86,6 +86,7 @@ pub struct ChatService {
     pub(super) progress: Arc<ProgressSaver>,
     learner_stats: Arc<LearnerStats>,
     pub(super) tallies: Arc<crate::stats::LocalTallies>,
+    pub(super) instruments: Arc<crate::instruments::Instruments>,
 }
 
 /// How often a follower reads the progress another replica stores.
@@ -114,6 +115,7 @@ impl ChatService {
             moderator: parts.moderator,
             learner_stats: Arc::default(),
             tallies: Arc::default(),
+            instruments: Arc::default(),
         }
     }
 
@@ -127,6 +129,11 @@ impl ChatService {
             stats: self.learner_stats.clone(),
             settings,
         }
+    }
+
+    /// This instance's Prometheus instruments.
+    pub fn instruments(&self) -> &Arc<crate::instruments::Instruments> {
+        &self.instruments
     }
 
     /// Refusals counted on this instance, for the day's figures.

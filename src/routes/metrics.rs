@@ -107,5 +107,13 @@ fn render(store: &CountingStore, chat: &ChatService) -> String {
         "Conversation summaries written.",
         vec![(String::new(), read(&learner.summaries))],
     );
+    let (rate_limited, quota_exceeded) = chat.tallies().totals();
+    metric(
+        "companion_refusals_total",
+        "counter",
+        "Requests refused by a rate limit or a daily quota.",
+        vec![("{kind=\"rate_limited\"}".into(), rate_limited), ("{kind=\"quota_exceeded\"}".into(), quota_exceeded)],
+    );
+    out.push_str(&chat.instruments().render());
     out
 }

@@ -128,16 +128,31 @@ async fn bump(store: &DynStore, day: &str, bumps: &[(String, i64)]) {
 pub struct LocalTallies {
     rate_limited: std::sync::atomic::AtomicI64,
     quota_exceeded: std::sync::atomic::AtomicI64,
+    /// Since start, for `/metrics` (the two above are emptied at every flush).
+    rate_limited_total: std::sync::atomic::AtomicU64,
+    quota_exceeded_total: std::sync::atomic::AtomicU64,
 }
 
 impl LocalTallies {
     pub fn add(&self, tally: Tally) {
         use std::sync::atomic::Ordering::Relaxed;
         match tally {
-            Tally::RateLimited => self.rate_limited.fetch_add(1, Relaxed),
-            Tally::QuotaExceeded => self.quota_exceeded.fetch_add(1, Relaxed),
-            Tally::ConversationStarted => 0,
-        };
+            Tally::RateLimited => {
+                self.rate_limited.fetch_add(1, Relaxed);
+                self.rate_limited_total.fetch_add(1, Relaxed);
+            }
+            Tally::QuotaExceeded => {
+                self.quota_exceeded.fetch_add(1, Relaxed);
+                self.quota_exceeded_total.fetch_add(1, Relaxed);
+            }
+            Tally::ConversationStarted => {}
+        }
+    }
+
+    /// Rate-limit and quota refusals since this instance started.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.rate_limited_total.load(Relaxed), self.quota_exceeded_total.load(Relaxed))
     }
 
     /// Moves what was counted here into the store (until `stop`, every `every`).

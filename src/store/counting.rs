@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -78,6 +79,8 @@ pub struct CountingStore {
     /// Added before every call (tests: an in-process store answers at once, so calls made
     /// together would never overlap and could not be told from calls made in turn).
     latency: Option<std::time::Duration>,
+    /// Where each call's time is observed (`companion_store_operation_seconds`), once set.
+    instruments: std::sync::OnceLock<Arc<crate::instruments::Instruments>>,
 }
 
 /// Store traffic so far.
@@ -109,6 +112,7 @@ impl CountingStore {
             in_flight: AtomicUsize::new(0),
             rounds: AtomicU64::new(0),
             latency: None,
+            instruments: std::sync::OnceLock::new(),
         }
     }
 
@@ -146,7 +150,17 @@ impl CountingStore {
         if let Some(latency) = self.latency {
             tokio::time::sleep(latency).await;
         }
-        call.await
+        let started = std::time::Instant::now();
+        let result = call.await;
+        if let Some(instruments) = self.instruments.get() {
+            instruments.store_operations.with_label_values(&[operation]).observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// Observes every call's time in `instruments` from now on.
+    pub fn observe_with(&self, instruments: Arc<crate::instruments::Instruments>) {
+        let _ = self.instruments.set(instruments);
     }
 }
 

@@ -69,3 +69,34 @@ async fn metrics_show_running_replies_and_store_traffic() {
     assert!(value(&after, "companion_store_calls_total{operation=\"save_progress_many\"}") >= 1);
     assert_eq!(value(&after, "companion_upstream_circuit_open{upstream=\"deepseek\"}"), 0);
 }
+
+#[tokio::test]
+async fn counters_and_histograms_move_with_requests_replies_and_refusals() {
+    let app = spawn_app_with(|s| {
+        s.metrics_token = Some(TOKEN.to_string().into());
+        s.rate_limit_per_minute = 3;
+    })
+    .await;
+    let (token, conversation) = app.user_with_conversation("counted").await;
+    let before = scrape(&app, Some(TOKEN)).await.text().await.unwrap();
+    app.deepseek.enqueue(crate::helpers::fake_deepseek::text_reply(&["你好", "呀"]));
+    app.stream_message(&token, &conversation, "在吗").await.all().await;
+    app.get_me(&token).await;
+    let refused = app.get_me(&token).await;
+
+    let after = scrape(&app, Some(TOKEN)).await.text().await.unwrap();
+
+    assert_eq!(refused.status(), 429);
+    let me = "companion_http_requests_total{method=\"GET\",route=\"/api/me\",status=\"200\"}";
+    assert!(!before.contains(me), "no such request yet");
+    assert_eq!(value(&after, me), 1);
+    assert_eq!(value(&after, "companion_http_requests_total{method=\"GET\",route=\"/api/me\",status=\"429\"}"), 1);
+    assert_eq!(value(&after, "companion_replies_total{code=\"\",status=\"complete\",upstream=\"deepseek\"}"), 1);
+    assert_eq!(value(&after, "companion_first_token_seconds_count"), 1);
+    assert_eq!(value(&after, "companion_reply_duration_seconds_count"), 1);
+    assert_eq!(value(&after, "companion_tokens_total{kind=\"prompt_cache_miss\"}"), 20, "the fake's usage");
+    assert_eq!(value(&after, "companion_tokens_total{kind=\"completion\"}"), 2);
+    assert!(value(&after, "companion_store_operation_seconds_count{operation=\"insert_message\"}") >= 2);
+    assert_eq!(value(&after, "companion_refusals_total{kind=\"rate_limited\"}"), 1);
+    assert!(!after.contains(&conversation), "routes are patterns, never paths with ids");
+}

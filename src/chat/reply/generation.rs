@@ -27,6 +27,8 @@ pub struct GenerationJob {
     pub registry: Arc<Registry>,
     pub conversation_id: ConversationId,
     pub user_id: crate::domain::UserId,
+    /// Where the reply's latency, outcome and tokens are counted for `/metrics`.
+    pub instruments: Arc<crate::instruments::Instruments>,
     pub assistant_id: MessageId,
     pub request: ChatRequest,
     /// Saves the reply's progress (with every other reply's) while it streams.
@@ -108,6 +110,7 @@ impl Aftercare {
 }
 
 async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: CancellationToken) {
+    let started = std::time::Instant::now();
     // Progress is saved with every other reply's, once per interval, until the end (or
     // a panic: the guard stops it while unwinding).
     job.progress.track(job.assistant_id, job.conversation_id, tx.subscribe(), cancel.clone());
@@ -170,6 +173,7 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
         }
     }
     // After the client has its end: the day's figures never delay a reply.
+    count_reply(&job.instruments, &progress, tail.first_token, started.elapsed(), tx.borrow().served.as_ref());
     let served_model = tx.borrow().served.as_ref().and_then(|s| s.model.clone());
     let figures = crate::stats::ReplyFigures {
         user: job.user_id,
@@ -181,6 +185,33 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
         at: now(),
     };
     crate::stats::record_reply(&job.store, figures).await;
+}
+
+/// The reply in this instance's Prometheus instruments.
+fn count_reply(
+    i: &crate::instruments::Instruments,
+    progress: &MessageProgress,
+    first_token: Option<Duration>,
+    took: Duration,
+    served: Option<&Served>,
+) {
+    if let Some(first) = first_token {
+        i.first_token.observe(first.as_secs_f64());
+    }
+    i.reply_duration.observe(took.as_secs_f64());
+    let status = format!("{:?}", progress.status).to_lowercase();
+    let code = progress.error.as_ref().map_or("", |e| e.code.as_str());
+    let upstream = served.map_or("", |s| s.upstream.as_str());
+    i.replies.with_label_values(&[status.as_str(), code, upstream]).inc();
+    if let Some(usage) = &progress.usage {
+        let hit = usage.prompt_cache_hit_tokens.unwrap_or(0);
+        let miss = usage.prompt_cache_miss_tokens.unwrap_or(usage.prompt_tokens.saturating_sub(hit));
+        for (kind, n) in
+            [("prompt_cache_hit", hit), ("prompt_cache_miss", miss), ("completion", usage.completion_tokens)]
+        {
+            i.tokens.with_label_values(&[kind]).inc_by(n);
+        }
+    }
 }
 
 /// Asks for the conversation to be learned from once it has been quiet for a while

@@ -140,6 +140,9 @@ async fn spawn(configure: impl FnOnce(&mut Settings), wrap: Option<Wrap>) -> Tes
     settings.wechat_api_base = wechat.uri();
     settings.deepseek_api_url = deepseek.url.clone();
     configure(&mut settings);
+    if counts_per_minute(&settings) {
+        clear_of_a_minute_boundary().await;
+    }
     let db_name = settings.mongodb_db.clone();
     let application = if settings.mongodb_uri.is_none() {
         // No MongoDB test server: the in-process store, shared by apps given one name.
@@ -163,6 +166,26 @@ async fn spawn(configure: impl FnOnce(&mut Settings), wrap: Option<Wrap>) -> Tes
         db_name,
         wechat,
         deepseek,
+    }
+}
+
+/// Whether a test counts against a per-minute limit it lowered (windows are whole UTC
+/// minutes); the defaults are never reached by a test.
+fn counts_per_minute(s: &Settings) -> bool {
+    let lowered = |limit: u32, below: u32| (1..below).contains(&limit);
+    lowered(s.rate_limit_per_minute, 50)
+        || lowered(s.rate_limit_ip_per_minute, 50)
+        || lowered(s.rate_limit_login_per_minute, 10)
+        || lowered(s.rate_limit_poll_per_minute, 50)
+        || lowered(s.rate_limit_ip_poll_per_minute, 50)
+}
+
+/// Waits out the last 15 s of a minute: a test counting requests against a per-minute limit
+/// must not see its window end halfway (the count would start again and the test flake).
+pub async fn clear_of_a_minute_boundary() {
+    let second = chrono::Utc::now().timestamp_millis().rem_euclid(60_000);
+    if second >= 45_000 {
+        tokio::time::sleep(std::time::Duration::from_millis((60_000 - second + 200) as u64)).await;
     }
 }
 
