@@ -103,6 +103,13 @@ async fn a_job_held_by_a_replica_that_died_is_finished_by_another_after_its_leas
     })
     .await;
 
+    // The run marks what it read, then settles the job: give it a moment past the mark.
+    eventually("the turns marked as read", || async {
+        stored_conversation(&second, me, &conversation).await.learned_through
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
     assert_eq!(learned.text.as_str(), "养了一只叫咪咪的猫");
     assert!(learned.learned_at >= lease_ends, "taken over only after the lease ran out");
     assert_eq!(second.deepseek.json_requests().len(), 1, "run once");
