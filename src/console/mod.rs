@@ -66,7 +66,10 @@ pub fn configure(
             .service(web::resource("/api/personas").get(personas::list_personas))
             .service(web::resource("/api/personas/{id}").put(personas::save_persona))
             .service(web::resource("/api/users/search").post(users::search_user))
+            .service(web::resource("/api/users/{id}/conversations").get(conversations::list))
+            .service(web::resource("/api/conversations/view").post(conversations::view))
             .service(web::resource("/api/users/{id}/ban").post(users::ban_user).delete(users::unban_user)),
     );
 }
 pub mod cli;
+pub mod conversations;

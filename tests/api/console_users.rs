@@ -112,3 +112,37 @@ async fn the_moderation_review_lists_refused_inputs_with_who_sent_them() {
     assert_eq!(items[0]["user_id"], me["id"]);
     assert_eq!(items[0]["conversation_id"], conversation.as_str());
 }
+
+#[tokio::test]
+async fn an_admin_reads_a_users_conversation_only_with_a_reason_that_is_audited() {
+    let app = console_app().await;
+    let admin = Operator::admin(&app).await;
+    let (token, conversation) = app.user_with_conversation("reported").await;
+    app.deepseek.enqueue(crate::helpers::fake_deepseek::text_reply(&["好的"]));
+    app.stream_message(&token, &conversation, "我要投诉").await.all().await;
+    let me: Value = app.get_me(&token).await.json().await.unwrap();
+    let user_id = me["id"].as_str().unwrap();
+    let view = |reason: &str| {
+        admin.send(
+            Method::POST,
+            "/console/api/conversations/view",
+            Some(json!({"user_id": user_id, "conversation_id": conversation, "reason": reason})),
+        )
+    };
+
+    let listed = admin.get(&format!("/console/api/users/{user_id}/conversations")).await;
+    let without_reason = view(" ").await;
+    let shown: Value = view("用户投诉回复不当，核实对话").await.json().await.unwrap();
+    let audit = admin.get("/console/api/audit").await;
+
+    assert_eq!(listed["items"][0]["id"], conversation.as_str());
+    assert_eq!(error_code(without_reason).await, "invalid_body");
+    let contents: Vec<&str> =
+        shown["items"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert!(contents.contains(&"我要投诉") && contents.contains(&"好的"), "{shown}");
+    let viewed: Vec<&Value> =
+        audit["items"].as_array().unwrap().iter().filter(|e| e["action"] == "conversation_viewed").collect();
+    assert_eq!(viewed.len(), 1, "only the view with a reason, once");
+    assert_eq!(viewed[0]["reason"], "用户投诉回复不当，核实对话");
+    assert_eq!(viewed[0]["target"], format!("{user_id}/{conversation}"));
+}

@@ -315,6 +315,30 @@ async function loadFlagged() {
   });
 }
 
+$('conversations-list').addEventListener('click', async () => {
+  try {
+    const items = (await api('GET', `/users/${foundUser.id}/conversations`)).items;
+    const body = fillTable('conversation-list', items, [(c) => c.title, (c) => c.persona_id, (c) => when(c.last_active_at), () => '']);
+    [...body.rows].forEach((row, i) => {
+      const view = document.createElement('button');
+      view.type = 'button';
+      view.className = 'conversation-view';
+      view.textContent = '查看';
+      view.addEventListener('click', async () => {
+        const reason = $('view-reason').value.trim();
+        if (!reason) { say('请先填写查看原因', true); return; }
+        try {
+          const shown = await api('POST', '/conversations/view', { user_id: foundUser.id, conversation_id: items[i].id, reason });
+          $('conversation-title').textContent = shown.title;
+          fillTable('conversation-messages', shown.items, [(m) => when(m.at), (m) => (m.role === 'user' ? '用户' : '伙伴'), (m) => m.content]);
+          $('conversation-view').hidden = false;
+        } catch (e) { say(e.message, true); }
+      });
+      row.lastChild.appendChild(view);
+    });
+  } catch (e) { say(e.message, true); }
+});
+
 async function loadKeys() {
   const keys = (await api('GET', '/keys')).items;
   const body = fillTable('key-list', keys, [
