@@ -90,13 +90,9 @@ pub async fn ban_user(
     resolver: web::Data<IdentityResolver>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Operator).await?;
-    let user = find(&console, &path).await?;
     let actor = signed.operator.name.as_str();
     let ban = Ban::new(&body.reason, actor, now()).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.0))?;
-    console.store.set_user_ban(user.id, Some(&ban)).await?;
-    resolver.forget(user.id);
-    audit(&console.store, actor, AuditAction::UserBanned, Some(user.id.to_string()), Some(ban.reason)).await?;
-    Ok(HttpResponse::NoContent().finish())
+    set_ban(&console, &resolver, actor, &path, Some(ban)).await
 }
 
 /// `DELETE /console/api/users/{id}/ban` → 204: the user may come back.
@@ -107,10 +103,24 @@ pub async fn unban_user(
     resolver: web::Data<IdentityResolver>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Operator).await?;
-    let user = find(&console, &path).await?;
-    console.store.set_user_ban(user.id, None).await?;
+    set_ban(&console, &resolver, signed.operator.name.as_str(), &path, None).await
+}
+
+/// Bans (`Some`) or lets back (`None`) the user, in effect here at once, audit-logged.
+async fn set_ban(
+    console: &ConsoleState,
+    resolver: &IdentityResolver,
+    actor: &str,
+    query: &str,
+    ban: Option<Ban>,
+) -> Result<HttpResponse, ApiError> {
+    let user = find(console, query).await?;
+    console.store.set_user_ban(user.id, ban.as_ref()).await?;
     resolver.forget(user.id);
-    let actor = signed.operator.name.as_str();
-    audit(&console.store, actor, AuditAction::UserUnbanned, Some(user.id.to_string()), None).await?;
+    let (action, reason) = match ban {
+        Some(ban) => (AuditAction::UserBanned, Some(ban.reason)),
+        None => (AuditAction::UserUnbanned, None),
+    };
+    audit(&console.store, actor, action, Some(user.id.to_string()), reason).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -90,6 +90,15 @@ pub struct Usage {
     pub reasoning_tokens: Option<u64>,
 }
 
+impl Usage {
+    /// The prompt split into cache hits and misses; without DeepSeek's miss count, every
+    /// prompt token that was not a hit is a miss.
+    pub fn cache_split(&self) -> (u64, u64) {
+        let hit = self.prompt_cache_hit_tokens.unwrap_or(0);
+        (hit, self.prompt_cache_miss_tokens.unwrap_or(self.prompt_tokens.saturating_sub(hit)))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageError {
     pub code: String,

@@ -66,8 +66,7 @@ pub async fn record_reply(store: &DynStore, reply: ReplyFigures<'_>) {
     if let Some(usage) = reply.usage {
         let model = reply.model.unwrap_or("unknown");
         let rate = if crate::chat::learner::is_peak(reply.at) { "peak" } else { "off_peak" };
-        let hit = usage.prompt_cache_hit_tokens.unwrap_or(0);
-        let miss = usage.prompt_cache_miss_tokens.unwrap_or(usage.prompt_tokens.saturating_sub(hit));
+        let (hit, miss) = usage.cache_split();
         for (kind, tokens) in [("hit", hit), ("miss", miss), ("output", usage.completion_tokens)] {
             bumps.push((field(&["tokens", model, kind, rate]), tokens as i64));
         }

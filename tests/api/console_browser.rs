@@ -12,11 +12,6 @@ use crate::helpers::fake_deepseek::text_reply;
 
 const NEW_PASSWORD: &str = "运营同学的新密码2026";
 
-fn python() -> String {
-    std::env::var("OPENAI_SDK_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/venv/bin/python").to_string())
-}
-
 #[tokio::test]
 async fn an_operator_runs_the_service_from_the_console_in_a_real_browser() {
     let app = crate::moderation::checking_app(|s| {
@@ -34,7 +29,7 @@ async fn an_operator_runs_the_service_from_the_console_in_a_real_browser() {
     let user_id = me["id"].as_str().unwrap().to_string();
     let screenshots = concat!(env!("CARGO_MANIFEST_DIR"), "/target/console-screenshots");
 
-    let output = tokio::process::Command::new(python())
+    let output = tokio::process::Command::new(crate::helpers::venv_python())
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console_browser/walkthrough.py"))
         .env("BASE_URL", &app.address)
         .env("BOOTSTRAP_PASSWORD", BOOTSTRAP_PASSWORD)

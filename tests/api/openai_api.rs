@@ -8,12 +8,6 @@ use serde_json::{json, Value};
 use crate::console::{console_app, Operator};
 use crate::helpers::fake_deepseek::text_reply;
 
-/// The venv's Python (`OPENAI_SDK_PYTHON` overrides it).
-fn python() -> String {
-    std::env::var("OPENAI_SDK_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/venv/bin/python").to_string())
-}
-
 async fn new_key(admin: &Operator<'_>, name: &str, per_minute: u32) -> String {
     let created =
         admin.send(Method::POST, "/console/api/keys", Some(json!({"name": name, "per_minute": per_minute}))).await;
@@ -30,7 +24,7 @@ async fn the_official_openai_sdk_talks_to_a_companion_and_gets_its_exception_typ
     app.deepseek.enqueue(text_reply(&["从前", "有座山"]));
     app.deepseek.enqueue(text_reply(&["一"]));
 
-    let output = tokio::process::Command::new(python())
+    let output = tokio::process::Command::new(crate::helpers::venv_python())
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_sdk/check.py"))
         .env("BASE_URL", &app.address)
         .env("API_KEY", &key)

@@ -204,8 +204,7 @@ fn count_reply(
     let upstream = served.map_or("", |s| s.upstream.as_str());
     i.replies.with_label_values(&[status.as_str(), code, upstream]).inc();
     if let Some(usage) = &progress.usage {
-        let hit = usage.prompt_cache_hit_tokens.unwrap_or(0);
-        let miss = usage.prompt_cache_miss_tokens.unwrap_or(usage.prompt_tokens.saturating_sub(hit));
+        let (hit, miss) = usage.cache_split();
         for (kind, n) in
             [("prompt_cache_hit", hit), ("prompt_cache_miss", miss), ("completion", usage.completion_tokens)]
         {

@@ -317,3 +317,10 @@ pub fn stored_message(
         updated_at: at,
     }
 }
+
+/// The test virtualenv's Python (with the `openai` SDK and selenium; `scripts/test.sh`
+/// installs both and sets `OPENAI_SDK_PYTHON`).
+pub fn venv_python() -> String {
+    std::env::var("OPENAI_SDK_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/venv/bin/python").to_string())
+}
