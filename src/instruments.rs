@@ -2,7 +2,9 @@
 //! application: requests by route and status, first-token latency and reply duration,
 //! replies by outcome, tokens by kind, store operation latency. Rendered by `GET /metrics`
 //! with the hand-counted figures that live elsewhere.
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Instruments {
     registry: Registry,
@@ -12,6 +14,35 @@ pub struct Instruments {
     pub replies: IntCounterVec,
     pub tokens: IntCounterVec,
     pub store_operations: HistogramVec,
+    pub content_checks: IntCounterVec,
+    pub open_streams: IntGaugeVec,
+}
+
+/// How a client watches a reply, for the open-streams gauge.
+#[derive(Debug, Clone, Copy)]
+pub enum Transport {
+    Sse,
+    WebSocket,
+    OpenAiApi,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::WebSocket => "websocket",
+            Transport::OpenAiApi => "openai_api",
+        }
+    }
+}
+
+/// One open stream, counted in `companion_streams_open` until dropped.
+pub struct OpenStream(prometheus::IntGauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 15.0];
@@ -37,6 +68,17 @@ impl Instruments {
             &["status", "code", "upstream"],
         );
         let tokens = counter("companion_tokens_total", "Tokens used by replies, by kind.", &["kind"]);
+        let content_checks = counter(
+            "companion_content_checks_total",
+            "msgSecCheck outcomes by what was checked (input, output) and suggest (pass, review, risky) or unavailable.",
+            &["target", "outcome"],
+        );
+        let open_streams = IntGaugeVec::new(
+            Opts::new("companion_streams_open", "Streams open on this instance, by transport."),
+            &["transport"],
+        )
+        .expect("a valid gauge");
+        registry.register(Box::new(open_streams.clone())).expect("registered once");
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
             let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid");
             registry.register(Box::new(h.clone())).expect("registered once");
@@ -56,7 +98,34 @@ impl Instruments {
         )
         .expect("valid");
         registry.register(Box::new(store_operations.clone())).expect("registered once");
-        Self { registry, http_requests, first_token, reply_duration, replies, tokens, store_operations }
+        Self {
+            registry,
+            http_requests,
+            first_token,
+            reply_duration,
+            replies,
+            tokens,
+            store_operations,
+            content_checks,
+            open_streams,
+        }
+    }
+
+    /// Tokens a reply or an API completion used, by kind.
+    pub fn count_tokens(&self, usage: &crate::domain::Usage) {
+        let (hit, miss) = usage.cache_split();
+        for (kind, n) in
+            [("prompt_cache_hit", hit), ("prompt_cache_miss", miss), ("completion", usage.completion_tokens)]
+        {
+            self.tokens.with_label_values(&[kind]).inc_by(n);
+        }
+    }
+
+    /// Counts a stream as open until the returned guard is dropped.
+    pub fn stream_opened(&self, transport: Transport) -> OpenStream {
+        let gauge = self.open_streams.with_label_values(&[transport.as_str()]);
+        gauge.inc();
+        OpenStream(gauge)
     }
 
     /// The registry in Prometheus' text format.

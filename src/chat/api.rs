@@ -4,7 +4,9 @@ use super::context::estimate_tokens;
 use super::personas::Persona;
 use super::service::{ChatError, ChatService};
 use super::Slot;
+use crate::domain::OpenId;
 use crate::llm::{ChatMessage, ChatRequest, LlmStream};
+use crate::protection::{Decision, OutputModeration};
 
 /// What an API caller asks for, already parsed.
 pub struct ApiCompletion {
@@ -17,6 +19,8 @@ pub struct ApiCompletion {
     pub max_tokens: Option<u32>,
     /// Stable per API key, never a user's id.
     pub caller_hash: String,
+    /// Whose openid msgSecCheck is asked with (the key's content-check identity).
+    pub check_as: Option<OpenId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,10 @@ pub enum ApiCompletionError {
     Chat(#[from] ChatError),
     #[error(transparent)]
     Upstream(#[from] crate::llm::LlmError),
+    #[error("the caller's text did not pass the content check")]
+    ContentRejected,
+    #[error("the content check is unavailable")]
+    ModerationUnavailable,
 }
 
 impl ChatService {
@@ -56,6 +64,7 @@ impl ChatService {
         if tokens > budget {
             return Err(ApiCompletionError::TooLong { budget });
         }
+        let moderation = self.screen_api_input(&asked).await?;
         let slot = self.capacity.try_take().ok_or(ChatError::CompanionBusy)?;
         let mut messages = vec![ChatMessage { role: "system", content: system }];
         messages.extend(asked.turns);
@@ -74,6 +83,34 @@ impl ChatService {
             json_output: false,
         };
         let stream = self.llm.stream_chat(request).await?;
+        let stream = match moderation {
+            Some(moderation) => super::screened::screened(stream, moderation),
+            None => stream,
+        };
         Ok((stream, slot))
+    }
+
+    /// Checks everything the caller wrote (their system text and every turn) before the
+    /// model sees it; the answer is then checked with the same identity. Without an
+    /// identity WeChat cannot be asked: the policy for an unavailable check decides.
+    async fn screen_api_input(&self, asked: &ApiCompletion) -> Result<Option<OutputModeration>, ApiCompletionError> {
+        let Some(moderator) = &self.moderator else { return Ok(None) };
+        let Some(openid) = asked.check_as.clone() else {
+            if moderator.policy.fail_open {
+                tracing::warn!("an API key without a content-check identity: its text is not checked");
+                return Ok(None);
+            }
+            return Err(ApiCompletionError::ModerationUnavailable);
+        };
+        let caller_text: Vec<&str> =
+            asked.system.iter().map(String::as_str).chain(asked.turns.iter().map(|t| t.content.as_str())).collect();
+        match moderator.screen_input(&openid, &caller_text.join("\n")).await {
+            Err(()) => Err(ApiCompletionError::ModerationUnavailable),
+            Ok(Decision::Allow) => Ok(Some(OutputModeration { moderator: moderator.clone(), openid })),
+            Ok(Decision::Block { label, .. }) => {
+                tracing::info!(?label, "an API request was rejected by the content check");
+                Err(ApiCompletionError::ContentRejected)
+            }
+        }
     }
 }

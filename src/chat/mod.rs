@@ -9,6 +9,7 @@ mod memory;
 mod personas;
 mod preview;
 pub mod reply;
+mod screened;
 mod send;
 mod service;
 mod summary;

@@ -98,11 +98,12 @@ impl ChatService {
     ) -> Result<ReplyHandle, ChatError> {
         let content = MessageContent::parse(raw_text, self.config.message_max_chars)
             .map_err(|e| ChatError::InvalidContent(e.to_string()))?;
-        let (loaded, reserved) = tokio::join!(
+        let (loaded, counted) = tokio::join!(
             self.load(user_id, conversation_id, client_id.as_ref()),
-            self.quota.reserve(&self.store, user_id)
+            self.quota.count(&self.store, user_id)
         );
-        let reservation = match reserved {
+        let limits = self.quota.limits_for(loaded.as_ref().ok().map(|(_, user, _)| user));
+        let reservation = match self.quota.judge(&self.store, counted, limits).await {
             Ok(Ok(reservation)) => reservation,
             // A client's mistake (no such conversation) is named before a refusal, and a
             // retry of an accepted send still gets its reply: it costs no quota.
@@ -311,7 +312,7 @@ impl ChatService {
             Ok(Decision::Block { label, .. }) => {
                 tracing::info!(?label, "a message was rejected by the content check");
                 let mut rejected = Message::new(conversation, Role::User, content.as_str(), MessageStatus::Failed);
-                rejected.error = Some(crate::domain::MessageError::content_rejected());
+                rejected.error = Some(crate::domain::MessageError::content_rejected(label));
                 self.store.insert_message(&rejected).await?;
                 Err(ChatError::ContentRejected)
             }

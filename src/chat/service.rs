@@ -70,6 +70,7 @@ pub struct ChatParts {
     pub quota: DailyQuota,
     /// msgSecCheck on input and output; `None` when content checking is off.
     pub moderator: Option<Arc<Moderator>>,
+    pub instruments: Arc<crate::instruments::Instruments>,
 }
 
 pub struct ChatService {
@@ -115,7 +116,7 @@ impl ChatService {
             moderator: parts.moderator,
             learner_stats: Arc::default(),
             tallies: Arc::default(),
-            instruments: Arc::default(),
+            instruments: parts.instruments,
         }
     }
 
@@ -205,7 +206,8 @@ impl ChatService {
 
     /// Today's quota use of `user`.
     pub async fn usage(&self, user: UserId) -> Result<QuotaUsage, StoreError> {
-        self.quota.usage(&self.store, user).await
+        let found = self.store.get_user(user).await?;
+        self.quota.usage(&self.store, user, self.quota.limits_for(found.as_ref())).await
     }
 
     /// A message of one of `user`'s conversations, as it stands now.

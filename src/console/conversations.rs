@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::accounts::audit;
 use super::http::{ConsoleState, Need};
-use crate::domain::{AuditAction, ConversationId, Message, Role, UserId};
+use crate::domain::{AuditAction, ConversationId, Message, Reason, Role, UserId};
 use crate::errors::{ApiError, ErrorCode};
 
 /// Conversations listed and messages shown at most.
@@ -59,10 +59,8 @@ pub async fn view(
     console: web::Data<ConsoleState>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Admin).await?;
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 200 {
-        return Err(ApiError::new(ErrorCode::InvalidBody, "查看对话需要填写原因（1-200 个字符）"));
-    }
+    let reason = Reason::parse(&body.reason)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidBody, "查看对话需要填写原因（1-200 个字符）"))?;
     let user = user_id(&body.user_id)?;
     let id = ConversationId::parse(&body.conversation_id).ok_or_else(|| ApiError::not_found("no such conversation"))?;
     let conversation =
@@ -70,7 +68,7 @@ pub async fn view(
     // Logged before anything is shown.
     let actor = signed.operator.name.as_str();
     let target = format!("{user}/{}", conversation.id);
-    audit(&console.store, actor, AuditAction::ConversationViewed, Some(target), Some(reason.to_string())).await?;
+    audit(&console.store, actor, AuditAction::ConversationViewed, Some(target), Some(reason.into_string())).await?;
     let messages: Vec<Message> = console.store.list_messages(conversation.id, SHOWN, None).await?;
     let items: Vec<MessageView> = messages
         .iter()

@@ -68,7 +68,8 @@ pub fn configure(
             .service(web::resource("/api/users/search").post(users::search_user))
             .service(web::resource("/api/users/{id}/conversations").get(conversations::list))
             .service(web::resource("/api/conversations/view").post(conversations::view))
-            .service(web::resource("/api/users/{id}/ban").post(users::ban_user).delete(users::unban_user)),
+            .service(web::resource("/api/users/{id}/ban").post(users::ban_user).delete(users::unban_user))
+            .service(web::resource("/api/users/{id}/quota").put(users::set_quota).delete(users::reset_quota)),
     );
 }
 pub mod cli;

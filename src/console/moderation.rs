@@ -21,6 +21,8 @@ struct FlaggedDto<'a> {
     conversation_id: String,
     kind: &'static str,
     code: &'a str,
+    /// msgSecCheck's label (20001 politics, 20002 porn, …), when WeChat gave one.
+    label: Option<i64>,
     /// The refused input's text; empty for a withheld reply.
     text: &'a str,
 }
@@ -36,6 +38,7 @@ impl<'a> From<&'a Message> for FlaggedDto<'a> {
                 Role::Assistant => "reply",
             },
             code: m.error.as_ref().map_or("", |e| e.code.as_str()),
+            label: m.error.as_ref().and_then(|e| e.label),
             text: if m.role == Role::User { &m.content } else { "" },
         }
     }

@@ -8,8 +8,9 @@ use serde_json::json;
 
 use super::accounts;
 use super::http::{ConsoleState, Need, Signed};
-use crate::domain::{now, ApiKey, AuditAction, AuditEntry, Operator};
+use crate::domain::{now, ApiKey, AuditAction, AuditEntry, Operator, QuotaLimits, UserId};
 use crate::errors::{ApiError, ErrorCode};
+use crate::openai::metering;
 
 #[derive(Deserialize)]
 pub struct SignInBody {
@@ -111,6 +112,8 @@ struct ApiKeyDto<'a> {
     name: &'a str,
     prefix: &'a str,
     per_minute: u32,
+    daily_tokens: i64,
+    check_as: Option<String>,
     created_by: &'a str,
     created_at: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
@@ -123,6 +126,8 @@ impl<'a> From<&'a ApiKey> for ApiKeyDto<'a> {
             name: &k.name,
             prefix: &k.prefix,
             per_minute: k.per_minute,
+            daily_tokens: k.daily_tokens,
+            check_as: k.check_as.map(|u| u.to_string()),
             created_by: &k.created_by,
             created_at: k.created_at,
             revoked_at: k.revoked_at,
@@ -134,7 +139,18 @@ impl<'a> From<&'a ApiKey> for ApiKeyDto<'a> {
 pub async fn list_keys(req: HttpRequest, console: web::Data<ConsoleState>) -> Result<HttpResponse, ApiError> {
     console.signed(&req, Need::Admin).await?;
     let keys = console.store.list_api_keys().await?;
-    let items: Vec<ApiKeyDto> = keys.iter().map(ApiKeyDto::from).collect();
+    let at = now();
+    let used =
+        futures_util::future::try_join_all(keys.iter().map(|k| metering::today(&console.store, &k.id, at))).await?;
+    let items: Vec<serde_json::Value> = keys
+        .iter()
+        .zip(used)
+        .map(|(key, used)| {
+            let mut item = json!(ApiKeyDto::from(key));
+            item["used_today"] = json!({"requests": used.requests, "tokens": used.tokens});
+            item
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
@@ -143,6 +159,11 @@ pub struct NewKeyBody {
     name: String,
     #[serde(default)]
     per_minute: u32,
+    #[serde(default)]
+    daily_tokens: i64,
+    /// A user id of this service (usually the operator's own mini-program account).
+    #[serde(default)]
+    check_as: Option<String>,
 }
 
 /// The most requests per minute a key may be given.
@@ -162,7 +183,20 @@ pub async fn create_key(
     if body.per_minute > MAX_KEY_PER_MINUTE {
         return Err(ApiError::new(ErrorCode::InvalidBody, "每分钟请求数上限为 100000（0 表示不单独限制）"));
     }
-    let (secret, key) = super::keys::new_key(name, body.per_minute, signed.operator.name.as_str());
+    if !(0..=QuotaLimits::MAX).contains(&body.daily_tokens) {
+        return Err(ApiError::new(ErrorCode::InvalidBody, "每日 token 上限为 0（不单独限制）到 1000000000"));
+    }
+    let check_as = match body.check_as.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(id) => {
+            let user = UserId::parse(id)
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidBody, "内容安全检测身份须为用户 ID"))?;
+            console.store.get_user(user).await?.ok_or_else(|| ApiError::not_found("no such user"))?;
+            Some(user)
+        }
+    };
+    let limits = super::keys::KeyLimits { per_minute: body.per_minute, daily_tokens: body.daily_tokens };
+    let (secret, key) = super::keys::new_key(name, limits, check_as, signed.operator.name.as_str());
     console.store.insert_api_key(&key).await?;
     let actor = signed.operator.name.as_str();
     accounts::audit(&console.store, actor, AuditAction::ApiKeyCreated, Some(key.id.clone()), Some(key.name.clone()))

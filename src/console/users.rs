@@ -10,7 +10,7 @@ use super::accounts::audit;
 use super::http::{ConsoleState, Need};
 use crate::auth::IdentityResolver;
 use crate::chat::ChatService;
-use crate::domain::{now, AuditAction, Ban, OpenId, User, UserId};
+use crate::domain::{now, AuditAction, Ban, OpenId, QuotaLimits, Reason, User, UserId};
 use crate::errors::{ApiError, ErrorCode};
 use crate::routes::dto::UsageDto;
 
@@ -30,6 +30,8 @@ struct UserDto<'a> {
     created_at: DateTime<Utc>,
     ban: Option<BanDto<'a>>,
     usage_today: UsageDto<'a>,
+    /// Whether the limits in `usage_today` are this user's own (set by an operator).
+    own_quota: bool,
 }
 
 pub fn openid_hash(openid: &OpenId) -> String {
@@ -71,6 +73,7 @@ pub async fn search_user(
         created_at: user.created_at,
         ban: user.ban.as_ref().map(|b| BanDto { reason: &b.reason, at: b.at, by: &b.by }),
         usage_today: UsageDto::from(&usage),
+        own_quota: user.quota.is_some(),
     };
     Ok(HttpResponse::Ok().json(body))
 }
@@ -91,8 +94,8 @@ pub async fn ban_user(
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Operator).await?;
     let actor = signed.operator.name.as_str();
-    let ban = Ban::new(&body.reason, actor, now()).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.0))?;
-    set_ban(&console, &resolver, actor, &path, Some(ban)).await
+    let reason = Reason::parse(&body.reason).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.0))?;
+    set_ban(&console, &resolver, actor, &path, Some(Ban::new(reason, actor, now()))).await
 }
 
 /// `DELETE /console/api/users/{id}/ban` → 204: the user may come back.
@@ -104,6 +107,54 @@ pub async fn unban_user(
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Operator).await?;
     set_ban(&console, &resolver, signed.operator.name.as_str(), &path, None).await
+}
+
+#[derive(Deserialize)]
+pub struct QuotaBody {
+    messages: i64,
+    tokens: i64,
+    reason: String,
+}
+
+/// `PUT /console/api/users/{id}/quota` `{"messages", "tokens", "reason"}` → 204: the user's
+/// own daily limits (0: no limit) from their next message, on every replica.
+pub async fn set_quota(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<QuotaBody>,
+    console: web::Data<ConsoleState>,
+) -> Result<HttpResponse, ApiError> {
+    let signed = console.signed(&req, Need::Operator).await?;
+    let invalid = |e: crate::domain::ParseError| ApiError::new(ErrorCode::InvalidBody, e.0);
+    let limits = QuotaLimits::new(body.messages, body.tokens).map_err(invalid)?;
+    let reason = Reason::parse(&body.reason).map_err(invalid)?;
+    let user = find(&console, &path).await?;
+    console.store.set_user_quota(user.id, Some(limits)).await?;
+    let what = format!("每日消息 {}，每日 token {}：{}", limits.messages, limits.tokens, reason.into_string());
+    audit(
+        &console.store,
+        signed.operator.name.as_str(),
+        AuditAction::QuotaChanged,
+        Some(user.id.to_string()),
+        Some(what),
+    )
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `DELETE /console/api/users/{id}/quota` → 204: the service's daily limits apply again.
+pub async fn reset_quota(
+    req: HttpRequest,
+    path: web::Path<String>,
+    console: web::Data<ConsoleState>,
+) -> Result<HttpResponse, ApiError> {
+    let signed = console.signed(&req, Need::Operator).await?;
+    let user = find(&console, &path).await?;
+    console.store.set_user_quota(user.id, None).await?;
+    let what = Some("恢复默认额度".to_string());
+    audit(&console.store, signed.operator.name.as_str(), AuditAction::QuotaChanged, Some(user.id.to_string()), what)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Bans (`Some`) or lets back (`None`) the user, in effect here at once, audit-logged.

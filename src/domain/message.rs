@@ -103,6 +103,10 @@ impl Usage {
 pub struct MessageError {
     pub code: String,
     pub message: String,
+    /// msgSecCheck's label for a refused input or withheld reply (20002 porn, 20006
+    /// illegal…), for the console's moderation page; never shown to the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<i64>,
 }
 
 /// Which upstream answered a reply, and the model it reported serving (a provider can
@@ -134,10 +138,11 @@ pub struct Message {
 
 impl MessageError {
     /// Stored on a user's message that the input content check refused.
-    pub fn content_rejected() -> MessageError {
+    pub fn content_rejected(label: Option<i64>) -> MessageError {
         MessageError {
             code: "content_rejected".into(),
             message: "the message did not pass the content-safety check; please rephrase it".into(),
+            label,
         }
     }
 }

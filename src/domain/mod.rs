@@ -16,9 +16,9 @@ pub use message::{
     ClientMessageId, Message, MessageContent, MessageError, MessageProgress, MessageStatus, Role, SendRecord, Served,
     Usage,
 };
-pub use operator::{ApiKey, AuditAction, AuditEntry, Operator, OperatorName, OperatorRole, OperatorSession};
+pub use operator::{ApiKey, AuditAction, AuditEntry, Operator, OperatorName, OperatorRole, OperatorSession, Reason};
 pub use reply::{Conclusion, FinishReason, GenerationEnd, ReplyEnd, ReplyFailure};
-pub use user::{AvatarUrl, Ban, LoginCode, Nickname, OpenId, ProfilePatch, User};
+pub use user::{AvatarUrl, Ban, LoginCode, Nickname, OpenId, ProfilePatch, QuotaLimits, User};
 
 /// Why a value from a client was refused; the text is safe to show to that client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

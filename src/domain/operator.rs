@@ -2,7 +2,7 @@
 //! console sessions, the audit log of what they did, and the API keys they hand out.
 use chrono::{DateTime, Utc};
 
-use super::ParseError;
+use super::{ParseError, UserId};
 
 /// An operator's sign-in name: 3–32 of `a-z 0-9 _ - .`, starting with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +98,28 @@ pub enum AuditAction {
     ApiKeyRevoked,
 }
 
+/// Why an operator did something (a ban, reading a conversation, a quota change): 1–200
+/// characters on one line, kept in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason(String);
+
+impl Reason {
+    pub const MAX_CHARS: usize = 200;
+
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let text = text.trim();
+        let chars = text.chars().count();
+        if chars == 0 || chars > Self::MAX_CHARS || text.chars().any(char::is_control) {
+            return Err(ParseError(format!("a reason is 1-{} characters on one line", Self::MAX_CHARS)));
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub at: DateTime<Utc>,
@@ -119,6 +141,11 @@ pub struct ApiKey {
     pub prefix: String,
     /// Requests per minute (0 = no limit of its own).
     pub per_minute: u32,
+    /// Tokens per day, China time (0 = no limit of its own).
+    pub daily_tokens: i64,
+    /// The mini-program user whose openid msgSecCheck is asked with for this key's
+    /// traffic (WeChat checks text only on behalf of a user of the mini-program).
+    pub check_as: Option<UserId>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -127,6 +154,23 @@ pub struct ApiKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_is_one_line_of_one_to_two_hundred_characters() {
+        let long = "理".repeat(201);
+        let cases = [
+            ("a plain reason", "反复发送骚扰内容", Some("反复发送骚扰内容")),
+            ("trimmed", "  核实投诉  ", Some("核实投诉")),
+            ("empty", "", None),
+            ("only spaces", "   ", None),
+            ("two lines", "第一行\n第二行", None),
+            ("too long", long.as_str(), None),
+        ];
+        for (label, text, expected) in cases {
+            assert_eq!(Reason::parse(text).ok().map(Reason::into_string).as_deref(), expected, "{label}");
+        }
+        assert!(Reason::parse(&"理".repeat(200)).is_ok(), "200 characters are enough");
+    }
 
     #[test]
     fn operator_names_are_short_lowercase_words() {

@@ -199,7 +199,7 @@ impl ReplyFailure {
     }
 
     pub fn to_error(&self) -> MessageError {
-        MessageError { code: self.code().to_string(), message: self.user_message().to_string() }
+        MessageError { code: self.code().to_string(), message: self.user_message().to_string(), label: None }
     }
 }
 

@@ -119,6 +119,27 @@ pub struct User {
     pub session_version: i64,
     /// Set by an operator: the user is refused everywhere (`403 user_banned`).
     pub ban: Option<Ban>,
+    /// Set by an operator: this user's own daily limits instead of the service's.
+    pub quota: Option<QuotaLimits>,
+}
+
+/// Daily limits of messages and tokens (0: no limit), China time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaLimits {
+    pub messages: i64,
+    pub tokens: i64,
+}
+
+impl QuotaLimits {
+    /// Beyond any real day's use: a typo, not a limit.
+    pub const MAX: i64 = 1_000_000_000;
+
+    pub fn new(messages: i64, tokens: i64) -> Result<Self, ParseError> {
+        if !(0..=Self::MAX).contains(&messages) || !(0..=Self::MAX).contains(&tokens) {
+            return Err(ParseError(format!("daily limits are 0 (no limit) to {}", Self::MAX)));
+        }
+        Ok(Self { messages, tokens })
+    }
 }
 
 /// Why and by whom a user was banned.
@@ -130,14 +151,7 @@ pub struct Ban {
 }
 
 impl Ban {
-    pub const MAX_REASON_CHARS: usize = 200;
-    /// A reason is required: 1–200 characters, no control characters.
-    pub fn new(reason: &str, by: &str, at: DateTime<Utc>) -> Result<Self, ParseError> {
-        let reason = reason.trim();
-        let chars = reason.chars().count();
-        if chars == 0 || chars > Self::MAX_REASON_CHARS || reason.chars().any(char::is_control) {
-            return Err(ParseError(format!("a reason is 1-{} characters on one line", Self::MAX_REASON_CHARS)));
-        }
-        Ok(Self { reason: reason.to_string(), at, by: by.to_string() })
+    pub fn new(reason: super::Reason, by: &str, at: DateTime<Utc>) -> Self {
+        Self { reason: reason.into_string(), at, by: by.to_string() }
     }
 }

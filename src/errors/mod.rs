@@ -245,7 +245,7 @@ impl From<crate::chat::ChatError> for ApiError {
             )
             .with_retry_after(retry_after),
             ChatError::ContentRejected => {
-                ApiError::new(ErrorCode::ContentRejected, crate::domain::MessageError::content_rejected().message)
+                ApiError::new(ErrorCode::ContentRejected, crate::domain::MessageError::content_rejected(None).message)
             }
             ChatError::ModerationUnavailable => ApiError::unavailable(
                 ErrorCode::ContentCheckUnavailable,

@@ -52,6 +52,37 @@ impl OpenAiError {
         e.retry_after = Some(retry_after);
         e
     }
+    /// OpenAI's shape for a used-up quota (the SDKs raise `RateLimitError`).
+    pub fn daily_tokens_used(retry_after: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+            "This key's tokens for today are used up; the limit resets at midnight China time.",
+        );
+        e.retry_after = Some(retry_after);
+        e
+    }
+    /// The caller's text did not pass the content-safety check.
+    pub fn content_rejected() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("content_filter"),
+            "The messages did not pass the content-safety check.",
+        )
+    }
+    /// The content-safety check could not be asked, and the service fails closed.
+    pub fn check_unavailable() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("content_check_unavailable"),
+            "The content-safety check is unavailable; retry later.",
+        );
+        e.retry_after = Some(5);
+        e
+    }
     pub fn busy(retry_after: u64) -> Self {
         let mut e =
             Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("overloaded"), "The service is busy.");

@@ -9,11 +9,13 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
 
 use super::errors::OpenAiError;
+use super::metering;
 use super::wire::{chunk, usage_json, CompletionRequest, MODEL_PREFIX};
 use crate::chat::{ApiCompletionError, ChatError, ChatService, Slot};
 use crate::console::accounts::token_hash;
 use crate::console::keys::KEY_PREFIX;
-use crate::domain::{now, ApiKey, Usage};
+use crate::domain::{now, ApiKey, FinishReason, OpenId, Usage};
+use crate::instruments::{Instruments, OpenStream, Transport};
 use crate::llm::{LlmError, LlmEvent, LlmStream};
 use crate::protection::RateLimiter;
 use crate::store::DynStore;
@@ -39,10 +41,32 @@ impl ApiAccess {
         key.filter(|k| k.revoked_at.is_none()).ok_or_else(OpenAiError::invalid_key)
     }
 
-    /// Counts one request against the key's own per-minute limit (0: none).
+    /// Counts one request against the key's own per-minute limit (0: none) and its daily
+    /// tokens.
     async fn count(&self, key: &ApiKey) -> Result<(), OpenAiError> {
         let subject = format!("api-key:{}", key.id);
-        self.limiter.count_at(&subject, "m", 60, key.per_minute, now()).await.map_err(OpenAiError::rate_limited)
+        self.limiter.count_at(&subject, "m", 60, key.per_minute, now()).await.map_err(OpenAiError::rate_limited)?;
+        metering::admit(&self.store, key, now()).await
+    }
+
+    /// The openid of the key's content-check identity, if it names a user who still exists.
+    async fn check_as(&self, key: &ApiKey) -> Result<Option<OpenId>, OpenAiError> {
+        let Some(user) = key.check_as else { return Ok(None) };
+        Ok(self.store.get_user(user).await?.map(|u| u.openid))
+    }
+}
+
+/// Counts what a completion used, once it ends, against its key and in the day's figures.
+struct Meter {
+    store: DynStore,
+    instruments: Arc<Instruments>,
+    key_id: String,
+}
+
+impl Meter {
+    async fn finish(self, usage: Option<&Usage>, model: Option<&str>) {
+        let model = model.unwrap_or("unknown");
+        metering::record(&self.store, &self.instruments, &self.key_id, usage, model, now()).await;
     }
 }
 
@@ -73,20 +97,23 @@ pub async fn chat_completions(
     let request: CompletionRequest = serde_json::from_slice(&body)
         .map_err(|e| OpenAiError::invalid_request(format!("the body is not a valid chat completion request: {e}")))?;
     let caller = token_hash(&format!("api-caller:{}", key.id));
-    let (completion, stream, include_usage) = request.parse(caller[..32].to_string())?;
+    let (mut completion, stream, include_usage) = request.parse(caller[..32].to_string())?;
+    completion.check_as = access.check_as(&key).await?;
     let model = format!("{MODEL_PREFIX}{}", completion.persona_id);
     let (events, slot) = chat.api_completion(completion).await.map_err(|e| refusal(e, &model))?;
+    let meter = Meter { store: access.store.clone(), instruments: chat.instruments().clone(), key_id: key.id.clone() };
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now().timestamp();
     tracing::info!(api_key = %key.id, %model, stream, "api completion");
     if stream {
-        let body = sse(events, slot, id, created, model, include_usage);
+        let open = chat.instruments().stream_opened(Transport::OpenAiApi);
+        let body = sse(Answer { events, slot, meter, _open: open }, id, created, model, include_usage);
         return Ok(HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header((header::CACHE_CONTROL, "no-cache"))
             .streaming(body));
     }
-    let whole = collect(events, slot).await?;
+    let whole = collect(events, slot, meter).await?;
     let mut message = json!({"role": "assistant", "content": whole.content, "refusal": null});
     if !whole.reasoning.is_empty() {
         message["reasoning_content"] = json!(whole.reasoning);
@@ -110,6 +137,8 @@ fn refusal(e: ApiCompletionError, model: &str) -> OpenAiError {
             OpenAiError::internal()
         }
         ApiCompletionError::Upstream(e) => upstream_error(&e),
+        ApiCompletionError::ContentRejected => OpenAiError::content_rejected(),
+        ApiCompletionError::ModerationUnavailable => OpenAiError::check_unavailable(),
     }
 }
 
@@ -132,19 +161,43 @@ struct Whole {
     usage: Option<Usage>,
 }
 
-async fn collect(mut events: LlmStream, slot: Slot) -> Result<Whole, OpenAiError> {
+async fn collect(mut events: LlmStream, slot: Slot, meter: Meter) -> Result<Whole, OpenAiError> {
     let mut whole = Whole { content: String::new(), reasoning: String::new(), finish: "stop".into(), usage: None };
+    let mut served_model = None;
+    let mut failed = None;
     while let Some(event) = events.next().await {
-        match event.map_err(|e| upstream_error(&e))? {
-            LlmEvent::Content(text) => whole.content.push_str(&text),
-            LlmEvent::Reasoning(text) => whole.reasoning.push_str(&text),
-            LlmEvent::Finish(reason) => whole.finish = reason.as_str().to_string(),
-            LlmEvent::Usage(usage) => whole.usage = Some(usage),
-            LlmEvent::ServedBy(_) | LlmEvent::Model(_) => {}
+        match event {
+            Ok(LlmEvent::Content(text)) => whole.content.push_str(&text),
+            Ok(LlmEvent::Reasoning(text)) => whole.reasoning.push_str(&text),
+            Ok(LlmEvent::Finish(reason)) => whole.finish = reason.as_str().to_string(),
+            Ok(LlmEvent::Usage(usage)) => whole.usage = Some(usage),
+            Ok(LlmEvent::Model(model)) => served_model = Some(model),
+            Ok(LlmEvent::ServedBy(_)) => {}
+            Err(e) => {
+                failed = Some(upstream_error(&e));
+                break;
+            }
         }
     }
     drop(slot);
+    meter.finish(whole.usage.as_ref(), served_model.as_deref()).await;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if whole.finish == FinishReason::ContentFilter.as_str() {
+        // Nothing of a withheld answer is returned.
+        whole.content.clear();
+    }
     Ok(whole)
+}
+
+/// A completion being streamed: its events, the instance slot it holds, and where its use
+/// is counted when it ends.
+struct Answer {
+    events: LlmStream,
+    slot: Slot,
+    meter: Meter,
+    _open: OpenStream,
 }
 
 fn data(value: &Value) -> Result<Bytes, actix_web::Error> {
@@ -154,8 +207,7 @@ fn data(value: &Value) -> Result<Bytes, actix_web::Error> {
 /// The SSE body: a role chunk, content chunks, the finish chunk, usage if asked, `[DONE]`.
 /// A failure mid-way ends the stream with an `error` object (the SDKs raise it).
 fn sse(
-    events: LlmStream,
-    slot: Slot,
+    answer: Answer,
     id: String,
     created: i64,
     model: String,
@@ -165,11 +217,33 @@ fn sse(
     struct State {
         events: LlmStream,
         slot: Option<Slot>,
+        meter: Option<Meter>,
         finish: String,
         usage: Option<Usage>,
+        model: Option<String>,
         ended: bool,
+        _open: OpenStream,
     }
-    let state = State { events, slot: Some(slot), finish: "stop".into(), usage: None, ended: false };
+    impl State {
+        /// The instance slot goes back and the use is counted, once.
+        async fn end(&mut self) {
+            self.ended = true;
+            self.slot.take();
+            if let Some(meter) = self.meter.take() {
+                meter.finish(self.usage.as_ref(), self.model.as_deref()).await;
+            }
+        }
+    }
+    let state = State {
+        events: answer.events,
+        slot: Some(answer.slot),
+        meter: Some(answer.meter),
+        finish: "stop".into(),
+        usage: None,
+        model: None,
+        ended: false,
+        _open: answer._open,
+    };
     let body = futures_util::stream::unfold(state, move |mut state| {
         let (id, model) = (id.clone(), model.clone());
         async move {
@@ -187,15 +261,14 @@ fn sse(
                     }
                     Some(Ok(LlmEvent::Finish(reason))) => state.finish = reason.as_str().to_string(),
                     Some(Ok(LlmEvent::Usage(usage))) => state.usage = Some(usage),
-                    Some(Ok(LlmEvent::ServedBy(_) | LlmEvent::Model(_))) => {}
+                    Some(Ok(LlmEvent::Model(model))) => state.model = Some(model),
+                    Some(Ok(LlmEvent::ServedBy(_))) => {}
                     Some(Err(e)) => {
-                        state.ended = true;
-                        state.slot.take();
+                        state.end().await;
                         return Some((data(&upstream_error(&e).body()), state));
                     }
                     None => {
-                        state.ended = true;
-                        state.slot.take();
+                        state.end().await;
                         let mut tail =
                             format!("data: {}\n\n", chunk(&id, created, &model, json!({}), Some(&state.finish)));
                         if include_usage {

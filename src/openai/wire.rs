@@ -100,6 +100,7 @@ impl CompletionRequest {
             temperature: self.temperature,
             max_tokens,
             caller_hash,
+            check_as: None,
         };
         Ok((completion, self.stream, include_usage))
     }

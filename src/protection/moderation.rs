@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::domain::{OpenId, ReplyFailure};
+use crate::instruments::Instruments;
 use crate::wechat::{ContentChecker, Suggest};
 
 #[derive(Debug, Clone)]
@@ -25,10 +26,28 @@ pub enum Decision {
 pub struct Moderator {
     pub checker: ContentChecker,
     pub policy: ModerationPolicy,
+    /// Where each check's outcome is counted for `/metrics`.
+    pub instruments: Arc<Instruments>,
+}
+
+/// What a check was about, for the metrics.
+#[derive(Clone, Copy)]
+enum Checked {
+    Input,
+    Output,
 }
 
 impl Moderator {
-    fn decide(&self, suggest: Suggest, label: Option<i64>) -> Decision {
+    fn count(&self, checked: Checked, outcome: &str) {
+        let target = match checked {
+            Checked::Input => "input",
+            Checked::Output => "output",
+        };
+        self.instruments.content_checks.with_label_values(&[target, outcome]).inc();
+    }
+
+    fn decide(&self, checked: Checked, suggest: Suggest, label: Option<i64>) -> Decision {
+        self.count(checked, suggest.as_str());
         let blocks = suggest == Suggest::Risky || (suggest == Suggest::Review && self.policy.review_blocks);
         if blocks {
             Decision::Block { failure: ReplyFailure::ContentBlocked, label }
@@ -40,12 +59,14 @@ impl Moderator {
     /// `Err(())` when WeChat could not be asked and the policy is to fail closed.
     pub async fn screen_input(&self, openid: &OpenId, text: &str) -> Result<Decision, ()> {
         match self.checker.check(openid, text).await {
-            Ok(verdict) => Ok(self.decide(verdict.suggest, verdict.label)),
+            Ok(verdict) => Ok(self.decide(Checked::Input, verdict.suggest, verdict.label)),
             Err(e) if self.policy.fail_open => {
+                self.count(Checked::Input, "unavailable");
                 tracing::warn!(error = %e, "content check unavailable; failing open");
                 Ok(Decision::Allow)
             }
             Err(e) => {
+                self.count(Checked::Input, "unavailable");
                 tracing::error!(error = %e, "content check unavailable; failing closed");
                 Err(())
             }
@@ -56,12 +77,14 @@ impl Moderator {
     /// check fails closed when the policy says so.
     pub async fn screen_output(&self, openid: &OpenId, text: &str, is_final: bool) -> Decision {
         match self.checker.check(openid, text).await {
-            Ok(verdict) => self.decide(verdict.suggest, verdict.label),
+            Ok(verdict) => self.decide(Checked::Output, verdict.suggest, verdict.label),
             Err(e) if !is_final || self.policy.fail_open => {
+                self.count(Checked::Output, "unavailable");
                 tracing::warn!(error = %e, is_final, "reply check unavailable; letting it through");
                 Decision::Allow
             }
             Err(e) => {
+                self.count(Checked::Output, "unavailable");
                 tracing::error!(error = %e, "reply check unavailable; withholding the reply");
                 Decision::Block { failure: ReplyFailure::ContentCheckUnavailable, label: None }
             }

@@ -1,7 +1,7 @@
 //! Daily quotas per user (messages sent, tokens used), by the China Standard Time day.
 use chrono::{DateTime, FixedOffset, Utc};
 
-use crate::domain::{now, Usage, UserId};
+use crate::domain::{now, QuotaLimits, Usage, User, UserId};
 use crate::store::{DynStore, StoreError};
 
 const CHINA_OFFSET_SECS: i32 = 8 * 3600;
@@ -26,6 +26,15 @@ pub struct Reservation {
     date: String,
     day_ends: DateTime<Utc>,
     tokens: i64,
+}
+
+/// A reply counted against the day's counters, not yet judged against the limits.
+pub struct Counted {
+    reservation: Reservation,
+    at: DateTime<Utc>,
+    messages: Result<i64, StoreError>,
+    tokens: Result<i64, StoreError>,
+    active: Result<Option<i64>, StoreError>,
 }
 
 /// Why a reply may not start.
@@ -68,8 +77,9 @@ pub struct QuotaUsage {
     pub resets_at: DateTime<Utc>,
 }
 
-/// Today's date in China and the instant the day ends.
-fn today(at: DateTime<Utc>) -> (String, DateTime<Utc>) {
+/// Today's date in China and the instant the day ends: the one rule for "a day" in
+/// quotas, API keys' limits and the console's daily figures.
+pub fn today(at: DateTime<Utc>) -> (String, DateTime<Utc>) {
     let china = FixedOffset::east_opt(CHINA_OFFSET_SECS).expect("valid offset");
     let local = at.with_timezone(&china);
     let midnight = local.date_naive().succ_opt().unwrap_or(local.date_naive()).and_hms_opt(0, 0, 0).unwrap_or_default();
@@ -92,16 +102,20 @@ fn slot_key(user: UserId) -> String {
 }
 
 impl DailyQuota {
+    /// The service's daily limits, or the user's own when an operator set them.
+    pub fn limits_for(&self, user: Option<&User>) -> QuotaLimits {
+        user.and_then(|u| u.quota).unwrap_or(QuotaLimits { messages: self.messages, tokens: self.tokens })
+    }
+
     /// Counts a reply before it starts, atomically (each counter is incremented, then
-    /// what the increments returned is checked), so concurrent sends cannot overrun the
-    /// quotas: at most the one reply that crosses the token limit finishes over it. The
-    /// three counters are incremented concurrently: one store round trip.
-    pub async fn reserve(&self, store: &DynStore, user: UserId) -> Result<Result<Reservation, Refusal>, StoreError> {
+    /// what the increments returned is judged against the limits), so concurrent sends
+    /// cannot overrun the quotas: at most the one reply that crosses the token limit
+    /// finishes over it. The three counters are incremented concurrently: one store round
+    /// trip, which can run beside reading the user whose limits apply.
+    pub async fn count(&self, store: &DynStore, user: UserId) -> Counted {
         let at = now();
         let (date, day_ends) = today(at);
-        let retry_after = (day_ends - at).num_seconds().max(1) as u64;
         let keep = day_ends + chrono::Duration::days(1);
-        let reservation = Reservation { user, date: date.clone(), day_ends, tokens: self.tokens_per_reply };
         let slot = async {
             match self.max_active_replies > 0 {
                 true => store.increment_counter(&slot_key(user), 1, at + self.slot_ttl).await.map(Some),
@@ -114,10 +128,24 @@ impl DailyQuota {
             store.increment_counter(&tokens_key, self.tokens_per_reply, keep),
             slot
         );
+        let reservation = Reservation { user, date, day_ends, tokens: self.tokens_per_reply };
+        Counted { reservation, at, messages, tokens, active }
+    }
+
+    /// The counted reply against `limits`: its reservation, or why it may not start (what
+    /// was counted is then given back).
+    pub async fn judge(
+        &self,
+        store: &DynStore,
+        counted: Counted,
+        limits: QuotaLimits,
+    ) -> Result<Result<Reservation, Refusal>, StoreError> {
+        let Counted { reservation, at, messages, tokens, active } = counted;
+        let retry_after = (reservation.day_ends - at).num_seconds().max(1) as u64;
         let refusal = match (&messages, &tokens, &active) {
             (Ok(messages), Ok(tokens), Ok(active)) => {
-                let over_messages = self.messages > 0 && *messages > self.messages;
-                let over_tokens = self.tokens > 0 && tokens - self.tokens_per_reply >= self.tokens;
+                let over_messages = limits.messages > 0 && *messages > limits.messages;
+                let over_tokens = limits.tokens > 0 && tokens - self.tokens_per_reply >= limits.tokens;
                 if over_messages || over_tokens {
                     Some(Refusal::QuotaExceeded { retry_after })
                 } else if active.is_some_and(|active| active > self.max_active_replies) {
@@ -131,14 +159,18 @@ impl DailyQuota {
         let failed = messages.is_err() || tokens.is_err() || active.is_err();
         if failed || refusal.is_some() {
             // Give back exactly what was counted.
+            let keep = reservation.day_ends + chrono::Duration::days(1);
+            let (user, date) = (reservation.user, &reservation.date);
             let give_back = async {
                 if messages.is_ok() {
-                    log_rollback(store.increment_counter(&messages_key, -1, keep).await);
+                    log_rollback(store.increment_counter(&key("messages", user, date), -1, keep).await);
                 }
             };
             let give_tokens = async {
                 if tokens.is_ok() {
-                    log_rollback(store.increment_counter(&tokens_key, -self.tokens_per_reply, keep).await);
+                    log_rollback(
+                        store.increment_counter(&key("tokens", user, date), -self.tokens_per_reply, keep).await,
+                    );
                 }
             };
             let free_slot = async {
@@ -206,7 +238,7 @@ impl DailyQuota {
         }
     }
 
-    pub async fn usage(&self, store: &DynStore, user: UserId) -> Result<QuotaUsage, StoreError> {
+    pub async fn usage(&self, store: &DynStore, user: UserId, limits: QuotaLimits) -> Result<QuotaUsage, StoreError> {
         let (date, resets_at) = today(now());
         let read = |kind: &'static str| {
             let key = key(kind, user, &date);
@@ -215,8 +247,8 @@ impl DailyQuota {
         let (messages, tokens, hit, miss) =
             tokio::try_join!(read("messages"), read("tokens"), read(CACHE_HIT), read(CACHE_MISS))?;
         Ok(QuotaUsage {
-            messages: Allowance { used: messages, limit: self.messages },
-            tokens: Allowance { used: tokens, limit: self.tokens },
+            messages: Allowance { used: messages, limit: limits.messages },
+            tokens: Allowance { used: tokens, limit: limits.tokens },
             prompt_cache: CacheUse { hit_tokens: hit, miss_tokens: miss },
             date,
             resets_at,

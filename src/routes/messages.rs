@@ -79,7 +79,7 @@ pub async fn send_message(
     let client_id = client_message_id(client_id.as_deref())?;
     let mut reply = chat.clone().into_inner().send(user.user_id, conversation, content, client_id).await?;
     if stream.unwrap_or(true) {
-        return Ok(reply_stream(reply.events(), chat.config().keepalive));
+        return Ok(reply_stream(reply.events(), &chat));
     }
     let (finished, assistant_message) = reply.wait_until(deadline).await?;
     let user_message = reply.user_message().expect("a sent reply knows its user message");
@@ -114,5 +114,5 @@ pub async fn reattach(
 ) -> Result<HttpResponse, ApiError> {
     let (conversation, message) = path.into_inner();
     let reply = chat.open_reply(user.user_id, conversation_id(&conversation)?, message_id(&message)?).await?;
-    Ok(reply_stream(reply.events(), chat.config().keepalive))
+    Ok(reply_stream(reply.events(), &chat))
 }

@@ -8,12 +8,15 @@ use actix_web::HttpResponse;
 use actix_web_lab::sse;
 use futures_util::stream;
 
-use crate::chat::{ReplyEvent, ReplyWatcher};
+use crate::chat::{ChatService, ReplyEvent, ReplyWatcher};
+use crate::instruments::{OpenStream, Transport};
 
 struct SseState {
     watcher: ReplyWatcher,
     keepalive: Duration,
     done: bool,
+    /// Counted in `companion_streams_open` while the client is connected.
+    _open: OpenStream,
 }
 
 fn to_sse(event: &ReplyEvent) -> sse::Event {
@@ -21,8 +24,9 @@ fn to_sse(event: &ReplyEvent) -> sse::Event {
 }
 
 /// Streams every event of `watcher`, then ends.
-pub fn reply_stream(watcher: ReplyWatcher, keepalive: Duration) -> HttpResponse {
-    let state = SseState { watcher, keepalive, done: false };
+pub fn reply_stream(watcher: ReplyWatcher, chat: &ChatService) -> HttpResponse {
+    let open = chat.instruments().stream_opened(Transport::Sse);
+    let state = SseState { watcher, keepalive: chat.config().keepalive, done: false, _open: open };
     let events = stream::unfold(state, |mut state| async move {
         if state.done {
             return None;

@@ -18,6 +18,7 @@ use crate::auth::{AuthenticatedUser, Identity, IdentityResolver};
 use crate::chat::{ChatService, ReplyEvent, ReplyHandle};
 use crate::domain::{MessageId, UserId};
 use crate::errors::{ApiError, ErrorCode};
+use crate::instruments::{OpenStream, Transport};
 use crate::protection::RateLimiter;
 
 const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -129,6 +130,7 @@ pub async fn chat_socket(
     let stream =
         stream.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
     let socket = ChatSocket {
+        _open: chat.instruments().stream_opened(Transport::WebSocket),
         session,
         chat: chat.into_inner(),
         resolver: resolver.into_inner(),
@@ -159,6 +161,8 @@ struct ChatSocket {
     slot: Option<SocketSlot>,
     watchers: HashMap<MessageId, JoinHandle<()>>,
     frames_before_auth: u32,
+    /// Counted in `companion_streams_open` while the socket lives.
+    _open: OpenStream,
 }
 
 /// Frames a socket may send before it authenticates (an `auth`, a `ping` or two).

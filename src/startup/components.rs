@@ -1,4 +1,5 @@
 //! Builds each component from its typed configuration section.
+use crate::instruments::Instruments;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,7 +88,11 @@ pub fn build_llm(settings: &UpstreamSettings) -> anyhow::Result<LlmClient> {
     Ok(LlmClient::Upstreams(UpstreamPool::new(upstreams, settings.max_retries, settings.retry_base)))
 }
 
-fn build_moderator(settings: &ModerationSettings, wechat: &WechatSettings) -> anyhow::Result<Option<Arc<Moderator>>> {
+fn build_moderator(
+    settings: &ModerationSettings,
+    wechat: &WechatSettings,
+    instruments: &Arc<Instruments>,
+) -> anyhow::Result<Option<Arc<Moderator>>> {
     if !settings.enabled {
         tracing::warn!("content checking (msgSecCheck) is OFF");
         return Ok(None);
@@ -109,6 +114,7 @@ fn build_moderator(settings: &ModerationSettings, wechat: &WechatSettings) -> an
             fail_open: settings.fail_open,
             window_chars: settings.window_chars,
         },
+        instruments: instruments.clone(),
     })))
 }
 
@@ -130,6 +136,7 @@ pub fn build_chat(
     let chat = sections.chat;
     let is_default = chat.personas_file.as_os_str() == DEFAULT_PERSONAS_FILE;
     let personas = Personas::load(&chat.personas_file, is_default)?;
+    let instruments = Arc::new(Instruments::new());
     Ok(ChatService::new(ChatParts {
         store,
         llm,
@@ -148,6 +155,7 @@ pub fn build_chat(
             // is forgotten after that.
             slot_ttl: sections.upstreams.deadline + chat.lease,
         },
-        moderator: build_moderator(sections.moderation, sections.wechat)?,
+        moderator: build_moderator(sections.moderation, sections.wechat, &instruments)?,
+        instruments,
     }))
 }

@@ -7,7 +7,7 @@ mod pricing;
 pub use overview::{overview, DayFigures, Overview};
 pub use pricing::{ModelPrice, Prices};
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::domain::{MessageStatus, Usage, UserId};
 use crate::store::DynStore;
@@ -17,8 +17,7 @@ pub const LATENCY_BOUNDS_MS: [u64; 11] = [100, 200, 300, 500, 750, 1000, 1500, 2
 
 /// The day a moment belongs to, in Beijing time (as DeepSeek's prices and users' days are).
 pub fn day_of(at: DateTime<Utc>) -> String {
-    let china = FixedOffset::east_opt(8 * 3600).expect("valid offset");
-    at.with_timezone(&china).format("%Y-%m-%d").to_string()
+    crate::protection::china_day(at).0
 }
 
 /// A field name safe in a MongoDB document and in our own `|`-joined names: each part keeps
@@ -64,12 +63,7 @@ pub async fn record_reply(store: &DynStore, reply: ReplyFigures<'_>) {
         bumps.push((field(&["first_token", &bucket.to_string()]), 1));
     }
     if let Some(usage) = reply.usage {
-        let model = reply.model.unwrap_or("unknown");
-        let rate = if crate::chat::learner::is_peak(reply.at) { "peak" } else { "off_peak" };
-        let (hit, miss) = usage.cache_split();
-        for (kind, tokens) in [("hit", hit), ("miss", miss), ("output", usage.completion_tokens)] {
-            bumps.push((field(&["tokens", model, kind, rate]), tokens as i64));
-        }
+        bumps.extend(token_bumps(usage, reply.model.unwrap_or("unknown"), reply.at));
     }
     let marker = format!("active:{day}:{}", reply.user);
     match store.increment_counter(&marker, 1, reply.at + chrono::Duration::days(2)).await {
@@ -78,6 +72,26 @@ pub async fn record_reply(store: &DynStore, reply: ReplyFigures<'_>) {
         Err(e) => tracing::warn!(error = ?e, "could not mark the user active today"),
     }
     bump(store, &day, &bumps).await;
+}
+
+/// Tokens by model, kind and DeepSeek's price period, for the day's cost.
+fn token_bumps(usage: &Usage, model: &str, at: DateTime<Utc>) -> Vec<(String, i64)> {
+    let rate = if crate::chat::learner::is_peak(at) { "peak" } else { "off_peak" };
+    let (hit, miss) = usage.cache_split();
+    [("hit", hit), ("miss", miss), ("output", usage.completion_tokens)]
+        .into_iter()
+        .map(|(kind, tokens)| (field(&["tokens", model, kind, rate]), tokens as i64))
+        .collect()
+}
+
+/// Counts one OpenAI-compatible API completion: a request, and its tokens in the day's
+/// cost like a reply's.
+pub async fn record_api_completion(store: &DynStore, usage: Option<&Usage>, model: &str, at: DateTime<Utc>) {
+    let mut bumps = vec![("api_requests".to_string(), 1)];
+    if let Some(usage) = usage {
+        bumps.extend(token_bumps(usage, model, at));
+    }
+    bump(store, &day_of(at), &bumps).await;
 }
 
 /// Something else the console counts per day.

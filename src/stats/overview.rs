@@ -33,6 +33,8 @@ pub struct DayFigures {
     pub first_token_p95_ms: Option<u64>,
     pub rate_limited: i64,
     pub quota_exceeded: i64,
+    /// Completions through the OpenAI-compatible API (their tokens are in `tokens`).
+    pub api_requests: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +72,7 @@ pub fn figures(day: &str, counters: &BTreeMap<String, i64>, prices: &Prices) -> 
             ["replies"] => figures.replies = value,
             ["rate_limited"] => figures.rate_limited = value,
             ["quota_exceeded"] => figures.quota_exceeded = value,
+            ["api_requests"] => figures.api_requests = value,
             ["status", status] => _ = figures.replies_by_status.insert(status.to_string(), value),
             ["error", code] => _ = figures.errors_by_code.insert(code.to_string(), value),
             ["first_token", bucket] => {
@@ -135,6 +138,7 @@ mod tests {
             ("tokens|deepseek-flash|output|off_peak", 100_000),
             ("tokens|qwen-plus|output|off_peak", 5),
             ("rate_limited", 2),
+            ("api_requests", 4),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -142,7 +146,7 @@ mod tests {
 
         let f = figures("2026-11-23", &counters, &prices);
 
-        assert_eq!((f.active_users, f.replies, f.rate_limited), (3, 10, 2));
+        assert_eq!((f.active_users, f.replies, f.rate_limited, f.api_requests), (3, 10, 2, 4));
         assert_eq!(f.replies_by_status["failed"], 1);
         assert_eq!(f.errors_by_code["upstream_timeout"], 1);
         assert_eq!(f.first_token_p50_ms, Some(300));

@@ -61,6 +61,10 @@ struct ApiKeyDoc {
     key_hash: String,
     prefix: String,
     per_minute: i64,
+    #[serde(default)]
+    daily_tokens: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check_as: Option<String>,
     created_by: String,
     created_at: bson::DateTime,
     /// Epoch milliseconds: set by `$set`, where the test server stores a date as a string
@@ -116,6 +120,8 @@ impl ApiKeyDoc {
             key_hash: k.key_hash.clone(),
             prefix: k.prefix.clone(),
             per_minute: i64::from(k.per_minute),
+            daily_tokens: k.daily_tokens,
+            check_as: k.check_as.map(|u| u.to_string()),
             created_by: k.created_by.clone(),
             created_at: to_bson_date(k.created_at),
             revoked_ms: k.revoked_at.map(|t| t.timestamp_millis()),
@@ -128,6 +134,8 @@ impl ApiKeyDoc {
             key_hash: self.key_hash,
             prefix: self.prefix,
             per_minute: u32::try_from(self.per_minute).unwrap_or(0),
+            daily_tokens: self.daily_tokens.max(0),
+            check_as: self.check_as.as_deref().and_then(crate::domain::UserId::parse),
             created_by: self.created_by,
             created_at: from_bson_date(self.created_at),
             revoked_at: self.revoked_ms.map(super::mongo::from_millis),

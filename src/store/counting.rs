@@ -15,7 +15,7 @@ use super::{ConversationCursor, DynStore, ExpiredLease, GenerationClaim, Store, 
 use crate::domain::{
     ApiKey, AuditEntry, Ban, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle,
     MemoryFact, MemoryId, MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, Operator, OperatorName,
-    OperatorSession, ProfilePatch, SendRecord, User, UserId,
+    OperatorSession, ProfilePatch, QuotaLimits, SendRecord, User, UserId,
 };
 
 #[derive(Clone, Copy)]
@@ -59,6 +59,7 @@ const OPERATIONS: &[&str] = &[
     "delete_memory",
     "delete_memories",
     "set_user_ban",
+    "set_user_quota",
     "find_user",
     "mark_learned",
     "save_summary",
@@ -188,6 +189,10 @@ impl Store for CountingStore {
 
     async fn set_user_ban(&self, id: UserId, ban: Option<&Ban>) -> Result<bool, StoreError> {
         self.track("set_user_ban", Kind::Write, self.inner.set_user_ban(id, ban)).await
+    }
+
+    async fn set_user_quota(&self, id: UserId, quota: Option<QuotaLimits>) -> Result<bool, StoreError> {
+        self.track("set_user_quota", Kind::Write, self.inner.set_user_quota(id, quota)).await
     }
 
     async fn find_user(&self, openid: &OpenId) -> Result<Option<User>, StoreError> {

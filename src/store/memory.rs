@@ -9,7 +9,7 @@ use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError
 use crate::domain::{
     now, Ban, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact,
     MemoryId, MemoryJob, MemoryText, Message, MessageId, MessageProgress, MessageStatus, OpenId, ProfilePatch,
-    SendRecord, User, UserId,
+    QuotaLimits, SendRecord, User, UserId,
 };
 
 #[derive(Default)]
@@ -72,6 +72,7 @@ impl Store for InMemoryStore {
             created_at: now(),
             session_version: 0,
             ban: None,
+            quota: None,
         };
         inner.user_by_openid.insert(openid.as_str().to_string(), user.id);
         inner.users.insert(user.id, user.clone());
@@ -472,6 +473,10 @@ impl Store for InMemoryStore {
 
     async fn set_user_ban(&self, id: UserId, ban: Option<&Ban>) -> Result<bool, StoreError> {
         Ok(self.lock().users.get_mut(&id).map(|user| user.ban = ban.cloned()).is_some())
+    }
+
+    async fn set_user_quota(&self, id: UserId, quota: Option<QuotaLimits>) -> Result<bool, StoreError> {
+        Ok(self.lock().users.get_mut(&id).map(|user| user.quota = quota).is_some())
     }
 
     async fn find_user(&self, openid: &OpenId) -> Result<Option<User>, StoreError> {

@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     Ban, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle, MemoryFact, MemoryId,
-    MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, ProfilePatch, SendRecord, User, UserId,
+    MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, ProfilePatch, QuotaLimits, SendRecord, User,
+    UserId,
 };
 
 pub use console::ConsoleStore;
@@ -92,6 +93,9 @@ pub trait Store: ConsoleStore + Send + Sync + 'static {
 
     /// Bans the user (`Some`) or lifts the ban (`None`); false without the user.
     async fn set_user_ban(&self, id: UserId, ban: Option<&Ban>) -> Result<bool, StoreError>;
+    /// Gives the user their own daily limits (`Some`) or the service's again (`None`);
+    /// false without the user.
+    async fn set_user_quota(&self, id: UserId, quota: Option<QuotaLimits>) -> Result<bool, StoreError>;
     /// The user of this openid, if there is one (never creates it).
     async fn find_user(&self, openid: &OpenId) -> Result<Option<User>, StoreError>;
 

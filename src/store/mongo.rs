@@ -28,7 +28,8 @@ use super::{ConversationCursor, ExpiredLease, GenerationClaim, Store, StoreError
 use crate::domain::{
     now, AvatarUrl, Ban, ClientMessageId, Conversation, ConversationId, ConversationSummary, ConversationTitle,
     FinishReason, MemoryFact, MemoryId, MemoryJob, MemoryText, Message, MessageError, MessageId, MessageProgress,
-    MessageStatus, Nickname, OpenId, ProfilePatch, Role, SendRecord, Served, SummaryText, Usage, User, UserId,
+    MessageStatus, Nickname, OpenId, ProfilePatch, QuotaLimits, Role, SendRecord, Served, SummaryText, Usage, User,
+    UserId,
 };
 
 const SCHEMA_VERSION: i32 = 1;
@@ -67,6 +68,14 @@ struct UserDoc {
     /// Set by `$set` (epoch milliseconds, see `compat.rs`); removed when the ban is lifted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ban: Option<BanDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quota: Option<QuotaDoc>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct QuotaDoc {
+    messages: i64,
+    tokens: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -323,6 +332,7 @@ impl UserDoc {
             created_at: from_bson_date(self.created_at),
             session_version: self.session_version,
             ban: self.ban.map(|b| Ban { reason: b.reason, at: from_millis(b.at_ms), by: b.by }),
+            quota: self.quota.map(|q| QuotaLimits { messages: q.messages, tokens: q.tokens }),
         })
     }
 }
@@ -561,6 +571,7 @@ impl Store for MongoStore {
             session_version: 0,
             schema_version: SCHEMA_VERSION,
             ban: None,
+            quota: None,
         };
         match self.users().insert_one(&fresh).await {
             Ok(_) => fresh.into_domain(),
@@ -579,6 +590,15 @@ impl Store for MongoStore {
                 doc! {"$set": {"ban": {"reason": &ban.reason, "at_ms": ban.at.timestamp_millis(), "by": &ban.by}}}
             }
             None => doc! {"$unset": {"ban": ""}},
+        };
+        let updated = self.users().update_one(doc! {"user_id": id.to_string()}, update).await.map_err(unavailable)?;
+        Ok(updated.matched_count == 1)
+    }
+
+    async fn set_user_quota(&self, id: UserId, quota: Option<QuotaLimits>) -> Result<bool, StoreError> {
+        let update = match quota {
+            Some(q) => doc! {"$set": {"quota": {"messages": q.messages, "tokens": q.tokens}}},
+            None => doc! {"$unset": {"quota": ""}},
         };
         let updated = self.users().update_one(doc! {"user_id": id.to_string()}, update).await.map_err(unavailable)?;
         Ok(updated.matched_count == 1)

@@ -20,6 +20,16 @@ pub enum Suggest {
     Risky,
 }
 
+impl Suggest {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suggest::Pass => "pass",
+            Suggest::Review => "review",
+            Suggest::Risky => "risky",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub suggest: Suggest,

@@ -101,16 +101,24 @@ async fn the_moderation_review_lists_refused_inputs_with_who_sent_them() {
     let me: Value = app.get_me(&token).await.json().await.unwrap();
 
     let refused = app.send_message(&token, &conversation, &json!({"content": "一段违规的话"})).await;
+    app.deepseek.enqueue(crate::helpers::fake_deepseek::text_reply(&["这是", "违规的回答"]));
+    app.stream_message(&token, &conversation, "你好").await.all().await;
     let review = admin.get("/console/api/moderation").await;
 
     assert_eq!(refused.status(), 422);
     let items = review["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "{review}");
-    assert_eq!(items[0]["kind"], "input");
-    assert_eq!(items[0]["code"], "content_rejected");
-    assert_eq!(items[0]["text"], "一段违规的话");
-    assert_eq!(items[0]["user_id"], me["id"]);
-    assert_eq!(items[0]["conversation_id"], conversation.as_str());
+    assert_eq!(items.len(), 2, "{review}");
+    let (reply, input) = (&items[0], &items[1]);
+    assert_eq!(input["kind"], "input");
+    assert_eq!(input["code"], "content_rejected");
+    assert_eq!(input["label"], 20001, "WeChat's label is kept with the refusal");
+    assert_eq!(input["text"], "一段违规的话");
+    assert_eq!(input["user_id"], me["id"]);
+    assert_eq!(input["conversation_id"], conversation.as_str());
+    assert_eq!(reply["kind"], "reply");
+    assert_eq!(reply["code"], "content_blocked");
+    assert_eq!(reply["label"], 20001, "{reply}");
+    assert_eq!(reply["text"], "", "a withheld reply's text is not shown");
 }
 
 #[tokio::test]
@@ -145,4 +153,56 @@ async fn an_admin_reads_a_users_conversation_only_with_a_reason_that_is_audited(
     assert_eq!(viewed.len(), 1, "only the view with a reason, once");
     assert_eq!(viewed[0]["reason"], "用户投诉回复不当，核实对话");
     assert_eq!(viewed[0]["target"], format!("{user_id}/{conversation}"));
+}
+
+#[tokio::test]
+async fn an_operator_gives_one_user_their_own_daily_quota_and_takes_it_back() {
+    let app = console_app().await;
+    let admin = Operator::admin(&app).await;
+    let (token, conversation) = app.user_with_conversation("heavy").await;
+    let (other, other_conversation) = app.user_with_conversation("others").await;
+    let me: Value = app.get_me(&token).await.json().await.unwrap();
+    let quota = format!("/console/api/users/{}/quota", me["id"].as_str().unwrap());
+    let usage = |token: String| {
+        let request = app.client.get(app.url("/api/me/usage")).bearer_auth(token);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+
+    let negative = admin.send(Method::PUT, &quota, Some(json!({"messages": -1, "tokens": 0, "reason": "试用"}))).await;
+    let no_reason = admin.send(Method::PUT, &quota, Some(json!({"messages": 1, "tokens": 0, "reason": ""}))).await;
+    let set = admin.send(Method::PUT, &quota, Some(json!({"messages": 1, "tokens": 5000, "reason": "试用账号"}))).await;
+    app.deepseek.enqueue(crate::helpers::fake_deepseek::text_reply(&["好"]));
+    app.stream_message(&token, &conversation, "第一条").await.all().await;
+    let refused = app.send_message(&token, &conversation, &json!({"content": "第二条"})).await;
+    let own = usage(token.clone()).await;
+    app.deepseek.enqueue(crate::helpers::fake_deepseek::text_reply(&["好"]));
+    app.stream_message(&other, &other_conversation, "第一条").await.all().await;
+    app.deepseek.enqueue(crate::helpers::fake_deepseek::text_reply(&["好"]));
+    let others = app.send_message(&other, &other_conversation, &json!({"content": "第二条"})).await;
+    let found: Value = admin
+        .send(Method::POST, "/console/api/users/search", Some(json!({"query": me["id"]})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reset = admin.send(Method::DELETE, &quota, None).await;
+    let after_reset = usage(token.clone()).await;
+    let default = usage(other.clone()).await;
+    let audit = admin.get("/console/api/audit").await;
+
+    assert_eq!(error_code(negative).await, "invalid_body");
+    assert_eq!(error_code(no_reason).await, "invalid_body");
+    assert_eq!(set.status(), 204);
+    assert_eq!(error_code(refused).await, "quota_exceeded", "the user's own limit of one message");
+    assert_eq!(own["messages"], json!({"used": 1, "limit": 1}));
+    assert_eq!(own["tokens"]["limit"], 5000);
+    assert_ne!(others.status(), 429, "other users keep the service's limits");
+    assert_eq!(found["own_quota"], true);
+    assert_eq!(reset.status(), 204);
+    assert_ne!(default["messages"]["limit"], 1);
+    assert_eq!(after_reset["messages"]["limit"], default["messages"]["limit"], "the service's default again");
+    let changes: Vec<&Value> =
+        audit["items"].as_array().unwrap().iter().filter(|e| e["action"] == "quota_changed").collect();
+    assert_eq!(changes.len(), 2, "{audit}");
+    assert!(changes[1]["reason"].as_str().unwrap().contains("试用账号"), "{audit}");
 }

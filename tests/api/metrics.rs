@@ -64,7 +64,17 @@ async fn metrics_show_running_replies_and_store_traffic() {
     let after = scrape(&app, Some(TOKEN)).await.text().await.unwrap();
 
     assert_eq!(value(&during, "companion_generations_running "), 1);
+    assert_eq!(value(&during, "companion_streams_open{transport=\"sse\"}"), 1);
     assert_eq!(value(&after, "companion_generations_running "), 0);
+    let mut closed = after.clone();
+    for _ in 0..50 {
+        if value(&closed, "companion_streams_open{transport=\"sse\"}") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        closed = scrape(&app, Some(TOKEN)).await.text().await.unwrap();
+    }
+    assert_eq!(value(&closed, "companion_streams_open{transport=\"sse\"}"), 0, "a finished stream is no longer open");
     assert!(value(&after, "companion_store_writes_total ") > value(&during, "companion_store_writes_total "));
     assert!(value(&after, "companion_store_calls_total{operation=\"save_progress_many\"}") >= 1);
     assert_eq!(value(&after, "companion_upstream_circuit_open{upstream=\"deepseek\"}"), 0);
@@ -99,4 +109,25 @@ async fn counters_and_histograms_move_with_requests_replies_and_refusals() {
     assert!(value(&after, "companion_store_operation_seconds_count{operation=\"insert_message\"}") >= 2);
     assert_eq!(value(&after, "companion_refusals_total{kind=\"rate_limited\"}"), 1);
     assert!(!after.contains(&conversation), "routes are patterns, never paths with ids");
+}
+
+#[tokio::test]
+async fn content_check_outcomes_are_counted_by_what_was_checked() {
+    let app = crate::moderation::checking_app(|s| s.metrics_token = Some(TOKEN.to_string().into())).await;
+    crate::moderation::moderation_rules(&app.wechat, "违规", "risky").await;
+    let (token, conversation) = app.user_with_conversation("checked").await;
+
+    app.deepseek.enqueue(crate::helpers::fake_deepseek::text_reply(&["好的"]));
+    app.stream_message(&token, &conversation, "你好").await.all().await;
+    let refused = app.send_message(&token, &conversation, &serde_json::json!({"content": "违规的话"})).await;
+    let after = scrape(&app, Some(TOKEN)).await.text().await.unwrap();
+
+    assert_eq!(refused.status(), 422);
+    assert_eq!(value(&after, "companion_content_checks_total{outcome=\"pass\",target=\"input\"}"), 1);
+    assert_eq!(value(&after, "companion_content_checks_total{outcome=\"risky\",target=\"input\"}"), 1);
+    assert_eq!(
+        value(&after, "companion_content_checks_total{outcome=\"pass\",target=\"output\"}"),
+        1,
+        "the whole reply"
+    );
 }

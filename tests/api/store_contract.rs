@@ -225,7 +225,7 @@ async fn progress_is_saved_and_read_back(store: DynStore) {
         status: MessageStatus::Incomplete,
         usage: Some(Usage { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15, ..Default::default() }),
         finish_reason: None,
-        error: Some(MessageError { code: "upstream_disconnected".into(), message: "lost".into() }),
+        error: Some(MessageError { code: "upstream_disconnected".into(), message: "lost".into(), label: None }),
         served: Some(Served { upstream: "deepseek".into(), model: Some("deepseek-flash".into()) }),
     };
 

@@ -137,16 +137,20 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
         _ = shutdown.cancelled() => GenerationEnd::Failed(ReplyFailure::ServerShutdown),
         _ = cancel.cancelled() => GenerationEnd::Failed(ReplyFailure::Cancelled),
         _ = block_signal.cancelled() => {
-            GenerationEnd::Failed(blocked.get().cloned().unwrap_or(ReplyFailure::ContentBlocked))
+            GenerationEnd::Failed(blocked.get().map_or(ReplyFailure::ContentBlocked, |(why, _)| why.clone()))
         }
     };
     if let Some(task) = output_checks {
         task.abort();
     }
-    let end = final_output_check(&job, &tx, end).await;
+    let mut label = blocked.get().and_then(|(_, label)| *label);
+    let end = final_output_check(&job, &tx, end, &mut label).await;
 
     job.progress.untrack(job.assistant_id);
-    let progress = final_progress(&tx.borrow(), end, tail.usage);
+    let mut progress = final_progress(&tx.borrow(), end, tail.usage);
+    if let Some(error) = progress.error.as_mut() {
+        error.label = label;
+    }
     // Watchers hear `done` only for a reply that is stored complete.
     let end = match save_final(&job, &progress, &shutdown).await {
         FinalSave::Stored => ReplyEnd::of_progress(&progress),
@@ -204,12 +208,7 @@ fn count_reply(
     let upstream = served.map_or("", |s| s.upstream.as_str());
     i.replies.with_label_values(&[status.as_str(), code, upstream]).inc();
     if let Some(usage) = &progress.usage {
-        let (hit, miss) = usage.cache_split();
-        for (kind, n) in
-            [("prompt_cache_hit", hit), ("prompt_cache_miss", miss), ("completion", usage.completion_tokens)]
-        {
-            i.tokens.with_label_values(&[kind]).inc_by(n);
-        }
+        i.count_tokens(usage);
     }
 }
 
@@ -309,7 +308,7 @@ async fn check_output_windows(
     moderation: OutputModeration,
     mut rx: watch::Receiver<LiveReply>,
     block: CancellationToken,
-    why: Arc<OnceLock<ReplyFailure>>,
+    why: Arc<OnceLock<(ReplyFailure, Option<i64>)>>,
 ) {
     let window = moderation.moderator.policy.window_chars;
     let mut checked = 0usize;
@@ -324,10 +323,10 @@ async fn check_output_windows(
             (state.content.chars().skip(start).collect::<String>(), total)
         };
         checked = total;
-        if let Decision::Block { failure, .. } =
+        if let Decision::Block { failure, label } =
             moderation.moderator.screen_output(&moderation.openid, &text, false).await
         {
-            let _ = why.set(failure);
+            let _ = why.set((failure, label));
             block.cancel();
             return;
         }
@@ -336,7 +335,12 @@ async fn check_output_windows(
 
 /// Whatever text is kept (a complete reply, or the part of one that failed) is checked
 /// whole: the last window was never checked, and a window check may have failed open.
-async fn final_output_check(job: &GenerationJob, tx: &watch::Sender<LiveReply>, end: GenerationEnd) -> GenerationEnd {
+async fn final_output_check(
+    job: &GenerationJob,
+    tx: &watch::Sender<LiveReply>,
+    end: GenerationEnd,
+    label: &mut Option<i64>,
+) -> GenerationEnd {
     let Some(moderation) = &job.moderation else { return end };
     if matches!(&end, GenerationEnd::Failed(f) if f.withholds_text()) {
         return end;
@@ -347,7 +351,10 @@ async fn final_output_check(job: &GenerationJob, tx: &watch::Sender<LiveReply>, 
     }
     match moderation.moderator.screen_output(&moderation.openid, &content, true).await {
         Decision::Allow => end,
-        Decision::Block { failure, .. } => GenerationEnd::Failed(failure),
+        Decision::Block { failure, label: why } => {
+            *label = why;
+            GenerationEnd::Failed(failure)
+        }
     }
 }
 

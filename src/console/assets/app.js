@@ -175,7 +175,7 @@ async function loadOverview() {
   barChart('chart-cost', oldestFirst.map((d) => Number(yuan(d.cost_cny))), oldestFirst.map((d) => d.day));
   barChart('chart-replies', oldestFirst.map((d) => d.replies), oldestFirst.map((d) => d.day));
   fillTable('days-table', data.days, [
-    (d) => d.day, (d) => d.active_users, (d) => d.conversations, (d) => d.replies,
+    (d) => d.day, (d) => d.active_users, (d) => d.conversations, (d) => d.replies, (d) => d.api_requests,
     (d) => d.replies_by_status.failed || 0,
     (d) => `${d.tokens.cache_hit} / ${d.tokens.cache_miss} / ${d.tokens.output}`,
     (d) => yuan(d.cost_cny) + (d.unpriced_models.length ? `（未定价：${d.unpriced_models.join('、')}）` : ''),
@@ -253,8 +253,14 @@ function showUser(user) {
   $('user-openid-hash').textContent = user.openid_hash;
   $('user-nickname').textContent = user.nickname || '（未设置）';
   $('user-created').textContent = when(user.created_at);
-  const messages = user.usage_today.messages;
-  $('user-usage').textContent = messages ? `${messages.used}${messages.limit ? ' / ' + messages.limit : ''}` : '-';
+  const { messages, tokens } = user.usage_today;
+  const used = (a) => (a ? `${a.used}${a.limit ? ' / ' + a.limit : '（不限）'}` : '-');
+  $('user-usage').textContent = used(messages);
+  $('user-tokens').textContent = used(tokens);
+  $('user-quota').textContent = user.own_quota ? '单独设置' : '默认';
+  $('quota-messages').value = messages ? messages.limit : 0;
+  $('quota-tokens').value = tokens ? tokens.limit : 0;
+  $('quota-reset').hidden = !user.own_quota;
   $('user-status').textContent = user.ban ? `已封禁：${user.ban.reason}（${user.ban.by}，${when(user.ban.at)}）` : '正常';
   $('ban-submit').hidden = Boolean(user.ban);
   $('unban-submit').hidden = !user.ban;
@@ -284,6 +290,27 @@ $('ban-form').addEventListener('submit', async (event) => {
   } catch (e) { say(e.message, true); }
 });
 
+$('quota-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const reason = $('quota-reason').value.trim();
+  if (!reason) { say('请填写调整原因', true); return; }
+  const body = { messages: Number($('quota-messages').value), tokens: Number($('quota-tokens').value), reason };
+  try {
+    await api('PUT', `/users/${foundUser.id}/quota`, body);
+    $('quota-reason').value = '';
+    say('已调整该用户的每日额度');
+    await refreshUser();
+  } catch (e) { say(e.message, true); }
+});
+
+$('quota-reset').addEventListener('click', async () => {
+  try {
+    await api('DELETE', `/users/${foundUser.id}/quota`);
+    say('已恢复默认额度');
+    await refreshUser();
+  } catch (e) { say(e.message, true); }
+});
+
 $('unban-submit').addEventListener('click', async () => {
   try {
     await api('DELETE', `/users/${foundUser.id}/ban`);
@@ -293,12 +320,18 @@ $('unban-submit').addEventListener('click', async () => {
 });
 
 const FLAG_REASONS = { content_rejected: '用户消息未通过内容安全检测', content_blocked: '回复未通过内容安全检测' };
+// msgSecCheck 的标签（label）。
+const CHECK_LABELS = {
+  100: '正常', 10001: '广告', 20001: '时政', 20002: '色情', 20003: '辱骂', 20006: '违法犯罪',
+  20008: '欺诈', 20012: '低俗', 20013: '版权', 21000: '其他',
+};
+const checkLabel = (label) => (label == null ? '—' : `${CHECK_LABELS[label] || '其他'}（${label}）`);
 
 async function loadFlagged() {
   const items = (await api('GET', '/moderation')).items;
   const body = fillTable('flagged-list', items, [
     (f) => when(f.at), (f) => (f.kind === 'input' ? '用户消息' : 'AI 回复'), (f) => FLAG_REASONS[f.code] || f.code,
-    (f) => f.text || '（已撤回，不保存）', (f) => f.user_id, () => '',
+    (f) => checkLabel(f.label), (f) => f.text || '（已撤回，不保存）', (f) => f.user_id, () => '',
   ]);
   [...body.rows].forEach((row, i) => {
     row.className = 'flagged-row';
@@ -342,7 +375,8 @@ $('conversations-list').addEventListener('click', async () => {
 async function loadKeys() {
   const keys = (await api('GET', '/keys')).items;
   const body = fillTable('key-list', keys, [
-    (k) => k.name, (k) => k.prefix + '…', (k) => k.per_minute || '不限', (k) => k.created_by,
+    (k) => k.name, (k) => k.prefix + '…', (k) => k.per_minute || '不限', (k) => k.daily_tokens || '不限',
+    (k) => `${k.used_today.requests} 次 / ${k.used_today.tokens} token`, (k) => k.check_as || '未设置', (k) => k.created_by,
     (k) => when(k.created_at), (k) => (k.revoked_at ? '已吊销' : '有效'), () => '',
   ]);
   [...body.rows].forEach((row, i) => {
@@ -367,7 +401,12 @@ async function loadKeys() {
 $('key-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   try {
-    const created = await api('POST', '/keys', { name: $('key-name').value, per_minute: Number($('key-per-minute').value || 0) });
+    const created = await api('POST', '/keys', {
+      name: $('key-name').value,
+      per_minute: Number($('key-per-minute').value || 0),
+      daily_tokens: Number($('key-daily-tokens').value || 0),
+      check_as: $('key-check-as').value.trim() || null,
+    });
     $('key-secret').textContent = created.key;
     $('key-created').hidden = false;
     $('key-name').value = '';
