@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use futures_util::StreamExt;
 
-use crate::domain::FinishReason;
+use crate::domain::{FinishReason, ReplyFailure};
 use crate::llm::{LlmError, LlmEvent, LlmStream};
 use crate::protection::{Decision, OutputModeration};
 
@@ -23,9 +23,22 @@ struct Screening {
     ended: bool,
 }
 
-async fn passes(moderation: &OutputModeration, text: &str, is_final: bool) -> bool {
-    let decision = moderation.moderator.screen_output(&moderation.openid, text, is_final).await;
-    matches!(decision, Decision::Allow)
+/// What a check says about the held text.
+enum Verdict {
+    Pass,
+    Refuse,
+    /// WeChat could not be asked and the policy fails closed: keep holding the text (the
+    /// final check decides), never release it unchecked.
+    Hold,
+}
+
+async fn verdict(moderation: &OutputModeration, text: &str) -> Verdict {
+    // Asked as a final check, so an unavailable check follows the fail-open policy.
+    match moderation.moderator.screen_output(&moderation.openid, text, true).await {
+        Decision::Allow => Verdict::Pass,
+        Decision::Block { failure: ReplyFailure::ContentCheckUnavailable, .. } => Verdict::Hold,
+        Decision::Block { .. } => Verdict::Refuse,
+    }
 }
 
 impl Screening {
@@ -60,9 +73,10 @@ impl Screening {
                 self.held.push_str(&text);
                 if self.held.chars().count() >= self.moderation.moderator.policy.window_chars {
                     let text = self.to_check(false);
-                    match passes(&self.moderation, &text, false).await {
-                        true => self.release_held(),
-                        false => self.refuse(),
+                    match verdict(&self.moderation, &text).await {
+                        Verdict::Pass => self.release_held(),
+                        Verdict::Refuse => self.refuse(),
+                        Verdict::Hold => {}
                     }
                 }
             }
@@ -76,7 +90,8 @@ impl Screening {
             }
             None => {
                 let text = self.to_check(true);
-                match text.is_empty() || passes(&self.moderation, &text, true).await {
+                let passes = text.is_empty() || matches!(verdict(&self.moderation, &text).await, Verdict::Pass);
+                match passes {
                     true => {
                         self.release_held();
                         if let Some(finish) = self.finish.take() {

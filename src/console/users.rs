@@ -49,6 +49,16 @@ async fn find(console: &ConsoleState, query: &str) -> Result<User, ApiError> {
     found.ok_or_else(|| ApiError::not_found("no such user"))
 }
 
+/// The user a path names: by user id only, so an openid never lands in a URL (and the
+/// request log).
+pub(super) async fn by_id(console: &ConsoleState, path: &str) -> Result<User, ApiError> {
+    let found = match UserId::parse(path.trim()) {
+        Some(id) => console.store.get_user(id).await?,
+        None => None,
+    };
+    found.ok_or_else(|| ApiError::not_found("no such user"))
+}
+
 #[derive(Deserialize)]
 pub struct SearchBody {
     query: String,
@@ -128,7 +138,7 @@ pub async fn set_quota(
     let invalid = |e: crate::domain::ParseError| ApiError::new(ErrorCode::InvalidBody, e.0);
     let limits = QuotaLimits::new(body.messages, body.tokens).map_err(invalid)?;
     let reason = Reason::parse(&body.reason).map_err(invalid)?;
-    let user = find(&console, &path).await?;
+    let user = by_id(&console, &path).await?;
     console.store.set_user_quota(user.id, Some(limits)).await?;
     let what = format!("每日消息 {}，每日 token {}：{}", limits.messages, limits.tokens, reason.into_string());
     audit(
@@ -149,7 +159,7 @@ pub async fn reset_quota(
     console: web::Data<ConsoleState>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Operator).await?;
-    let user = find(&console, &path).await?;
+    let user = by_id(&console, &path).await?;
     console.store.set_user_quota(user.id, None).await?;
     let what = Some("恢复默认额度".to_string());
     audit(&console.store, signed.operator.name.as_str(), AuditAction::QuotaChanged, Some(user.id.to_string()), what)
@@ -165,7 +175,7 @@ async fn set_ban(
     query: &str,
     ban: Option<Ban>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = find(console, query).await?;
+    let user = by_id(console, query).await?;
     console.store.set_user_ban(user.id, ban.as_ref()).await?;
     resolver.forget(user.id);
     let (action, reason) = match ban {

@@ -187,6 +187,7 @@ async fn collect(mut events: LlmStream, slot: Slot, meter: Meter) -> Result<Whol
     if whole.finish == FinishReason::ContentFilter.as_str() {
         // Nothing of a withheld answer is returned.
         whole.content.clear();
+        whole.reasoning.clear();
     }
     Ok(whole)
 }
