@@ -11,6 +11,7 @@ pub mod llm;
 pub mod openai;
 pub mod protection;
 pub mod routes;
+pub mod safety;
 pub mod startup;
 pub mod stats;
 pub mod store;

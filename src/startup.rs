@@ -372,6 +372,8 @@ fn run(
                     .service(web::resource("/auth/logout").post(routes::logout))
                     .service(web::resource("/me").get(routes::get_me).patch(routes::patch_me))
                     .service(web::resource("/me/usage").get(routes::get_usage))
+                    .service(web::resource("/me/notices/{kind}/ack").post(routes::acknowledge_notice))
+                    .service(web::resource("/me/minor-mode").put(routes::set_minor_mode))
                     .service(web::resource("/personas").get(routes::list_personas))
                     .service(
                         web::resource("/personas/{persona_id}/memories")

@@ -29,6 +29,11 @@ var MESSAGES = {
   code_already_used: '登录凭证已失效，请重新进入小程序',
   user_blocked: '该微信账号暂时无法登录',
   user_banned: '你的账号因违反使用规则已被停用，如有疑问请通过"投诉与反馈"联系我们',
+  notice_required: '请先阅读并确认提示后再继续聊天',
+  notice_outdated: '提示内容已更新，请重新阅读确认',
+  guardian_consent_required: '未成年人模式下，与这个伙伴聊天需要监护人同意',
+  persona_not_for_minors: '未成年人模式下不能使用这个伙伴',
+  minor_time_limit: '今天的未成年人模式使用时间已用完，明天再来吧',
   // The operator console's codes; the mini-program never sees them, but every code has words.
   invalid_credentials: '用户名或密码错误',
   weak_password: '密码至少 12 个字符，且不能包含用户名',

@@ -54,7 +54,7 @@ pub fn build_messages(system_prompt: &str, history: &[Message], token_budget: us
     }
     picked.reverse();
     // The model should see the user speak first after the system prompt.
-    while picked.first().is_some_and(|m| m.role == Role::Assistant) {
+    while picked.first().is_some_and(|m| m.role != Role::User) {
         picked.remove(0);
     }
 
@@ -62,7 +62,8 @@ pub fn build_messages(system_prompt: &str, history: &[Message], token_budget: us
     for message in picked {
         let role = match message.role {
             Role::User => "user",
-            Role::Assistant => "assistant",
+            // What an operator said during a takeover is the other side of the conversation.
+            Role::Assistant | Role::Operator => "assistant",
         };
         match messages.last_mut() {
             Some(last) if last.role == role => {

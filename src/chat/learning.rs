@@ -54,6 +54,7 @@ pub fn extraction_prompt(facts: &[MemoryFact], turns: &[Message]) -> Vec<ChatMes
         let who = match turn.role {
             Role::User => "用户",
             Role::Assistant => "伙伴",
+            Role::Operator => "人工客服",
         };
         said.push_str(&format!("\n{who}：{}", turn.content));
     }

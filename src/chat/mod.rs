@@ -9,10 +9,12 @@ mod memory;
 mod personas;
 mod preview;
 pub mod reply;
+mod safety_steps;
 mod screened;
 mod send;
 mod service;
 mod summary;
+mod takeover;
 
 pub use api::{ApiCompletion, ApiCompletionError};
 pub use capacity::{Capacity, Slot};

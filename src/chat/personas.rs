@@ -34,6 +34,16 @@ pub struct Persona {
     /// A disabled companion is offered to nobody (its conversations go on with the default).
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Hidden from users in minor mode.
+    #[serde(default)]
+    pub not_for_minors: bool,
+    /// An emotional companion: in minor mode only with a guardian's consent.
+    #[serde(default)]
+    pub emotional: bool,
+    /// Plays a family member: the operator must not offer it to elderly users (an operator
+    /// rule the console shows; nothing is detected automatically).
+    #[serde(default)]
+    pub simulates_relative: bool,
 }
 
 fn yes() -> bool {

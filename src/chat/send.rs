@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::context::{build_prompt, memory_block, upstream_user_hash};
-use super::reply::{spawn_generation, GenerationJob, Remember, ReplyHandle};
+use super::reply::{spawn_generation, GenerationJob, Remember, ReplyHandle, ReplySource};
+use super::safety_steps::Turn;
 use super::service::{ChatError, ChatService};
 use super::Slot;
 use crate::domain::{
@@ -194,19 +195,44 @@ impl ChatService {
         ids: SendIds,
         slot: Slot,
     ) -> Result<ReplyHandle, ChatError> {
-        let moderation = self.screen_input(conversation, user, content).await?;
+        self.admit(user, conversation).await?;
+        let turn = self.turn_for(conversation, content.as_str());
+        let (notices, first_use) = self.notices_for(user);
         let mut user_message = Message::new(conversation, Role::User, content.as_str(), MessageStatus::Complete);
         user_message.id = ids.user_message;
+        if turn == Turn::Human {
+            drop(slot);
+            let handle = self.await_operator(conversation, &user_message, &reservation).await?;
+            self.after_send(&handle, user, conversation, &turn, first_use);
+            return Ok(handle.with_notices(notices));
+        }
+        let preset = self.preset_text(&turn);
+        // Preset text is the operator's: only what the model answers is checked.
+        let moderation = match preset {
+            None => self.screen_input(conversation, user, content).await?,
+            Some(_) => None,
+        };
         let mut reply = Message::new(conversation, Role::Assistant, "", MessageStatus::Streaming);
         reply.id = ids.reply;
 
         self.claim_and_record(user.id, conversation.id, reply.id, &ids).await?;
-        let request = match self.store_and_prepare(conversation, user, &user_message, &reply, &ids).await {
-            Ok(request) => request,
+        let prepared = self.store_and_prepare(conversation, user, &user_message, &reply, &ids, preset.is_none()).await;
+        let source = match (prepared, preset) {
+            (Ok(_), Some(text)) => Ok(ReplySource::Preset(text)),
+            (Ok(Some(request)), None) => Ok(ReplySource::Model(request)),
+            (Ok(None), None) => Err(ChatError::internal(anyhow::anyhow!("a model turn without a prompt"))),
+            (Err(e), _) => Err(e),
+        };
+        let source = match source {
+            Ok(source) => source,
             Err(e) => {
                 self.release(conversation.id, reply.id).await;
                 return Err(e);
             }
+        };
+        let remember = match &source {
+            ReplySource::Model(_) => self.remember(user, conversation),
+            ReplySource::Preset(_) => None,
         };
         let live = spawn_generation(GenerationJob {
             store: self.store.clone(),
@@ -216,15 +242,41 @@ impl ChatService {
             user_id: user.id,
             instruments: self.instruments.clone(),
             assistant_id: reply.id,
-            request,
+            source,
             progress: self.progress.clone(),
             lease: self.config.lease,
             quota: Some((self.quota, reservation)),
             moderation,
             slot: Some(slot),
-            remember: self.remember(user, conversation),
+            remember,
         });
-        Ok(ReplyHandle::fresh(self.replies.clone(), user_message, reply, live))
+        let handle = ReplyHandle::fresh(self.replies.clone(), user_message, reply, live).with_notices(notices);
+        self.after_send(&handle, user, conversation, &turn, first_use);
+        Ok(handle)
+    }
+
+    /// A conversation taken over by a human: the user's message is stored and waits, with
+    /// the human reply the client watches (one awaited reply at a time, shared by the
+    /// messages sent meanwhile). No model is called; the message costs no tokens.
+    async fn await_operator(
+        &self,
+        conversation: &Conversation,
+        user_message: &Message,
+        reservation: &Reservation,
+    ) -> Result<ReplyHandle, ChatError> {
+        let (stored, awaited) =
+            tokio::join!(self.store.insert_message(user_message), self.awaited_reply(conversation.id));
+        self.quota.release(&self.store, reservation, stored.is_ok()).await;
+        stored?;
+        let reply = match awaited? {
+            Some(reply) => reply,
+            None => {
+                let reply = Message::new(conversation, Role::Operator, "", MessageStatus::Streaming);
+                self.store.insert_message(&reply).await?;
+                reply
+            }
+        };
+        Ok(ReplyHandle::resent(self.replies.clone(), user_message.clone(), reply))
     }
 
     /// Whether (and how) this conversation is learned from after a completed reply: its
@@ -370,7 +422,8 @@ impl ChatService {
         user_message: &Message,
         reply: &Message,
         ids: &SendIds,
-    ) -> Result<ChatRequest, ChatError> {
+        needs_prompt: bool,
+    ) -> Result<Option<ChatRequest>, ChatError> {
         let store_message = async {
             let stored_before =
                 ids.resumed && self.store.get_message(conversation.id, user_message.id).await?.is_some();
@@ -379,6 +432,11 @@ impl ChatService {
             }
             Ok::<_, crate::store::StoreError>(())
         };
+        if !needs_prompt {
+            store_message.await?;
+            self.store.insert_message(reply).await?;
+            return Ok(None);
+        }
         let limit = self.config.context_max_messages;
         let tester = self.preview.includes(user);
         let persona = self.persona_for(conversation, tester);
@@ -421,7 +479,7 @@ impl ChatService {
             json_output: false,
         };
         self.store.insert_message(reply).await?;
-        Ok(request)
+        Ok(Some(request))
     }
 }
 

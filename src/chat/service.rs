@@ -44,6 +44,14 @@ pub enum ChatError {
     CompanionBusy,
     #[error("the user is banned")]
     UserBanned,
+    #[error("a notice is waiting for the user's acknowledgement")]
+    NoticeRequired,
+    #[error("this companion needs a guardian's consent in minor mode")]
+    GuardianConsentRequired,
+    #[error("this companion is not offered in minor mode")]
+    PersonaNotForMinors,
+    #[error("today's time in minor mode is used up")]
+    MinorTimeLimit { retry_after: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("starting the reply failed")]
@@ -88,6 +96,7 @@ pub struct ChatService {
     learner_stats: Arc<LearnerStats>,
     pub(super) tallies: Arc<crate::stats::LocalTallies>,
     pub(super) instruments: Arc<crate::instruments::Instruments>,
+    pub(super) safety: Arc<crate::safety::CompanionSafety>,
 }
 
 /// How often a follower reads the progress another replica stores.
@@ -102,7 +111,12 @@ impl ChatService {
             follow_every: FOLLOW_EVERY,
         });
         let progress = ProgressSaver::start(parts.store.clone(), parts.config.save_interval, parts.config.lease);
+        let safety = Arc::new(crate::safety::CompanionSafety {
+            store: parts.store.clone(),
+            settings: parts.config.safety.clone(),
+        });
         ChatService {
+            safety,
             store: parts.store,
             llm: parts.llm,
             personas: Arc::new(PersonaCatalog::new(parts.personas)),
@@ -130,6 +144,17 @@ impl ChatService {
             stats: self.learner_stats.clone(),
             settings,
         }
+    }
+
+    /// The user's notices waiting for acknowledgement, as clients see them.
+    pub async fn pending_notices(&self, user: UserId) -> Result<Vec<crate::safety::NoticeEvent>, ChatError> {
+        let found = self.store.get_user(user).await?;
+        Ok(found.map(|u| self.safety.pending(&u)).unwrap_or_default())
+    }
+
+    /// Notices, exit, crisis and minor-mode steps every transport shares.
+    pub fn safety(&self) -> &Arc<crate::safety::CompanionSafety> {
+        &self.safety
     }
 
     /// This instance's Prometheus instruments.
@@ -185,9 +210,13 @@ impl ChatService {
     }
 
     /// The personas this user may see and choose.
+    /// In minor mode, companions the operator marked not for minors are hidden.
     pub async fn personas_for(&self, user: UserId) -> Result<Vec<Persona>, StoreError> {
-        let tester = self.preview.is_tester(&self.store, user).await?;
-        Ok(self.personas.current().all().iter().filter(|p| Self::visible(p, tester)).cloned().collect())
+        let found = self.store.get_user(user).await?;
+        let tester = found.as_ref().is_some_and(|u| self.preview.includes(u));
+        let minor = found.as_ref().is_some_and(|u| u.minor_mode.is_some());
+        let offered = |p: &&Persona| Self::visible(p, tester) && !(minor && p.not_for_minors);
+        Ok(self.personas.current().all().iter().filter(offered).cloned().collect())
     }
 
     /// The persona a new conversation gets: the requested one if this user may choose

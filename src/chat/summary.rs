@@ -72,6 +72,7 @@ pub fn summary_prompt(previous: Option<&ConversationSummary>, fold: &[Message]) 
         let who = match turn.role {
             Role::User => "用户",
             Role::Assistant => "伙伴",
+            Role::Operator => "人工客服",
         };
         content.push_str(&format!("\n{who}：{}", turn.content));
     }

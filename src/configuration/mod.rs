@@ -215,6 +215,25 @@ pub struct Settings {
     pub console_bootstrap_admin_password: Option<SecretString>,
     /// Stack traces on logged errors (off: `RUST_BACKTRACE` alone does not add them).
     pub log_backtraces: bool,
+
+    /// Companion safety (China's rules for anthropomorphic AI; README "Compliance").
+    pub notice_ai_disclosure_text: String,
+    pub notice_usage_reminder_text: String,
+    /// Refuse sends while a notice is unacknowledged (when every live client shows them).
+    pub notices_required: bool,
+    /// Continuous use before a reminder; 0 = no reminder.
+    pub usage_reminder_minutes: u64,
+    /// A gap this long ends a stretch of continuous use.
+    pub usage_pause_minutes: u64,
+    /// Comma-separated; a message that is essentially one of them ends the turn.
+    pub exit_phrases: String,
+    pub exit_reply: String,
+    /// Comma-separated; a message containing one gets the crisis reply.
+    pub crisis_phrases: String,
+    pub crisis_reply: String,
+    pub takeover_release_text: String,
+    /// Use per day in minor mode; 0 = no limit.
+    pub minor_daily_minutes: u64,
 }
 
 /// Built-in defaults (TOML); every key is documented in `.env.example`.
@@ -296,6 +315,17 @@ console_session_hours = 8
 console_allowed_ips = ""
 model_prices = "deepseek-flash=0.02/1/4,deepseek-v4-pro=0.15/4.5/13.5"
 peak_price_multiplier = 2.0
+notice_ai_disclosure_text = "你正在与人工智能（AI）聊天，对方不是真人。AI 生成的内容仅供参考，请理性看待，不要过度依赖。"
+notice_usage_reminder_text = "你已经连续聊了很久，休息一下吧。提醒你：对方是人工智能（AI），不是真人。"
+notices_required = false
+usage_reminder_minutes = 120
+usage_pause_minutes = 15
+exit_phrases = "退出,退出聊天,结束对话,不聊了,不想聊了,再见,拜拜"
+exit_reply = "好的，本次对话已结束。需要的时候随时回来。"
+crisis_phrases = "自杀,自尽,轻生,不想活,活不下去,想死,去死,结束生命,结束自己,割腕,跳楼,自残,伤害自己,安眠药"
+crisis_reply = "听到你这么说，我很担心你。你的感受很重要，你不需要一个人扛着。请现在就联系能帮助你的人：拨打全国心理援助热线 12356，或拨打 120、110；也可以告诉身边信任的家人、朋友。如果你愿意，我们的工作人员会尽快来陪你聊聊。"
+takeover_release_text = "人工服务已结束，接下来由 AI 伙伴继续陪你聊天。如需帮助，请拨打心理援助热线 12356。"
+minor_daily_minutes = 40
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -411,6 +441,16 @@ impl Settings {
                 warnings.push(format!("{name}=0 turns this limit OFF"));
             }
         }
+        let safety = [
+            ("USAGE_REMINDER_MINUTES=0 turns the 2-hour reminder OFF", self.usage_reminder_minutes == 0),
+            ("CRISIS_PHRASES is empty: crisis messages are not recognised", self.crisis_phrases.trim().is_empty()),
+            ("EXIT_PHRASES is empty: users have no exit phrase", self.exit_phrases.trim().is_empty()),
+        ];
+        for (warning, applies) in safety {
+            if applies {
+                warnings.push(format!("{warning} (README \"Compliance\")"));
+            }
+        }
         let urls = [
             ("DEEPSEEK_API_URL", Some(&self.deepseek_api_url)),
             ("FALLBACK1_API_URL", self.fallback1_api_url.as_ref()),
@@ -474,6 +514,7 @@ impl Settings {
         at_least("UPSTREAM_CONNECTIONS", self.upstream_connections as u64, 1);
         at_least("MEMORY_MAX_FACTS", self.memory_max_facts as u64, 1);
         at_least("UPSTREAM_BREAKER_COOLDOWN_MS", self.upstream_breaker_cooldown_ms, 10);
+        at_least("USAGE_PAUSE_MINUTES", self.usage_pause_minutes, 1);
         if let Some(max_tokens) = self.deepseek_max_tokens {
             at_least("DEEPSEEK_MAX_TOKENS", max_tokens.into(), 1);
         }
@@ -487,6 +528,19 @@ impl Settings {
         {
             if quota < 0 {
                 problems.push(format!("{name} must be 0 (no quota) or more (it is {quota})"));
+            }
+        }
+        let texts = [
+            ("NOTICE_AI_DISCLOSURE_TEXT", &self.notice_ai_disclosure_text),
+            ("NOTICE_USAGE_REMINDER_TEXT", &self.notice_usage_reminder_text),
+            ("EXIT_REPLY", &self.exit_reply),
+            ("CRISIS_REPLY", &self.crisis_reply),
+            ("TAKEOVER_RELEASE_TEXT", &self.takeover_release_text),
+        ];
+        for (name, text) in texts {
+            let chars = text.trim().chars().count();
+            if chars == 0 || chars > 1000 {
+                problems.push(format!("{name} must be 1-1000 characters"));
             }
         }
         if self.mongodb_min_pool_size > self.mongodb_max_pool_size {

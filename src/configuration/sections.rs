@@ -113,6 +113,7 @@ pub struct JwtSettings {
 pub struct ChatSettings {
     /// Generations running at once on this instance (0: no cap).
     pub max_concurrent_generations: u32,
+    pub safety: crate::safety::SafetySettings,
     pub memory: MemorySettings,
     pub personas_file: PathBuf,
     pub default_model: String,
@@ -254,6 +255,7 @@ impl Settings {
             },
             chat: ChatSettings {
                 max_concurrent_generations: self.max_concurrent_generations,
+                safety: self.safety(),
                 memory: MemorySettings {
                     extraction: self.memory_extraction,
                     debounce: secs(self.memory_debounce_secs),
@@ -312,6 +314,28 @@ impl Settings {
 }
 
 impl Settings {
+    fn safety(&self) -> crate::safety::SafetySettings {
+        let list = |csv: &str| -> Vec<String> {
+            csv.split([',', '，']).map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect()
+        };
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        crate::safety::SafetySettings {
+            notices: crate::safety::NoticeTexts {
+                ai_disclosure: self.notice_ai_disclosure_text.trim().to_string(),
+                usage_reminder: self.notice_usage_reminder_text.trim().to_string(),
+            },
+            notices_required: self.notices_required,
+            usage_reminder_after: minutes(self.usage_reminder_minutes),
+            usage_pause: minutes(self.usage_pause_minutes),
+            exit_phrases: list(&self.exit_phrases),
+            exit_reply: self.exit_reply.trim().to_string(),
+            crisis_phrases: list(&self.crisis_phrases),
+            crisis_reply: self.crisis_reply.trim().to_string(),
+            takeover_release_text: self.takeover_release_text.trim().to_string(),
+            minor_daily_limit: minutes(self.minor_daily_minutes),
+        }
+    }
+
     /// DeepSeek, then the fallbacks that are configured; nothing without DEEPSEEK_API_KEY.
     fn upstream_list(&self) -> Vec<UpstreamConfig> {
         let Some(key) = &self.deepseek_api_key else { return Vec::new() };

@@ -77,6 +77,7 @@ pub async fn view(
             role: match m.role {
                 Role::User => "user",
                 Role::Assistant => "assistant",
+                Role::Operator => "operator",
             },
             content: &m.content,
             status: m.status,

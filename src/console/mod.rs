@@ -11,6 +11,7 @@ pub mod moderation;
 pub mod pages;
 pub mod personas;
 pub mod routes;
+pub mod safety;
 pub mod users;
 
 use std::sync::Arc;
@@ -69,7 +70,15 @@ pub fn configure(
             .service(web::resource("/api/users/{id}/conversations").get(conversations::list))
             .service(web::resource("/api/conversations/view").post(conversations::view))
             .service(web::resource("/api/users/{id}/ban").post(users::ban_user).delete(users::unban_user))
-            .service(web::resource("/api/users/{id}/quota").put(users::set_quota).delete(users::reset_quota)),
+            .service(web::resource("/api/users/{id}/quota").put(users::set_quota).delete(users::reset_quota))
+            .service(web::resource("/api/users/{id}/safety").get(safety::user_record))
+            .service(web::resource("/api/users/{id}/guardian-consent").post(safety::guardian_consent))
+            .service(web::resource("/api/users/{id}/minor-mode").delete(safety::minor_mode_off))
+            .service(web::resource("/api/crisis").get(safety::crisis_queue))
+            .service(web::resource("/api/crisis/{id}").get(safety::crisis_conversation))
+            .service(web::resource("/api/conversations/{id}/takeover").post(safety::take_over))
+            .service(web::resource("/api/conversations/{id}/operator-reply").post(safety::operator_reply))
+            .service(web::resource("/api/conversations/{id}/release").post(safety::release)),
     );
 }
 pub mod cli;

@@ -35,7 +35,7 @@ impl<'a> From<&'a Message> for FlaggedDto<'a> {
             conversation_id: m.conversation_id.to_string(),
             kind: match m.role {
                 Role::User => "input",
-                Role::Assistant => "reply",
+                Role::Assistant | Role::Operator => "reply",
             },
             code: m.error.as_ref().map_or("", |e| e.code.as_str()),
             label: m.error.as_ref().and_then(|e| e.label),

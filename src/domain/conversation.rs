@@ -38,6 +38,10 @@ pub struct Conversation {
     /// The newest turn memory has learned from: later runs read only newer turns, so a
     /// fact the user deleted is not learned again from what was already read.
     pub learned_through: Option<DateTime<Utc>>,
+    /// A human operator answers instead of the model (crisis response).
+    pub takeover: Option<super::Takeover>,
+    /// In the operator's crisis queue.
+    pub crisis: Option<super::CrisisFlag>,
 }
 
 impl Conversation {
@@ -51,6 +55,8 @@ impl Conversation {
             last_active_at: at,
             summary: None,
             learned_through: None,
+            takeover: None,
+            crisis: None,
         }
     }
 }

@@ -60,6 +60,8 @@ impl MessageContent {
 pub enum Role {
     User,
     Assistant,
+    /// A human operator answering during a takeover (never the model).
+    Operator,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

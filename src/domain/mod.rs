@@ -7,6 +7,7 @@ mod operator;
 #[cfg(test)]
 mod parse_tests;
 mod reply;
+mod safety;
 mod user;
 
 pub use conversation::{Conversation, ConversationSummary, ConversationTitle, SummaryText};
@@ -18,6 +19,9 @@ pub use message::{
 };
 pub use operator::{ApiKey, AuditAction, AuditEntry, Operator, OperatorName, OperatorRole, OperatorSession, Reason};
 pub use reply::{Conclusion, FinishReason, GenerationEnd, ReplyEnd, ReplyFailure};
+pub use safety::{
+    Activity, CrisisFlag, GuardianConsent, MinorMode, NoticeKind, PendingNotice, SafetyEvent, SafetyEventKind, Takeover,
+};
 pub use user::{AvatarUrl, Ban, LoginCode, Nickname, OpenId, ProfilePatch, QuotaLimits, User};
 
 /// Why a value from a client was refused; the text is safe to show to that client.

@@ -96,6 +96,11 @@ pub enum AuditAction {
     ConversationViewed,
     ApiKeyCreated,
     ApiKeyRevoked,
+    ConversationTakenOver,
+    OperatorReplied,
+    ConversationReleased,
+    GuardianConsentRecorded,
+    MinorModeOff,
 }
 
 /// Why an operator did something (a ban, reading a conversation, a quota change): 1–200

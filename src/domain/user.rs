@@ -121,6 +121,11 @@ pub struct User {
     pub ban: Option<Ban>,
     /// Set by an operator: this user's own daily limits instead of the service's.
     pub quota: Option<QuotaLimits>,
+    /// Notices waiting for the user's acknowledgement.
+    pub notices: Vec<super::PendingNotice>,
+    /// The current stretch of use, for the usage reminder and minor mode's time limit.
+    pub activity: Option<super::Activity>,
+    pub minor_mode: Option<super::MinorMode>,
 }
 
 /// Daily limits of messages and tokens (0: no limit), China time.

@@ -267,6 +267,22 @@ impl From<crate::chat::ChatError> for ApiError {
                 "the companion is busy with many conversations; please send again in a moment",
                 COMPANION_BUSY_RETRY_SECS,
             ),
+            ChatError::NoticeRequired => ApiError::new(
+                ErrorCode::NoticeRequired,
+                "please read and acknowledge the notices in GET /api/me before chatting",
+            ),
+            ChatError::GuardianConsentRequired => ApiError::new(
+                ErrorCode::GuardianConsentRequired,
+                "in minor mode this companion needs a guardian's consent, recorded by the operator",
+            ),
+            ChatError::PersonaNotForMinors => {
+                ApiError::new(ErrorCode::PersonaNotForMinors, "this companion is not offered in minor mode")
+            }
+            ChatError::MinorTimeLimit { retry_after } => ApiError::new(
+                ErrorCode::MinorTimeLimit,
+                "today's time in minor mode is used up; it resets at midnight (China time)",
+            )
+            .with_retry_after(retry_after),
             ChatError::Store(e) => e.into(),
             // Logged by `ChatError::internal` where it happened.
             ChatError::Internal(e) => ApiError::Internal(e),

@@ -25,6 +25,7 @@ use crate::store::DynStore;
 const CHECK_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long limits stay open (uncounted) after the store failed to answer.
 const BREAKER_OPEN: chrono::Duration = chrono::Duration::seconds(5);
+const ACK_ROUTE: &str = "/api/me/notices/{kind}/ack";
 const POLL_ROUTE: &str = "/api/conversations/{id}/messages/{message_id}";
 
 pub struct RateLimiter {
@@ -161,6 +162,12 @@ fn is_poll(req: &ServiceRequest) -> bool {
     req.method() == Method::GET && req.match_pattern().as_deref() == Some(POLL_ROUTE)
 }
 
+/// Acknowledging a notice is a duty a user's chatting must never starve: not counted
+/// against the user (the per-IP limits still hold; the route changes nothing twice).
+fn is_acknowledgement(req: &ServiceRequest) -> bool {
+    req.method() == Method::POST && req.match_pattern().as_deref() == Some(ACK_ROUTE)
+}
+
 fn too_many(retry_after: u64) -> actix_web::Error {
     ApiError::new(ErrorCode::RateLimited, "too many requests; please slow down").with_retry_after(retry_after).into()
 }
@@ -193,7 +200,8 @@ pub async fn limit_by_user<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, Error> {
-    if let Some(user) = Identity::of(req.request())?.user().map(|u| u.user_id) {
+    let user = Identity::of(req.request())?.user().map(|u| u.user_id).filter(|_| !is_acknowledgement(&req));
+    if let Some(user) = user {
         let counted = if is_poll(&req) { limiter.count_user_poll(user).await } else { limiter.count_user(user).await };
         counted.map_err(|wait| limiter.refused(wait))?;
     }

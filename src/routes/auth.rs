@@ -30,6 +30,7 @@ pub async fn login(
     auth: web::Data<AuthState>,
     wechat: web::Data<WechatClient>,
     store: web::Data<DynStore>,
+    chat: web::Data<crate::chat::ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     let code = body
         .code
@@ -42,7 +43,9 @@ pub async fn login(
     if user.ban.is_some() {
         return Err(ApiError::banned());
     }
-    session_response(&auth, &user, None)
+    // Every sign-in tells the user again that the companion is an AI.
+    let notices = chat.safety().signed_in(&user).await;
+    session_response(&auth, &user, None, notices)
 }
 
 /// `POST /api/auth/refresh`: a valid session gets a fresh token.
@@ -50,6 +53,7 @@ pub async fn refresh(
     user: AuthenticatedUser,
     auth: web::Data<AuthState>,
     store: web::Data<DynStore>,
+    chat: web::Data<crate::chat::ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     let now = jsonwebtoken::get_current_timestamp();
     // A token verifies for a few seconds past its expiry (clock skew), but is not renewed
@@ -63,7 +67,8 @@ pub async fn refresh(
         None => None,
     };
     let user = store.get_user(user.user_id).await?.ok_or_else(ApiError::unauthorized)?;
-    session_response(&auth, &user, auth_time)
+    let notices = chat.safety().pending(&user);
+    session_response(&auth, &user, auth_time, notices)
 }
 
 /// `POST /api/auth/logout`: ends every session of the user (all their tokens) → 204.
@@ -72,9 +77,16 @@ pub async fn logout(user: AuthenticatedUser, resolver: web::Data<IdentityResolve
     Ok(HttpResponse::NoContent().finish())
 }
 
-fn session_response(auth: &AuthState, user: &User, auth_time: Option<u64>) -> Result<HttpResponse, ApiError> {
+/// The token, and the notices to show now (a sign-in's AI disclosure among them).
+fn session_response(
+    auth: &AuthState,
+    user: &User,
+    auth_time: Option<u64>,
+    notices: Vec<crate::safety::NoticeEvent>,
+) -> Result<HttpResponse, ApiError> {
     let issued = auth.keys.issue(user.id, user.session_version, auth_time).map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(SessionDto { token: &issued.token, expires_in: issued.expires_in, user: user.into() }))
+    let body = SessionDto { token: &issued.token, expires_in: issued.expires_in, user: user.into(), notices };
+    Ok(HttpResponse::Ok().json(body))
 }
 
 async fn resolve_openid(

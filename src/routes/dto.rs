@@ -174,6 +174,8 @@ pub struct SessionDto<'a> {
     pub token: &'a str,
     pub expires_in: u64,
     pub user: UserDto<'a>,
+    /// Notices to show and acknowledge now (a sign-in always brings the AI disclosure).
+    pub notices: Vec<crate::safety::NoticeEvent>,
 }
 
 /// A page of items and where the next one starts.

@@ -1,11 +1,13 @@
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::dto::{UsageDto, UserDto};
 use crate::auth::AuthenticatedUser;
 use crate::chat::ChatService;
-use crate::domain::{AvatarUrl, Nickname, ProfilePatch};
+use crate::domain::{AvatarUrl, Nickname, ProfilePatch, User};
 use crate::errors::{ApiError, ErrorCode};
+use crate::safety::NoticeEvent;
 use crate::store::DynStore;
 
 #[derive(Deserialize)]
@@ -13,6 +15,8 @@ use crate::store::DynStore;
 pub struct ProfileBody {
     nickname: Option<String>,
     avatar_url: Option<String>,
+    /// A declared age under 18 switches minor mode on; the age itself is not kept.
+    age: Option<u32>,
 }
 
 impl ProfileBody {
@@ -25,21 +29,54 @@ impl ProfileBody {
     }
 }
 
-/// `GET /api/me`
-pub async fn get_me(user: AuthenticatedUser, store: web::Data<DynStore>) -> Result<HttpResponse, ApiError> {
-    let me = store.get_user(user.user_id).await?.ok_or_else(ApiError::unauthorized)?;
-    Ok(HttpResponse::Ok().json(UserDto::from(&me)))
+#[derive(Serialize)]
+struct MinorModeDto {
+    since: DateTime<Utc>,
+    guardian_consent: bool,
 }
 
-/// `PATCH /api/me` `{"nickname"?, "avatar_url"?}`
+/// `/api/me`: the profile, the notices to show and acknowledge, minor mode.
+#[derive(Serialize)]
+struct MeDto<'a> {
+    #[serde(flatten)]
+    user: UserDto<'a>,
+    notices: Vec<NoticeEvent>,
+    minor_mode: Option<MinorModeDto>,
+}
+
+fn me_body(me: &User, chat: &ChatService) -> HttpResponse {
+    let minor_mode =
+        me.minor_mode.as_ref().map(|m| MinorModeDto { since: m.since, guardian_consent: m.guardian_consent.is_some() });
+    HttpResponse::Ok().json(MeDto { user: UserDto::from(me), notices: chat.safety().pending(me), minor_mode })
+}
+
+/// `GET /api/me`
+pub async fn get_me(
+    user: AuthenticatedUser,
+    store: web::Data<DynStore>,
+    chat: web::Data<ChatService>,
+) -> Result<HttpResponse, ApiError> {
+    let me = store.get_user(user.user_id).await?.ok_or_else(ApiError::unauthorized)?;
+    Ok(me_body(&me, &chat))
+}
+
+/// `PATCH /api/me` `{"nickname"?, "avatar_url"?, "age"?}`
 pub async fn patch_me(
     user: AuthenticatedUser,
     body: web::Json<ProfileBody>,
     store: web::Data<DynStore>,
+    chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     let patch = body.parse()?;
+    match body.age {
+        Some(age) if !(1..=120).contains(&age) => {
+            return Err(ApiError::new(ErrorCode::InvalidProfile, "age must be 1-120"));
+        }
+        Some(age) if age < 18 => super::safety::minor_mode_on(&chat, user.user_id, "declared_age").await?,
+        _ => {}
+    }
     let me = store.update_user_profile(user.user_id, &patch).await?.ok_or_else(ApiError::unauthorized)?;
-    Ok(HttpResponse::Ok().json(UserDto::from(&me)))
+    Ok(me_body(&me, &chat))
 }
 
 /// `GET /api/me/usage`: today's use of the daily quotas (China time) and their limits.

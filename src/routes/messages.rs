@@ -11,6 +11,7 @@ use crate::auth::AuthenticatedUser;
 use crate::chat::ChatService;
 use crate::domain::MessageId;
 use crate::errors::{ApiError, ErrorCode};
+use crate::safety::NoticeEvent;
 
 #[derive(Deserialize)]
 pub struct SendMessage {
@@ -30,6 +31,16 @@ pub struct HistoryQuery {
 struct SendResult<'a> {
     user_message: MessageDto<'a>,
     assistant_message: MessageDto<'a>,
+    /// Notices to show and acknowledge (the polled path's `notice` events).
+    notices: &'a [NoticeEvent],
+}
+
+/// A polled message, with the user's pending notices.
+#[derive(Serialize)]
+struct PolledMessage<'a> {
+    #[serde(flatten)]
+    message: MessageDto<'a>,
+    notices: Vec<NoticeEvent>,
 }
 
 /// `GET /api/conversations/{id}/messages?limit&before`: chronological page, newest last.
@@ -60,8 +71,11 @@ pub async fn get_message(
     chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     let (conversation, message) = path.into_inner();
-    let message = chat.message(user.user_id, conversation_id(&conversation)?, message_id(&message)?).await?;
-    Ok(HttpResponse::Ok().json(MessageDto::from(&message)))
+    let (message, notices) = tokio::try_join!(
+        chat.message(user.user_id, conversation_id(&conversation)?, message_id(&message)?),
+        chat.pending_notices(user.user_id)
+    )?;
+    Ok(HttpResponse::Ok().json(PolledMessage { message: MessageDto::from(&message), notices }))
 }
 
 /// `POST /api/conversations/{id}/messages` `{"content", "stream"?}`: streams the reply
@@ -83,7 +97,11 @@ pub async fn send_message(
     }
     let (finished, assistant_message) = reply.wait_until(deadline).await?;
     let user_message = reply.user_message().expect("a sent reply knows its user message");
-    let body = SendResult { user_message: user_message.into(), assistant_message: (&assistant_message).into() };
+    let body = SendResult {
+        user_message: user_message.into(),
+        assistant_message: (&assistant_message).into(),
+        notices: reply.notices(),
+    };
     Ok(if finished { HttpResponse::Ok().json(body) } else { HttpResponse::Accepted().json(body) })
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::safety::{SafetyStore, UserSafetyUpdate};
 use super::ConsoleStore;
 use super::{ConversationCursor, DynStore, ExpiredLease, GenerationClaim, Store, StoreError};
 use crate::domain::{
@@ -17,6 +18,7 @@ use crate::domain::{
     MemoryFact, MemoryId, MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, Operator, OperatorName,
     OperatorSession, ProfilePatch, QuotaLimits, SendRecord, User, UserId,
 };
+use crate::domain::{CrisisFlag, MinorMode, NoticeKind, SafetyEvent, Takeover};
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -68,6 +70,15 @@ const OPERATIONS: &[&str] = &[
     "finish_memory_job",
     "retry_memory_job",
     "renew_generations",
+    "update_user_safety",
+    "acknowledge_notice",
+    "set_minor_mode",
+    "record_safety_event",
+    "list_safety_events",
+    "set_takeover",
+    "flag_crisis",
+    "list_crisis_conversations",
+    "find_conversation",
 ];
 
 pub struct CountingStore {
@@ -427,6 +438,41 @@ impl Store for CountingStore {
 
     async fn retry_memory_job(&self, job: &MemoryJob, due: DateTime<Utc>) -> Result<(), StoreError> {
         self.track("retry_memory_job", Kind::Write, self.inner.retry_memory_job(job, due)).await
+    }
+}
+
+#[async_trait]
+impl SafetyStore for CountingStore {
+    async fn update_user_safety(&self, user: UserId, update: &UserSafetyUpdate) -> Result<(), StoreError> {
+        self.track("update_user_safety", Kind::Write, self.inner.update_user_safety(user, update)).await
+    }
+    async fn acknowledge_notice(&self, user: UserId, kind: NoticeKind, version: &str) -> Result<bool, StoreError> {
+        self.track("acknowledge_notice", Kind::Write, self.inner.acknowledge_notice(user, kind, version)).await
+    }
+    async fn set_minor_mode(&self, user: UserId, mode: Option<&MinorMode>) -> Result<bool, StoreError> {
+        self.track("set_minor_mode", Kind::Write, self.inner.set_minor_mode(user, mode)).await
+    }
+    async fn record_safety_event(&self, event: &SafetyEvent) -> Result<(), StoreError> {
+        self.track("record_safety_event", Kind::Write, self.inner.record_safety_event(event)).await
+    }
+    async fn list_safety_events(&self, user: Option<UserId>, limit: usize) -> Result<Vec<SafetyEvent>, StoreError> {
+        self.track("list_safety_events", Kind::Read, self.inner.list_safety_events(user, limit)).await
+    }
+    async fn set_takeover(
+        &self,
+        conversation: ConversationId,
+        takeover: Option<&Takeover>,
+    ) -> Result<bool, StoreError> {
+        self.track("set_takeover", Kind::Write, self.inner.set_takeover(conversation, takeover)).await
+    }
+    async fn flag_crisis(&self, conversation: ConversationId, flag: &CrisisFlag) -> Result<(), StoreError> {
+        self.track("flag_crisis", Kind::Write, self.inner.flag_crisis(conversation, flag)).await
+    }
+    async fn list_crisis_conversations(&self, limit: usize) -> Result<Vec<Conversation>, StoreError> {
+        self.track("list_crisis_conversations", Kind::Read, self.inner.list_crisis_conversations(limit)).await
+    }
+    async fn find_conversation(&self, conversation: ConversationId) -> Result<Option<Conversation>, StoreError> {
+        self.track("find_conversation", Kind::Read, self.inner.find_conversation(conversation)).await
     }
 }
 

@@ -13,10 +13,11 @@ use crate::domain::{
 };
 
 #[derive(Default)]
-struct Inner {
-    users: HashMap<UserId, User>,
+pub(super) struct Inner {
+    pub(super) users: HashMap<UserId, User>,
     user_by_openid: HashMap<String, UserId>,
-    conversations: HashMap<ConversationId, Conversation>,
+    pub(super) conversations: HashMap<ConversationId, Conversation>,
+    pub(super) safety_events: Vec<crate::domain::SafetyEvent>,
     leases: HashMap<ConversationId, (MessageId, DateTime<Utc>)>,
     messages: HashMap<MessageId, Message>,
     cancel_requested: std::collections::HashSet<MessageId>,
@@ -43,7 +44,7 @@ impl InMemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -73,6 +74,9 @@ impl Store for InMemoryStore {
             session_version: 0,
             ban: None,
             quota: None,
+            notices: Vec::new(),
+            activity: None,
+            minor_mode: None,
         };
         inner.user_by_openid.insert(openid.as_str().to_string(), user.id);
         inner.users.insert(user.id, user.clone());
@@ -459,6 +463,7 @@ impl Store for InMemoryStore {
         for message in self.lock().messages.values_mut() {
             if message.conversation_id == conversation
                 && message.id != except
+                && message.role == crate::domain::Role::Assistant
                 && message.status == MessageStatus::Streaming
             {
                 let settled = super::interrupted(!message.content.is_empty());

@@ -70,6 +70,12 @@ struct UserDoc {
     ban: Option<BanDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     quota: Option<QuotaDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notices: Option<super::safety_mongo::NoticesDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    activity: Option<super::safety_mongo::ActivityDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    minor_mode: Option<super::safety_mongo::MinorDoc>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,6 +115,10 @@ struct ConversationDoc {
     summary: Option<SummaryDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     learned_through_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    takeover: Option<super::safety_mongo::TakeoverDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crisis: Option<super::safety_mongo::CrisisDoc>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -333,6 +343,9 @@ impl UserDoc {
             session_version: self.session_version,
             ban: self.ban.map(|b| Ban { reason: b.reason, at: from_millis(b.at_ms), by: b.by }),
             quota: self.quota.map(|q| QuotaLimits { messages: q.messages, tokens: q.tokens }),
+            notices: super::safety_mongo::notices_into_domain(self.notices),
+            activity: self.activity.map(super::safety_mongo::ActivityDoc::into_domain),
+            minor_mode: self.minor_mode.map(super::safety_mongo::MinorDoc::into_domain),
         })
     }
 }
@@ -350,6 +363,8 @@ impl ConversationDoc {
             last_active_at: from_millis(self.last_active_ms),
             summary: self.summary.and_then(SummaryDoc::into_domain),
             learned_through: self.learned_through_ms.map(from_millis),
+            takeover: self.takeover.map(super::safety_mongo::TakeoverDoc::into_domain),
+            crisis: self.crisis.map(super::safety_mongo::CrisisDoc::into_domain),
         })
     }
 }
@@ -405,6 +420,26 @@ impl MongoStore {
         client_options.server_selection_timeout = Some(options.server_selection_timeout);
         let client = mongodb::Client::with_options(client_options)?;
         Ok(MongoStore { db: client.database(db_name) })
+    }
+
+    /// Conversations matching `filter`, in `sort` order (operators' lists across users).
+    pub(super) async fn find_conversations(
+        &self,
+        filter: bson::Document,
+        sort: bson::Document,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let docs: Vec<ConversationDoc> = self
+            .conversations()
+            .find(filter)
+            .sort(sort)
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        docs.into_iter().map(ConversationDoc::into_domain).collect()
     }
 
     fn users(&self) -> Collection<UserDoc> {
@@ -572,6 +607,9 @@ impl Store for MongoStore {
             schema_version: SCHEMA_VERSION,
             ban: None,
             quota: None,
+            notices: None,
+            activity: None,
+            minor_mode: None,
         };
         match self.users().insert_one(&fresh).await {
             Ok(_) => fresh.into_domain(),
@@ -651,6 +689,8 @@ impl Store for MongoStore {
             schema_version: SCHEMA_VERSION,
             summary: c.summary.as_ref().map(SummaryDoc::from_domain),
             learned_through_ms: c.learned_through.map(|t| t.timestamp_millis()),
+            takeover: None,
+            crisis: None,
         };
         self.conversations().insert_one(document).await.map_err(unavailable)?;
         Ok(())
@@ -1117,6 +1157,7 @@ impl Store for MongoStore {
                     doc! {
                         "conversation_id": conversation.to_string(),
                         "status": bson_of(&MessageStatus::Streaming)?,
+                        "role": "assistant",
                         "_id": {"$ne": except.to_string()},
                         "content": content,
                     },

@@ -48,7 +48,7 @@ pub(crate) async fn next(socket: &mut Socket) -> Option<Value> {
 }
 
 /// Frames until the reply's `done` or `error`.
-async fn reply(socket: &mut Socket) -> Vec<Value> {
+pub(crate) async fn reply(socket: &mut Socket) -> Vec<Value> {
     let mut frames = Vec::new();
     while let Some(frame) = next(socket).await {
         let end = frame["type"] == "done" || frame["type"] == "error";

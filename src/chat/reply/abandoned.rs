@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{now, Message, MessageProgress, MessageStatus};
+use crate::domain::{now, Message, MessageProgress, MessageStatus, Role};
 use crate::store::{DynStore, StoreError};
 
 pub fn is_abandoned(message: &Message, generated_here: bool, now: DateTime<Utc>, stale_after: Duration) -> bool {
     let stale_after = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
-    message.status == MessageStatus::Streaming && !generated_here && now - message.updated_at > stale_after
+    // A human reply awaited during a takeover has no generation: it waits for an operator.
+    message.status == MessageStatus::Streaming
+        && message.role != Role::Operator
+        && !generated_here
+        && now - message.updated_at > stale_after
 }
 
 /// What an abandoned reply is stored as: the part received is kept.

@@ -83,6 +83,8 @@ pub enum ReplyEvent {
     Reasoning(TextEvent),
     Done(DoneEvent),
     Error(ErrorEvent),
+    /// A notice the user must see (AI disclosure, usage reminder), after `start`.
+    Notice(crate::safety::NoticeEvent),
 }
 
 impl ReplyEvent {
@@ -93,6 +95,7 @@ impl ReplyEvent {
             ReplyEvent::Reasoning(_) => "reasoning",
             ReplyEvent::Done(_) => "done",
             ReplyEvent::Error(_) => "error",
+            ReplyEvent::Notice(_) => "notice",
         }
     }
 
@@ -103,6 +106,7 @@ impl ReplyEvent {
             ReplyEvent::Delta(e) | ReplyEvent::Reasoning(e) => serde_json::to_string(e),
             ReplyEvent::Done(e) => serde_json::to_string(e),
             ReplyEvent::Error(e) => serde_json::to_string(e),
+            ReplyEvent::Notice(e) => serde_json::to_string(e),
         };
         json.expect("reply events always serialize")
     }

@@ -30,7 +30,7 @@ pub struct GenerationJob {
     /// Where the reply's latency, outcome and tokens are counted for `/metrics`.
     pub instruments: Arc<crate::instruments::Instruments>,
     pub assistant_id: MessageId,
-    pub request: ChatRequest,
+    pub source: ReplySource,
     /// Saves the reply's progress (with every other reply's) while it streams.
     pub progress: Arc<ProgressSaver>,
     pub lease: Duration,
@@ -42,6 +42,25 @@ pub struct GenerationJob {
     pub slot: Option<crate::chat::Slot>,
     /// Learn from the conversation once it goes quiet, when the reply completes.
     pub remember: Option<Remember>,
+}
+
+/// What a reply's text comes from.
+#[derive(Clone)]
+pub enum ReplySource {
+    Model(ChatRequest),
+    /// The operator's preset text (an exit phrase's closing, the crisis response): the
+    /// model is not called.
+    Preset(String),
+}
+
+impl ReplySource {
+    /// The model asked, for the day's figures.
+    fn model(&self) -> &str {
+        match self {
+            ReplySource::Model(request) => &request.model,
+            ReplySource::Preset(_) => "preset",
+        }
+    }
 }
 
 /// Where a completed reply's conversation is to be learned from, and when.
@@ -130,7 +149,7 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
         job.registry.spawn(check_output_windows(moderation, tx.subscribe(), block_signal.clone(), blocked.clone()))
     });
     let end = tokio::select! {
-        result = pump(&job.llm, job.request.clone(), &tx, &mut tail) => match result {
+        result = produce(&job.llm, job.source.clone(), &tx, &mut tail) => match result {
             Ok(()) => GenerationEnd::Finished(tail.finish_reason.take()),
             Err(e) => GenerationEnd::Failed(ReplyFailure::Upstream(e)),
         },
@@ -184,7 +203,7 @@ async fn run(job: GenerationJob, tx: watch::Sender<LiveReply>, cancel: Cancellat
         status: progress.status,
         error_code: progress.error.as_ref().map(|e| e.code.as_str()),
         usage: progress.usage.as_ref(),
-        model: Some(served_model.as_deref().unwrap_or(&job.request.model)),
+        model: Some(served_model.as_deref().unwrap_or(job.source.model())),
         first_token_ms: tail.first_token.map(|d| d.as_millis() as u64),
         at: now(),
     };
@@ -249,6 +268,22 @@ async fn settle_abandoned_after_first_token(
         Ok(0) => {}
         Ok(marked) => tracing::warn!(marked, "replies abandoned by a stopped replica were marked interrupted"),
         Err(e) => tracing::warn!(error = ?e, "could not settle abandoned replies; the sweeper will"),
+    }
+}
+
+async fn produce(
+    llm: &LlmClient,
+    source: ReplySource,
+    tx: &watch::Sender<LiveReply>,
+    tail: &mut Tail,
+) -> Result<(), LlmError> {
+    match source {
+        ReplySource::Model(request) => pump(llm, request, tx, tail).await,
+        ReplySource::Preset(text) => {
+            tx.send_modify(|state| state.content.push_str(&text));
+            tail.finish_reason = Some(FinishReason::Stop);
+            Ok(())
+        }
     }
 }
 

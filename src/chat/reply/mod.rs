@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use events::{DoneEvent, ErrorEvent, ReplyEvent, StartEvent, TextEvent, UsageWire};
-pub(super) use generation::{spawn as spawn_generation, GenerationJob, Remember};
+pub(super) use generation::{spawn as spawn_generation, GenerationJob, Remember, ReplySource};
 pub use progress::ProgressSaver;
 pub use registry::{Registry, CANCELLED_SAVE_WINDOW};
 pub use sweeper::Sweeper;
@@ -53,6 +53,8 @@ pub struct ReplyHandle {
     /// Set for a fresh send: the stored user message, announced by a pre-queued `start`.
     user_message: Option<Message>,
     live: Option<watch::Receiver<LiveReply>>,
+    /// Notices the user has not acknowledged, carried by this reply's events.
+    notices: Vec<crate::safety::NoticeEvent>,
 }
 
 impl ReplyHandle {
@@ -62,18 +64,33 @@ impl ReplyHandle {
         reply: Message,
         live: watch::Receiver<LiveReply>,
     ) -> Self {
-        Self { replies, reply, user_message: Some(user_message), live: Some(live) }
+        Self { replies, reply, user_message: Some(user_message), live: Some(live), notices: Vec::new() }
+    }
+
+    /// This reply carries the user's pending notices.
+    pub(crate) fn with_notices(mut self, notices: Vec<crate::safety::NoticeEvent>) -> Self {
+        self.notices = notices;
+        self
+    }
+
+    /// The live reply, when it is generated here.
+    pub(crate) fn live(&self) -> Option<watch::Receiver<LiveReply>> {
+        self.live.clone()
+    }
+
+    pub fn notices(&self) -> &[crate::safety::NoticeEvent] {
+        &self.notices
     }
 
     /// The original reply of a retried send: announced by `start` like a fresh one.
     pub(crate) fn resent(replies: Arc<Replies>, user_message: Message, reply: Message) -> Self {
         let live = replies.registry.subscribe(reply.id);
-        Self { replies, reply, user_message: Some(user_message), live }
+        Self { replies, reply, user_message: Some(user_message), live, notices: Vec::new() }
     }
 
     pub(super) fn existing(replies: Arc<Replies>, reply: Message) -> Self {
         let live = replies.registry.subscribe(reply.id);
-        Self { replies, reply, user_message: None, live }
+        Self { replies, reply, user_message: None, live, notices: Vec::new() }
     }
 
     /// The user's message this reply answers, when the handle comes from a send.
@@ -123,7 +140,8 @@ impl ReplyHandle {
                 closing: self.replies.registry.closing_token(),
             },
         };
-        ReplyWatcher::new(self.reply.id, source, start)
+        let notices = self.notices.iter().cloned().map(ReplyEvent::Notice);
+        ReplyWatcher::new(self.reply.id, source, start.into_iter().chain(notices).collect())
     }
 
     /// Stops the reply wherever it is generated: here at once, on another replica at its

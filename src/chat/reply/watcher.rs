@@ -45,13 +45,14 @@ pub struct ReplyWatcher {
 }
 
 impl ReplyWatcher {
-    pub(super) fn new(assistant_id: MessageId, source: Source, first: Option<ReplyEvent>) -> Self {
+    /// `first`: what is sent before the reply's own events (`start`, then any notices).
+    pub(super) fn new(assistant_id: MessageId, source: Source, first: Vec<ReplyEvent>) -> Self {
         Self {
             source,
             assistant_id,
             sent_content: 0,
             sent_reasoning: 0,
-            queue: first.into_iter().collect(),
+            queue: first.into(),
             primed: false,
             finished: false,
         }
@@ -170,7 +171,7 @@ mod tests {
     use crate::domain::FinishReason;
 
     fn live(rx: watch::Receiver<LiveReply>, first: Option<ReplyEvent>) -> ReplyWatcher {
-        ReplyWatcher::new(MessageId::new(), Source::Live { rx, closed: false }, first)
+        ReplyWatcher::new(MessageId::new(), Source::Live { rx, closed: false }, first.into_iter().collect())
     }
 
     fn delta(text: &str) -> ReplyEvent {

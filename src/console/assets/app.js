@@ -195,7 +195,9 @@ async function loadPersonas() {
     item.dataset.id = p.id;
     const link = document.createElement('button');
     link.type = 'button';
-    link.textContent = `${p.name}（${p.id}）${p.enabled ? '' : ' · 已停用'}${p.preview ? ' · 预览' : ''}`;
+    const flags = [p.enabled ? '' : ' · 已停用', p.preview ? ' · 预览' : '', p.not_for_minors ? ' · 未成年人不可见' : '',
+      p.emotional ? ' · 情感陪伴' : '', p.simulates_relative ? ' · 模拟亲属（不得面向老年用户）' : ''];
+    link.textContent = `${p.name}（${p.id}）${flags.join('')}`;
     link.addEventListener('click', () => editPersona(p));
     item.appendChild(link);
     list.appendChild(item);
@@ -217,6 +219,9 @@ function editPersona(p) {
   $('persona-memory').checked = p ? p.memory : true;
   $('persona-preview').checked = Boolean(p && p.preview);
   $('persona-enabled').checked = p ? p.enabled : true;
+  $('persona-not-for-minors').checked = Boolean(p && p.not_for_minors);
+  $('persona-emotional').checked = Boolean(p && p.emotional);
+  $('persona-simulates-relative').checked = Boolean(p && p.simulates_relative);
   form.dataset.effort = (p && p.reasoning_effort) || '';
 }
 
@@ -235,6 +240,9 @@ $('persona-form').addEventListener('submit', async (event) => {
     reasoning_effort: $('persona-form').dataset.effort || null,
     preview: $('persona-preview').checked, memory: $('persona-memory').checked,
     enabled: $('persona-enabled').checked,
+    not_for_minors: $('persona-not-for-minors').checked,
+    emotional: $('persona-emotional').checked,
+    simulates_relative: $('persona-simulates-relative').checked,
   };
   try {
     await api('PUT', '/personas/' + encodeURIComponent(id), body);
@@ -420,6 +428,8 @@ const ACTIONS = {
   operator_reset: '重置操作员', operator_disabled: '停用操作员', persona_saved: '保存伙伴',
   user_banned: '封禁用户', user_unbanned: '解除封禁', quota_changed: '调整额度',
   conversation_viewed: '查看对话', api_key_created: '创建密钥', api_key_revoked: '吊销密钥',
+  conversation_taken_over: '人工接管', operator_replied: '人工回复', conversation_released: '结束接管',
+  guardian_consent_recorded: '记录监护人同意', minor_mode_off: '关闭未成年人模式',
 };
 
 async function loadAudit() {

@@ -252,6 +252,29 @@ impl TestApp {
         let response = self.post_login(&json!({"code": code})).await;
         assert_eq!(response.status(), 200, "login failed");
         let body: Value = response.json().await.unwrap();
+        let token = body["token"].as_str().unwrap().to_string();
+        // As the mini-program does: the sign-in's AI disclosure is shown and acknowledged.
+        self.acknowledge(&token, &body["notices"]).await;
+        (token, body["user"]["id"].as_str().unwrap().to_string())
+    }
+
+    /// Acknowledges each of `notices` (as listed by login or `GET /api/me`).
+    pub async fn acknowledge(&self, token: &str, notices: &Value) {
+        for notice in notices.as_array().into_iter().flatten() {
+            let path = format!("/api/me/notices/{}/ack", notice["kind"].as_str().unwrap());
+            let body = json!({"version": notice["version"]});
+            let acked = self.client.post(self.url(&path)).bearer_auth(token).json(&body).send().await.unwrap();
+            assert_eq!(acked.status(), 204, "acknowledging {notice}");
+        }
+    }
+
+    /// Logs in without acknowledging what the sign-in asks the user to read.
+    pub async fn login_leaving_notices(&self, openid: &str) -> (String, String) {
+        let code = format!("code-{}", uuid::Uuid::new_v4().simple());
+        self.wechat_knows(&code, openid).await;
+        let response = self.post_login(&json!({"code": code})).await;
+        assert_eq!(response.status(), 200, "login failed");
+        let body: Value = response.json().await.unwrap();
         (body["token"].as_str().unwrap().to_string(), body["user"]["id"].as_str().unwrap().to_string())
     }
 }
