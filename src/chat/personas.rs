@@ -44,6 +44,10 @@ pub struct Persona {
     /// rule the console shows; nothing is detected automatically).
     #[serde(default)]
     pub simulates_relative: bool,
+    /// Besides the phrase list, a JSON-mode model call recognises crisis messages (one
+    /// more call per message, before the reply).
+    #[serde(default)]
+    pub crisis_classifier: bool,
 }
 
 fn yes() -> bool {

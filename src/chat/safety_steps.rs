@@ -3,13 +3,16 @@
 //! carries, and the use recorded afterwards.
 use std::sync::Arc;
 
+use super::context::upstream_user_hash;
+use super::reply::Classify;
 use super::reply::{LiveReply, ReplyHandle};
 use super::service::{ChatError, ChatService};
 use crate::domain::{
     now, Conversation, CrisisFlag, NoticeKind, PendingNotice, SafetyEvent, SafetyEventKind, User, UserId,
 };
+use crate::llm::{ChatMessage, ChatRequest};
 use crate::protection::china_day;
-use crate::safety::{describe, phrases, usage, CompanionSafety, NoticeEvent};
+use crate::safety::{classifier, describe, phrases, usage, CompanionSafety, NoticeEvent};
 use crate::store::UserSafetyUpdate;
 
 /// What answers this turn.
@@ -18,12 +21,21 @@ pub(super) enum Turn {
     Model,
     /// An exit phrase: the operator's neutral closing, no model call.
     Exit,
-    /// A crisis phrase: the preset supportive reply, the conversation flagged.
+    /// A crisis (a phrase of the list, or the persona's classifier): the preset supportive
+    /// reply, the conversation flagged.
     Crisis {
-        phrase: String,
+        detected_by: String,
     },
     /// Taken over: the message waits for a human operator.
     Human,
+}
+
+impl Turn {
+    /// A crisis gets help and a taken-over conversation reaches its human whatever the
+    /// quota, minor mode or a pending notice would refuse.
+    pub(super) fn always_answered(&self) -> bool {
+        matches!(self, Turn::Crisis { .. } | Turn::Human)
+    }
 }
 
 fn minor_time_key(user: UserId, day: &str) -> String {
@@ -70,12 +82,42 @@ impl ChatService {
             return Turn::Human;
         }
         if let Some(phrase) = phrases::crisis_phrase(text, &settings.crisis_phrases) {
-            return Turn::Crisis { phrase: phrase.to_string() };
+            return Turn::Crisis { detected_by: format!("phrase:{phrase}") };
         }
         if phrases::is_exit(text, &settings.exit_phrases) {
             return Turn::Exit;
         }
         Turn::Model
+    }
+
+    /// The second line of defence, for personas that ask for it: the model's own reading
+    /// of a message the phrase list let through, asked by the generation itself (after the
+    /// message is stored, like every model call).
+    pub(super) fn classifier_for(
+        &self,
+        turn: &Turn,
+        user: &User,
+        conversation: &Conversation,
+        text: &str,
+    ) -> Option<Classify> {
+        let persona = self.persona_for(conversation, self.preview.includes(user));
+        if *turn != Turn::Model || !persona.crisis_classifier {
+            return None;
+        }
+        let request = ChatRequest {
+            model: persona.model.clone().unwrap_or_else(|| self.config.default_model.clone()),
+            messages: vec![
+                ChatMessage { role: "system", content: classifier::PROMPT.to_string() },
+                ChatMessage { role: "user", content: text.to_string() },
+            ],
+            thinking: false,
+            reasoning_effort: None,
+            temperature: None,
+            max_tokens: Some(20),
+            user_hash: upstream_user_hash(user.id),
+            json_output: true,
+        };
+        Some(Classify { request, crisis_reply: self.safety.settings.crisis_reply.clone() })
     }
 
     /// The preset text of a turn the model does not answer.
@@ -104,22 +146,14 @@ impl ChatService {
     }
 
     /// After a send, off its critical path: the stretch of use (and the reminder when it
-    /// passes the limit), the first-use disclosure, minor mode's time, a crisis flag.
-    pub(super) fn after_send(
-        &self,
-        reply: &ReplyHandle,
-        user: &User,
-        conversation: &Conversation,
-        turn: &Turn,
-        first_use: Option<PendingNotice>,
-    ) {
+    /// passes the limit), minor mode's time, a crisis flag.
+    pub(super) fn after_send(&self, reply: &ReplyHandle, user: &User, conversation: &Conversation, turn: &Turn) {
         let work = AfterSend {
             live: reply.live(),
             safety: self.safety.clone(),
             user: user.clone(),
             conversation: conversation.id,
             turn: turn.clone(),
-            first_use,
         };
         self.registry.spawn(work.run());
     }
@@ -133,7 +167,6 @@ struct AfterSend {
     user: User,
     conversation: crate::domain::ConversationId,
     turn: Turn,
-    first_use: Option<PendingNotice>,
 }
 
 impl AfterSend {
@@ -143,10 +176,12 @@ impl AfterSend {
         }
         let (safety, user) = (&self.safety, &self.user);
         let settings = &safety.settings;
+        let classified = self.live.as_ref().is_some_and(|live| live.borrow().crisis);
+        let turn = if classified { Turn::Crisis { detected_by: "classifier".into() } } else { self.turn.clone() };
         let at = now();
         let pause = chrono(settings.usage_pause);
         let mut activity = usage::next_activity(user.activity, at, pause);
-        let mut notices: Vec<PendingNotice> = self.first_use.clone().into_iter().collect();
+        let mut notices: Vec<PendingNotice> = Vec::new();
         if usage::reminder_due(&activity, chrono(settings.usage_reminder_after)) {
             activity.reminded_session = Some(activity.session_start);
             notices.push(settings.notices.issue(NoticeKind::UsageReminder, at));
@@ -165,13 +200,13 @@ impl AfterSend {
         if user.minor_mode.is_some() {
             self.count_minor_time(usage::time_used(user.activity, at, pause), at).await;
         }
-        match &self.turn {
+        match &turn {
             Turn::Exit => {
                 let event = SafetyEvent::new(user.id, SafetyEventKind::ExitPhrase, None);
                 safety.record(event.in_conversation(self.conversation)).await;
             }
-            Turn::Crisis { phrase } => {
-                let flag = CrisisFlag { at, detected_by: format!("phrase:{phrase}"), handled_at: None };
+            Turn::Crisis { detected_by } => {
+                let flag = CrisisFlag { at, detected_by: detected_by.clone(), handled_at: None };
                 if let Err(e) = safety.store.flag_crisis(self.conversation, &flag).await {
                     tracing::error!(error = ?e, "could not put the conversation in the crisis queue");
                 }

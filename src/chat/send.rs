@@ -8,8 +8,8 @@ use super::safety_steps::Turn;
 use super::service::{ChatError, ChatService};
 use super::Slot;
 use crate::domain::{
-    now, ClientMessageId, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, Role,
-    SendRecord, User, UserId,
+    now, ClientMessageId, Conversation, ConversationId, Message, MessageContent, MessageId, MessageStatus, QuotaLimits,
+    Role, SendRecord, User, UserId,
 };
 use crate::llm::ChatRequest;
 use crate::protection::{Decision, OutputModeration, Refusal, Reservation};
@@ -103,7 +103,13 @@ impl ChatService {
             self.load(user_id, conversation_id, client_id.as_ref()),
             self.quota.count(&self.store, user_id)
         );
-        let limits = self.quota.limits_for(loaded.as_ref().ok().map(|(_, user, _)| user));
+        let always_answered = loaded
+            .as_ref()
+            .is_ok_and(|(conversation, ..)| self.turn_for(conversation, content.as_str()).always_answered());
+        let limits = match always_answered {
+            true => QuotaLimits { messages: 0, tokens: 0 },
+            false => self.quota.limits_for(loaded.as_ref().ok().map(|(_, user, _)| user)),
+        };
         let reservation = match self.quota.judge(&self.store, counted, limits).await {
             Ok(Ok(reservation)) => reservation,
             // A client's mistake (no such conversation) is named before a refusal, and a
@@ -195,15 +201,21 @@ impl ChatService {
         ids: SendIds,
         slot: Slot,
     ) -> Result<ReplyHandle, ChatError> {
-        self.admit(user, conversation).await?;
         let turn = self.turn_for(conversation, content.as_str());
+        if !turn.always_answered() {
+            self.admit(user, conversation).await?;
+        }
         let (notices, first_use) = self.notices_for(user);
+        if let Some(disclosure) = &first_use {
+            // Saved before it is shown, so its acknowledgement finds it.
+            self.safety.issue_pending(user.id, disclosure).await;
+        }
         let mut user_message = Message::new(conversation, Role::User, content.as_str(), MessageStatus::Complete);
         user_message.id = ids.user_message;
         if turn == Turn::Human {
             drop(slot);
             let handle = self.await_operator(conversation, &user_message, &reservation).await?;
-            self.after_send(&handle, user, conversation, &turn, first_use);
+            self.after_send(&handle, user, conversation, &turn);
             return Ok(handle.with_notices(notices));
         }
         let preset = self.preset_text(&turn);
@@ -219,7 +231,10 @@ impl ChatService {
         let prepared = self.store_and_prepare(conversation, user, &user_message, &reply, &ids, preset.is_none()).await;
         let source = match (prepared, preset) {
             (Ok(_), Some(text)) => Ok(ReplySource::Preset(text)),
-            (Ok(Some(request)), None) => Ok(ReplySource::Model(request)),
+            (Ok(Some(request)), None) => {
+                let classify = self.classifier_for(&turn, user, conversation, content.as_str());
+                Ok(ReplySource::Model { request, classify })
+            }
             (Ok(None), None) => Err(ChatError::internal(anyhow::anyhow!("a model turn without a prompt"))),
             (Err(e), _) => Err(e),
         };
@@ -231,7 +246,7 @@ impl ChatService {
             }
         };
         let remember = match &source {
-            ReplySource::Model(_) => self.remember(user, conversation),
+            ReplySource::Model { .. } => self.remember(user, conversation),
             ReplySource::Preset(_) => None,
         };
         let live = spawn_generation(GenerationJob {
@@ -251,7 +266,7 @@ impl ChatService {
             remember,
         });
         let handle = ReplyHandle::fresh(self.replies.clone(), user_message, reply, live).with_notices(notices);
-        self.after_send(&handle, user, conversation, &turn, first_use);
+        self.after_send(&handle, user, conversation, &turn);
         Ok(handle)
     }
 
@@ -265,14 +280,20 @@ impl ChatService {
         reservation: &Reservation,
     ) -> Result<ReplyHandle, ChatError> {
         let (stored, awaited) =
-            tokio::join!(self.store.insert_message(user_message), self.awaited_reply(conversation.id));
-        self.quota.release(&self.store, reservation, stored.is_ok()).await;
+            tokio::join!(self.store.insert_message(user_message), self.awaited_replies(conversation.id));
+        // Talking to a human costs no quota.
+        self.quota.release(&self.store, reservation, false).await;
         stored?;
-        let reply = match awaited? {
+        let reply = match awaited?.pop() {
             Some(reply) => reply,
             None => {
                 let reply = Message::new(conversation, Role::Operator, "", MessageStatus::Streaming);
                 self.store.insert_message(&reply).await?;
+                // Handed back meanwhile: nobody would answer it.
+                let current = self.store.find_conversation(conversation.id).await?;
+                if current.is_some_and(|c| c.takeover.is_none()) {
+                    self.close_awaited(conversation).await?;
+                }
                 reply
             }
         };

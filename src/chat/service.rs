@@ -314,7 +314,7 @@ impl ChatService {
         id: MessageId,
     ) -> Result<ReplyHandle, ChatError> {
         let message = self.stored_message(user, conversation, id).await?;
-        if message.role != Role::Assistant {
+        if message.role == Role::User {
             return Err(ChatError::NotAReply);
         }
         Ok(ReplyHandle::existing(self.replies.clone(), message))

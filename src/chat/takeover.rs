@@ -7,8 +7,8 @@ use crate::domain::{
     SafetyEvent, SafetyEventKind, Takeover,
 };
 
-/// How many recent messages are searched for the human reply the user awaits.
-const AWAITED_LOOKBACK: usize = 50;
+/// How many recent messages are searched for human replies the user awaits.
+const AWAITED_LOOKBACK: usize = 200;
 
 impl ChatService {
     /// Any user's conversation, for an operator.
@@ -45,37 +45,52 @@ impl ChatService {
     /// and the crisis (if any) is marked handled.
     pub async fn hand_back(&self, id: ConversationId, operator: &str) -> Result<(), ChatError> {
         let conversation = self.conversation_for_operator(id).await?;
-        if self.awaited_reply(id).await?.is_some() {
-            let text = self.safety.settings.takeover_release_text.clone();
-            self.say_as_operator(&conversation, &text).await?;
-        }
+        // Released first: a message sent meanwhile goes to the companion, not to a human
+        // reply nobody will write (and `await_operator` re-checks after it waits).
         self.store.set_takeover(id, None).await?;
+        self.close_awaited(&conversation).await?;
         let event = SafetyEvent::new(conversation.user_id, SafetyEventKind::Released, Some(operator.to_string()));
         self.safety.record(event.in_conversation(id)).await;
         Ok(())
     }
 
-    pub(super) async fn awaited_reply(&self, id: ConversationId) -> Result<Option<Message>, ChatError> {
+    /// Human replies the user awaits, oldest first (two sends at once may each open one).
+    pub(super) async fn awaited_replies(&self, id: ConversationId) -> Result<Vec<Message>, ChatError> {
         let recent = self.store.list_messages(id, AWAITED_LOOKBACK, None).await?;
-        Ok(recent.into_iter().rev().find(|m| m.role == Role::Operator && !m.status.is_final()))
+        Ok(recent.into_iter().filter(|m| m.role == Role::Operator && !m.status.is_final()).collect())
     }
 
+    /// Closes what the user still awaits with the release text (the companion answers next).
+    pub(super) async fn close_awaited(&self, conversation: &Conversation) -> Result<(), ChatError> {
+        if !self.awaited_replies(conversation.id).await?.is_empty() {
+            let text = self.safety.settings.takeover_release_text.clone();
+            self.say_as_operator(conversation, &text).await?;
+        }
+        Ok(())
+    }
+
+    /// The operator's words answer every human reply awaited (each watcher gets them; only
+    /// a rare double send awaits two), or are added as a new message.
     async fn say_as_operator(&self, conversation: &Conversation, text: &str) -> Result<Message, ChatError> {
-        if let Some(mut awaited) = self.awaited_reply(conversation.id).await? {
-            let progress = MessageProgress {
-                content: text.to_string(),
-                reasoning_content: None,
-                status: MessageStatus::Complete,
-                usage: None,
-                finish_reason: Some(FinishReason::Stop),
-                error: None,
-                served: None,
-            };
+        let progress = MessageProgress {
+            content: text.to_string(),
+            reasoning_content: None,
+            status: MessageStatus::Complete,
+            usage: None,
+            finish_reason: Some(FinishReason::Stop),
+            error: None,
+            served: None,
+        };
+        let mut answered = None;
+        for mut awaited in self.awaited_replies(conversation.id).await? {
             let at = now();
             if self.store.save_progress(awaited.id, &progress, at).await? {
                 awaited.apply(&progress, at);
-                return Ok(awaited);
+                answered = Some(awaited);
             }
+        }
+        if let Some(message) = answered {
+            return Ok(message);
         }
         let message = Message::new(conversation, Role::Operator, text, MessageStatus::Complete);
         self.store.insert_message(&message).await?;

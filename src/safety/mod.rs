@@ -2,6 +2,7 @@
 //! 互动服务管理暂行办法》): telling users they talk to an AI, reminders after long use, an
 //! easy exit, a preset response and human takeover in a crisis, minor mode. Every step is
 //! recorded in `safety_events`.
+pub mod classifier;
 mod notices;
 pub mod phrases;
 pub mod usage;
@@ -79,6 +80,15 @@ impl CompanionSafety {
             self.record(SafetyEvent::new(user, SafetyEventKind::NoticeIssued, Some(describe(notice)))).await;
         }
         notices
+    }
+
+    /// Saves (and records) a notice already shown.
+    pub async fn issue_pending(&self, user: UserId, notice: &PendingNotice) {
+        let update = UserSafetyUpdate { notices: vec![notice.clone()], activity: None };
+        match self.store.update_user_safety(user, &update).await {
+            Ok(()) => self.record(SafetyEvent::new(user, SafetyEventKind::NoticeIssued, Some(describe(notice)))).await,
+            Err(e) => tracing::error!(error = ?e, "could not issue a notice"),
+        }
     }
 
     /// Records a step; the record is a duty, but a failed write must not fail the chat.

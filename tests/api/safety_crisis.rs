@@ -109,3 +109,45 @@ async fn a_crisis_gets_the_preset_reply_then_a_human_takes_over_answers_on_sse_a
         assert!(actions.contains(&action), "{action} is audit-logged: {actions:?}");
     }
 }
+
+#[tokio::test]
+async fn a_persona_with_the_classifier_recognises_a_crisis_the_phrase_list_misses() {
+    let app = console_app().await;
+    let admin = Operator::admin(&app).await;
+    let personas = admin.get("/console/api/personas").await;
+    let mut xiaoxi = personas["items"].as_array().unwrap().iter().find(|p| p["id"] == "xiaoxi").unwrap().clone();
+    xiaoxi["crisis_classifier"] = json!(true);
+    assert_eq!(admin.send(Method::PUT, "/console/api/personas/xiaoxi", Some(xiaoxi)).await.status(), 200);
+    let (token, conversation) = app.user_with_conversation("quietly_sad").await;
+    app.deepseek.enqueue_json(r#"{"risk": "high"}"#);
+    app.deepseek.enqueue_json(r#"{"risk": "none"}"#);
+    app.deepseek.enqueue(text_reply(&["今天天气不错呀"]));
+
+    let first =
+        text_of(&app.stream_message(&token, &conversation, "感觉一切都没有意义了，想彻底消失").await.all().await.0);
+    let flagged = wait_for_queue(&admin, &conversation).await;
+    let second = text_of(&app.stream_message(&token, &conversation, "今天天气怎么样").await.all().await.0);
+    let (classified, answered) = (app.deepseek.json_requests(), app.deepseek.requests());
+
+    assert!(first.contains("12356"), "the preset reply: {first}");
+    assert_eq!(flagged["detected_by"], "classifier");
+    assert_eq!(second, "今天天气不错呀", "no crisis: the companion answers after the classifier");
+    let asked: Vec<&Value> = classified.iter().map(|r| &r.body["messages"][1]["content"]).collect();
+    assert_eq!(asked, ["感觉一切都没有意义了，想彻底消失", "今天天气怎么样"], "each message classified");
+    assert_eq!(classified[0].body["response_format"]["type"], "json_object");
+    assert_eq!(answered.len(), 1, "the companion answered only the message without a crisis");
+}
+
+#[tokio::test]
+async fn a_crisis_gets_help_even_when_the_days_quota_is_used_up() {
+    let app = crate::helpers::spawn_app_with(|s| s.daily_message_quota = 1).await;
+    let (token, conversation) = app.user_with_conversation("out_of_quota").await;
+    app.deepseek.enqueue(text_reply(&["好"]));
+    app.stream_message(&token, &conversation, "你好").await.all().await;
+
+    let refused = app.send_message(&token, &conversation, &json!({"content": "再聊聊"})).await;
+    let help = text_of(&app.stream_message(&token, &conversation, "我想结束生命").await.all().await.0);
+
+    assert_eq!(refused.status(), 429, "the quota holds for ordinary messages");
+    assert!(help.contains("12356"), "{help}");
+}

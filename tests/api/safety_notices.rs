@@ -104,6 +104,7 @@ async fn with_notices_required_a_send_is_refused_until_the_notice_is_acknowledge
     app.deepseek.enqueue(text_reply(&["好"]));
 
     let refused = app.send_message(&token, &conversation, &json!({"content": "你好"})).await;
+    let stored_after_refusal = app.messages(&token, &conversation).await;
     let notices = pending(&app, &token).await;
     app.acknowledge(&token, &notices).await;
     let allowed = app.send_message(&token, &conversation, &json!({"content": "你好", "stream": false})).await;
@@ -113,8 +114,49 @@ async fn with_notices_required_a_send_is_refused_until_the_notice_is_acknowledge
     assert_eq!(notices[0]["required"], true);
     assert_eq!(allowed.status(), 200);
     assert_eq!(app.deepseek.requests().len(), 1, "the refused send reached no model");
+    assert!(stored_after_refusal.iter().all(|m| m["role"] != "user"), "a refused send stores nothing");
     let stored = app.messages(&token, &conversation).await;
-    assert!(stored.iter().all(|m| m["content"] != "你好" || m["status"] == "complete"));
+    assert_eq!(stored.iter().filter(|m| m["role"] == "user").count(), 1);
+}
+
+#[tokio::test]
+async fn a_user_who_never_signed_in_gets_the_disclosure_with_the_first_reply() {
+    let app = spawn_app_with(|s| s.wechat_trust_cloudrun_headers = true).await;
+    let as_user = |request: reqwest::RequestBuilder| {
+        request.header("x-wx-source", "wx_client").header("x-wx-openid", "o_header_only")
+    };
+    let created: Value = as_user(app.client.post(app.url("/api/conversations")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conversation = created["id"].as_str().unwrap();
+    app.deepseek.enqueue(text_reply(&["你好"]));
+    app.deepseek.enqueue(text_reply(&["在的"]));
+    let send = |text: &str| {
+        as_user(app.client.post(app.url(&format!("/api/conversations/{conversation}/messages"))))
+            .json(&json!({"content": text}))
+    };
+
+    let first = crate::helpers::EventReader::new(send("你好").send().await.unwrap()).all().await.0;
+    let me: Value = as_user(app.client.get(app.url("/api/me"))).send().await.unwrap().json().await.unwrap();
+    let notice = me["notices"][0].clone();
+    let acked = as_user(app.client.post(app.url("/api/me/notices/ai_disclosure/ack")))
+        .json(&json!({"version": notice["version"]}))
+        .send()
+        .await
+        .unwrap();
+    let second = crate::helpers::EventReader::new(send("在吗").send().await.unwrap()).all().await.0;
+
+    let carried: Vec<&Value> = first.iter().filter(|e| e.name == "notice").map(|e| &e.data).collect();
+    assert_eq!(carried.len(), 1, "the first reply discloses");
+    assert_eq!(carried[0]["kind"], "ai_disclosure");
+    assert_eq!(notice["version"], carried[0]["version"], "saved before it was shown");
+    assert_eq!(acked.status(), 204);
+    assert!(second.iter().all(|e| e.name != "notice"), "acknowledged, and not a first use any more");
 }
 
 #[tokio::test]

@@ -31,6 +31,10 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
+    pending_notices_and_activity_are_kept_per_user_and_acknowledged_only_at_their_version,
+    minor_mode_and_its_consent_round_trip,
+    takeovers_and_crisis_flags_are_kept_and_the_crisis_queue_lists_newest_first,
+    safety_events_list_newest_first_per_user,
     the_same_openid_always_maps_to_the_same_user,
     concurrent_first_logins_of_one_openid_create_one_user,
     a_profile_update_changes_only_the_given_fields,
@@ -647,4 +651,104 @@ async fn the_persona_catalog_is_replaced_only_from_the_revision_it_was_read_at(s
     assert!(store.save_personas(&edited, 1).await.unwrap());
     assert!(!store.save_personas(&seed, 1).await.unwrap(), "a save from a stale revision loses");
     assert_eq!(store.load_personas().await.unwrap(), (2, edited));
+}
+
+fn at_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()
+}
+
+async fn pending_notices_and_activity_are_kept_per_user_and_acknowledged_only_at_their_version(store: DynStore) {
+    use companion_backend::domain::{Activity, NoticeKind, PendingNotice};
+    use companion_backend::store::UserSafetyUpdate;
+    let user = store.find_or_create_user(&OpenId::parse("o_notices").unwrap()).await.unwrap();
+    let notice = |kind, version: &str| PendingNotice { kind, version: version.into(), since: at_ms(0) };
+    let activity = Activity { session_start: at_ms(0), last: at_ms(60_000), reminded_session: Some(at_ms(0)) };
+    let first = UserSafetyUpdate {
+        notices: vec![notice(NoticeKind::UsageReminder, "r1"), notice(NoticeKind::AiDisclosure, "a1")],
+        activity: Some(activity),
+    };
+    store.update_user_safety(user.id, &first).await.unwrap();
+    let replaced = UserSafetyUpdate { notices: vec![notice(NoticeKind::AiDisclosure, "a2")], activity: None };
+    store.update_user_safety(user.id, &replaced).await.unwrap();
+
+    let stale = store.acknowledge_notice(user.id, NoticeKind::AiDisclosure, "a1").await.unwrap();
+    let read = store.get_user(user.id).await.unwrap().unwrap();
+    let acknowledged = store.acknowledge_notice(user.id, NoticeKind::AiDisclosure, "a2").await.unwrap();
+    let again = store.acknowledge_notice(user.id, NoticeKind::AiDisclosure, "a2").await.unwrap();
+    let after = store.get_user(user.id).await.unwrap().unwrap();
+
+    assert!(!stale, "an older version is not the pending one");
+    let pending: Vec<(NoticeKind, &str)> = read.notices.iter().map(|n| (n.kind, n.version.as_str())).collect();
+    assert_eq!(
+        pending,
+        [(NoticeKind::AiDisclosure, "a2"), (NoticeKind::UsageReminder, "r1")],
+        "one per kind, in order"
+    );
+    assert_eq!(read.activity, Some(activity), "kept by a later update without activity");
+    assert!(acknowledged && !again, "acknowledged once");
+    assert_eq!(after.notices.len(), 1);
+    assert_eq!(after.notices[0].kind, NoticeKind::UsageReminder);
+}
+
+async fn minor_mode_and_its_consent_round_trip(store: DynStore) {
+    use companion_backend::domain::{GuardianConsent, MinorMode};
+    let user = store.find_or_create_user(&OpenId::parse("o_minor").unwrap()).await.unwrap();
+    let consent = GuardianConsent { by: "admin".into(), at: at_ms(5), note: "电话核实".into() };
+    let mode = MinorMode { since: at_ms(1), guardian_consent: Some(consent) };
+
+    let set = store.set_minor_mode(user.id, Some(&mode)).await.unwrap();
+    let read = store.get_user(user.id).await.unwrap().unwrap().minor_mode;
+    store.set_minor_mode(user.id, None).await.unwrap();
+    let off = store.get_user(user.id).await.unwrap().unwrap().minor_mode;
+    let nobody = store.set_minor_mode(UserId::new(), Some(&mode)).await.unwrap();
+
+    assert!(set);
+    assert_eq!(read, Some(mode));
+    assert_eq!(off, None);
+    assert!(!nobody, "no such user");
+}
+
+async fn takeovers_and_crisis_flags_are_kept_and_the_crisis_queue_lists_newest_first(store: DynStore) {
+    use companion_backend::domain::{CrisisFlag, Takeover};
+    let user = UserId::new();
+    let (older, newer, calm) =
+        (conversation(user, "a", now()), conversation(user, "b", now()), conversation(user, "c", now()));
+    for c in [&older, &newer, &calm] {
+        store.insert_conversation(c).await.unwrap();
+    }
+    let flag = |ms, by: &str| CrisisFlag { at: at_ms(ms), detected_by: by.into(), handled_at: None };
+    store.flag_crisis(older.id, &flag(1_000, "phrase:想死")).await.unwrap();
+    store.flag_crisis(newer.id, &flag(2_000, "classifier")).await.unwrap();
+    let takeover = Takeover { by: "admin".into(), at: at_ms(3_000) };
+    store.set_takeover(older.id, Some(&takeover)).await.unwrap();
+
+    let taken = store.find_conversation(older.id).await.unwrap().unwrap();
+    let queue: Vec<ConversationId> = store.list_crisis_conversations(10).await.unwrap().iter().map(|c| c.id).collect();
+    store.set_takeover(older.id, None).await.unwrap();
+    let released = store.find_conversation(older.id).await.unwrap().unwrap();
+    let missing = store.set_takeover(ConversationId::new(), Some(&takeover)).await.unwrap();
+
+    assert_eq!(taken.takeover, Some(takeover));
+    assert_eq!(taken.crisis.as_ref().unwrap().detected_by, "phrase:想死");
+    assert_eq!(queue, [newer.id, older.id], "flagged only, newest flag first");
+    assert_eq!(released.takeover, None);
+    assert!(released.crisis.unwrap().handled_at.is_some(), "a release marks the crisis handled");
+    assert!(!missing);
+}
+
+async fn safety_events_list_newest_first_per_user(store: DynStore) {
+    use companion_backend::domain::{SafetyEvent, SafetyEventKind};
+    let (one, other) = (UserId::new(), UserId::new());
+    let event =
+        |user, kind, ms| SafetyEvent { at: at_ms(ms), user_id: user, conversation_id: None, kind, detail: None };
+    store.record_safety_event(&event(one, SafetyEventKind::NoticeIssued, 1)).await.unwrap();
+    store.record_safety_event(&event(other, SafetyEventKind::ExitPhrase, 2)).await.unwrap();
+    store.record_safety_event(&event(one, SafetyEventKind::NoticeAcknowledged, 3)).await.unwrap();
+
+    let mine: Vec<SafetyEventKind> =
+        store.list_safety_events(Some(one), 10).await.unwrap().iter().map(|e| e.kind).collect();
+    let all = store.list_safety_events(None, 10).await.unwrap();
+
+    assert_eq!(mine, [SafetyEventKind::NoticeAcknowledged, SafetyEventKind::NoticeIssued]);
+    assert_eq!(all.len(), 3);
 }

@@ -47,17 +47,56 @@ pub struct GenerationJob {
 /// What a reply's text comes from.
 #[derive(Clone)]
 pub enum ReplySource {
-    Model(ChatRequest),
+    /// The model answers; for a persona with the crisis classifier, only if the classifier
+    /// finds no crisis (else the preset crisis reply).
+    Model { request: ChatRequest, classify: Option<Classify> },
     /// The operator's preset text (an exit phrase's closing, the crisis response): the
     /// model is not called.
     Preset(String),
+}
+
+/// The crisis classifier's call, and what answers when it finds a crisis.
+#[derive(Clone)]
+pub struct Classify {
+    pub request: ChatRequest,
+    pub crisis_reply: String,
+}
+
+/// How long a message waits for the crisis classifier before the companion answers anyway.
+const CLASSIFIER_DEADLINE: Duration = Duration::from_secs(8);
+
+impl Classify {
+    /// Whether the classifier recognises a crisis; a failed or slow call is "no" (logged).
+    async fn finds_crisis(&self, llm: &LlmClient) -> bool {
+        let call = async {
+            let mut answer = String::new();
+            let mut stream = llm.stream_chat(self.request.clone()).await?;
+            while let Some(event) = stream.next().await {
+                if let LlmEvent::Content(piece) = event? {
+                    answer.push_str(&piece);
+                }
+            }
+            Ok::<_, LlmError>(answer)
+        };
+        match tokio::time::timeout(CLASSIFIER_DEADLINE, call).await {
+            Ok(Ok(answer)) => crate::safety::classifier::is_crisis(&answer),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the crisis classifier failed; the companion answers");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("the crisis classifier was too slow; the companion answers");
+                false
+            }
+        }
+    }
 }
 
 impl ReplySource {
     /// The model asked, for the day's figures.
     fn model(&self) -> &str {
         match self {
-            ReplySource::Model(request) => &request.model,
+            ReplySource::Model { request, .. } => &request.model,
             ReplySource::Preset(_) => "preset",
         }
     }
@@ -278,7 +317,15 @@ async fn produce(
     tail: &mut Tail,
 ) -> Result<(), LlmError> {
     match source {
-        ReplySource::Model(request) => pump(llm, request, tx, tail).await,
+        ReplySource::Model { classify: Some(classify), .. } if classify.finds_crisis(llm).await => {
+            tx.send_modify(|state| {
+                state.crisis = true;
+                state.content.push_str(&classify.crisis_reply);
+            });
+            tail.finish_reason = Some(FinishReason::Stop);
+            Ok(())
+        }
+        ReplySource::Model { request, .. } => pump(llm, request, tx, tail).await,
         ReplySource::Preset(text) => {
             tx.send_modify(|state| state.content.push_str(&text));
             tail.finish_reason = Some(FinishReason::Stop);

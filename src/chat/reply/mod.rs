@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use events::{DoneEvent, ErrorEvent, ReplyEvent, StartEvent, TextEvent, UsageWire};
-pub(super) use generation::{spawn as spawn_generation, GenerationJob, Remember, ReplySource};
+pub(super) use generation::{spawn as spawn_generation, Classify, GenerationJob, Remember, ReplySource};
 pub use progress::ProgressSaver;
 pub use registry::{Registry, CANCELLED_SAVE_WINDOW};
 pub use sweeper::Sweeper;
@@ -34,6 +34,8 @@ pub struct LiveReply {
     /// Which upstream answers, and the model it reports, once known.
     pub served: Option<crate::domain::Served>,
     pub end: Option<ReplyEnd>,
+    /// The crisis classifier recognised the message: the text is the preset reply.
+    pub crisis: bool,
 }
 
 /// What every reply handle needs to read replies, here or on other replicas.

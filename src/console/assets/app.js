@@ -108,6 +108,7 @@ for (const button of document.querySelectorAll('nav button')) {
 
 const LOADERS = {
   overview: loadOverview, personas: loadPersonas, users: () => {}, moderation: loadFlagged, keys: loadKeys, audit: loadAudit,
+  crisis: loadCrisis,
 };
 
 function openTab(tab) {
@@ -269,6 +270,7 @@ function showUser(user) {
   $('quota-messages').value = messages ? messages.limit : 0;
   $('quota-tokens').value = tokens ? tokens.limit : 0;
   $('quota-reset').hidden = !user.own_quota;
+  loadSafety().catch((e) => say(e.message, true));
   $('user-status').textContent = user.ban ? `已封禁：${user.ban.reason}（${user.ban.by}，${when(user.ban.at)}）` : '正常';
   $('ban-submit').hidden = Boolean(user.ban);
   $('unban-submit').hidden = !user.ban;
@@ -277,6 +279,112 @@ function showUser(user) {
 async function refreshUser() {
   showUser(await api('POST', '/users/search', { query: foundUser.id }));
 }
+
+const SAFETY_EVENTS = {
+  notice_issued: '发出提示', notice_acknowledged: '确认提示', exit_phrase: '退出对话', crisis_detected: '识别到危机',
+  taken_over: '人工接管', operator_replied: '人工回复', released: '结束接管', minor_mode_on: '开启未成年人模式',
+  minor_mode_off: '关闭未成年人模式', guardian_consent: '监护人同意', minor_time_limit: '未成年人时长用尽',
+};
+
+async function loadSafety() {
+  const record = await api('GET', `/users/${foundUser.id}/safety`);
+  const minor = record.minor_mode;
+  $('user-minor').textContent = minor
+    ? `未成年人模式：开启（${when(minor.since)}）${minor.guardian_consent ? `，监护人同意已记录（${minor.guardian_consent.by}）` : '，未记录监护人同意'}`
+    : '未成年人模式：未开启';
+  $('consent-form').hidden = !minor;
+  fillTable('safety-list', record.items, [
+    (e) => when(e.at), (e) => SAFETY_EVENTS[e.kind] || e.kind, (e) => e.detail || '', (e) => e.conversation_id || '',
+  ]);
+}
+
+$('consent-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const note = $('consent-note').value.trim();
+  if (!note) { say('请填写核实方式', true); return; }
+  try {
+    await api('POST', `/users/${foundUser.id}/guardian-consent`, { note });
+    $('consent-note').value = '';
+    say('已记录监护人同意');
+    await loadSafety();
+  } catch (e) { say(e.message, true); }
+});
+
+$('minor-off').addEventListener('click', async () => {
+  const reason = $('consent-note').value.trim();
+  if (!reason) { say('请先在上方填写监护人同意的核实方式', true); return; }
+  try {
+    await api('DELETE', `/users/${foundUser.id}/minor-mode`, { reason });
+    say('已关闭未成年人模式');
+    await loadSafety();
+  } catch (e) { say(e.message, true); }
+});
+
+let crisisOpen = null;
+
+async function loadCrisis() {
+  const items = (await api('GET', '/crisis')).items;
+  const body = fillTable('crisis-list', items, [
+    (c) => when(c.flagged_at), (c) => (c.detected_by === 'classifier' ? '识别模型' : (c.detected_by || '').replace('phrase:', '关键词：')),
+    (c) => c.user_id, (c) => c.persona_id, (c) => c.taken_over_by || '', (c) => (c.handled_at ? when(c.handled_at) : '未处理'),
+    () => '',
+  ]);
+  [...body.rows].forEach((row, i) => {
+    row.className = 'crisis-row';
+    const open = document.createElement('button');
+    open.type = 'button';
+    open.className = 'crisis-open';
+    open.textContent = '查看并处理';
+    open.addEventListener('click', () => openCrisis(items[i].conversation_id).catch((e) => say(e.message, true)));
+    row.lastChild.appendChild(open);
+  });
+}
+
+const ROLES = { user: '用户', assistant: 'AI 伙伴', operator: '人工' };
+
+async function openCrisis(id) {
+  crisisOpen = id;
+  const data = await api('GET', '/crisis/' + id);
+  $('crisis-view').hidden = false;
+  $('crisis-conversation').textContent = id;
+  fillTable('crisis-messages', data.items, [
+    (m) => when(m.at), (m) => ROLES[m.role] || m.role, (m) => m.content || (m.status === 'streaming' ? '（等待人工回复）' : ''),
+  ]);
+  const taken = Boolean(data.conversation.taken_over_by);
+  $('crisis-takeover').hidden = taken;
+  $('crisis-reply-form').hidden = !taken;
+  $('crisis-release').hidden = !taken;
+}
+
+$('crisis-takeover').addEventListener('click', async () => {
+  try {
+    await api('POST', `/conversations/${crisisOpen}/takeover`);
+    say('已接管，AI 伙伴暂停回复');
+    await openCrisis(crisisOpen);
+    await loadCrisis();
+  } catch (e) { say(e.message, true); }
+});
+
+$('crisis-reply-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const text = $('crisis-reply').value.trim();
+  if (!text) return;
+  try {
+    await api('POST', `/conversations/${crisisOpen}/operator-reply`, { text });
+    $('crisis-reply').value = '';
+    say('已发送');
+    await openCrisis(crisisOpen);
+  } catch (e) { say(e.message, true); }
+});
+
+$('crisis-release').addEventListener('click', async () => {
+  try {
+    await api('POST', `/conversations/${crisisOpen}/release`);
+    say('已结束接管，AI 伙伴继续陪伴');
+    await openCrisis(crisisOpen);
+    await loadCrisis();
+  } catch (e) { say(e.message, true); }
+});
 
 $('user-search-form').addEventListener('submit', async (event) => {
   event.preventDefault();

@@ -250,8 +250,9 @@ impl TestApp {
         let code = format!("code-{}", uuid::Uuid::new_v4().simple());
         self.wechat_knows(&code, openid).await;
         let response = self.post_login(&json!({"code": code})).await;
-        assert_eq!(response.status(), 200, "login failed");
+        let status = response.status();
         let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "login failed: {body}");
         let token = body["token"].as_str().unwrap().to_string();
         // As the mini-program does: the sign-in's AI disclosure is shown and acknowledged.
         self.acknowledge(&token, &body["notices"]).await;
