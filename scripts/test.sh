@@ -78,7 +78,7 @@ echo "==> MongoDB test server (nx-27017) on 127.0.0.1:$MONGO_PORT"
 
 export TEST_MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT"
 # The test server is slow (SQLite behind the wire protocol): keep concurrency modest.
-cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
+cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-3}"
 
 free_port() {
   "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -10,6 +10,7 @@ pub mod instruments;
 pub mod llm;
 pub mod openai;
 pub mod protection;
+pub mod rights;
 pub mod routes;
 pub mod safety;
 pub mod startup;

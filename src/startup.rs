@@ -80,6 +80,8 @@ pub struct Application {
     readiness_delay: Duration,
 }
 
+/// How often accounts due for deletion are looked for.
+const DELETION_SWEEP: Duration = Duration::from_secs(60);
 /// How often a replica looks for due memory jobs, how long it may hold one, how often a
 /// failing one is tried, and how many new messages one run learns from at most.
 const MEMORY_POLL: Duration = Duration::from_secs(2);
@@ -195,6 +197,9 @@ impl Application {
             #[allow(clippy::disallowed_methods)]
             tokio::spawn(learner.run(sweeping.clone()));
         }
+        // Accounts whose cooling-off period ended are erased (upkeep, like the sweeper).
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(crate::rights::erase_due_accounts(store.clone(), DELETION_SWEEP, sweeping.clone()));
         let server = run(listener, &config, Served { store, counting, chat }, lifecycle.clone(), health)?;
         Ok(Application {
             port,
@@ -267,6 +272,12 @@ fn run(
     let Served { store, counting, chat } = served;
     let instruments = chat.instruments().clone();
     let chat = web::Data::new(chat);
+    let rights = web::Data::new(crate::rights::UserRights {
+        store: store.clone(),
+        registry: chat.registry().clone(),
+        chat: chat.clone().into_inner(),
+        settings: config.rights.clone(),
+    });
     let counting = web::Data::new(counting);
     let metrics_access = web::Data::new(MetricsAccess { token: config.server.metrics_token.clone() });
     let limiter = Arc::new(RateLimiter::new(&config.limits, store.clone()).with_tallies(chat.tallies().clone()));
@@ -329,6 +340,7 @@ fn run(
             .app_data(login_policy.clone())
             .app_data(wechat.clone())
             .app_data(chat.clone())
+            .app_data(rights.clone())
             .app_data(web::Data::from(limiter.clone()))
             .app_data(sockets.clone())
             .app_data(counting.clone())
@@ -374,6 +386,10 @@ fn run(
                     .service(web::resource("/me/usage").get(routes::get_usage))
                     .service(web::resource("/me/notices/{kind}/ack").post(routes::acknowledge_notice))
                     .service(web::resource("/me/minor-mode").put(routes::set_minor_mode))
+                    .service(web::resource("/me/exports").post(routes::start_export))
+                    .service(web::resource("/me/exports/{id}").get(routes::download_export))
+                    .service(web::resource("/me/deletion").post(routes::delete_account).delete(routes::cancel_deletion))
+                    .service(web::resource("/reports").get(routes::list_reports).post(routes::file_report))
                     .service(web::resource("/personas").get(routes::list_personas))
                     .service(
                         web::resource("/personas/{persona_id}/memories")

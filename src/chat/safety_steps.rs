@@ -51,7 +51,8 @@ impl ChatService {
     /// minor mode's companions and daily time.
     pub(super) async fn admit(&self, user: &User, conversation: &Conversation) -> Result<(), ChatError> {
         let settings = &self.safety.settings;
-        if settings.notices_required && !user.notices.is_empty() {
+        let policy_pending = self.safety.policy_pending(user).is_some();
+        if policy_pending || (settings.notices_required && !user.notices.is_empty()) {
             return Err(ChatError::NoticeRequired);
         }
         let Some(minor) = &user.minor_mode else { return Ok(()) };

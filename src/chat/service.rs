@@ -109,6 +109,7 @@ impl ChatService {
             registry: parts.registry.clone(),
             stale_after: parts.config.lease * 2,
             follow_every: FOLLOW_EVERY,
+            labels: parts.config.safety.labels.clone(),
         });
         let progress = ProgressSaver::start(parts.store.clone(), parts.config.save_interval, parts.config.lease);
         let safety = Arc::new(crate::safety::CompanionSafety {
@@ -150,6 +151,16 @@ impl ChatService {
     pub async fn pending_notices(&self, user: UserId) -> Result<Vec<crate::safety::NoticeEvent>, ChatError> {
         let found = self.store.get_user(user).await?;
         Ok(found.map(|u| self.safety.pending(&u)).unwrap_or_default())
+    }
+
+    /// The tracker of this instance's background work.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// How AI-generated content is labelled.
+    pub fn labels(&self) -> &crate::safety::labels::ContentLabels {
+        &self.safety.settings.labels
     }
 
     /// Notices, exit, crisis and minor-mode steps every transport shares.

@@ -234,6 +234,23 @@ pub struct Settings {
     pub takeover_release_text: String,
     /// Use per day in minor mode; 0 = no limit.
     pub minor_daily_minutes: u64,
+    /// The privacy policy in effect (empty: none published); a new version must be agreed
+    /// to again before chatting.
+    pub privacy_policy_version: String,
+    pub privacy_policy_text: String,
+    /// Reports are promised to be handled within this many days (shown to the user).
+    pub report_handling_days: u64,
+    /// Reports one user may file per day; 0 = no limit.
+    pub reports_per_day: i64,
+    /// Days between asking to delete an account and its erasure; 0 = at once.
+    pub account_deletion_cooling_days: u64,
+    /// Hours a prepared data export can be downloaded.
+    pub export_ttl_hours: u64,
+    /// The explicit label shown with every AI reply, and with a human operator's.
+    pub ai_content_label: String,
+    pub human_reply_label: String,
+    /// The service provider's name or code in AI content's implicit metadata.
+    pub content_producer: String,
 }
 
 /// Built-in defaults (TOML); every key is documented in `.env.example`.
@@ -326,6 +343,15 @@ crisis_phrases = "自杀,自尽,轻生,不想活,活不下去,想死,去死,结�
 crisis_reply = "听到你这么说，我很担心你。你的感受很重要，你不需要一个人扛着。请现在就联系能帮助你的人：拨打全国心理援助热线 12356，或拨打 120、110；也可以告诉身边信任的家人、朋友。如果你愿意，我们的工作人员会尽快来陪你聊聊。"
 takeover_release_text = "人工服务已结束，接下来由 AI 伙伴继续陪你聊天。如需帮助，请拨打心理援助热线 12356。"
 minor_daily_minutes = 40
+report_handling_days = 7
+reports_per_day = 20
+account_deletion_cooling_days = 0
+export_ttl_hours = 24
+privacy_policy_version = ""
+privacy_policy_text = "我们更新了《隐私政策》，请阅读并同意后继续使用。"
+ai_content_label = "内容由AI生成"
+human_reply_label = "人工回复"
+content_producer = "companion-backend"
 "#;
 
 #[derive(Debug, thiserror::Error)]
@@ -515,6 +541,8 @@ impl Settings {
         at_least("MEMORY_MAX_FACTS", self.memory_max_facts as u64, 1);
         at_least("UPSTREAM_BREAKER_COOLDOWN_MS", self.upstream_breaker_cooldown_ms, 10);
         at_least("USAGE_PAUSE_MINUTES", self.usage_pause_minutes, 1);
+        at_least("REPORT_HANDLING_DAYS", self.report_handling_days, 1);
+        at_least("EXPORT_TTL_HOURS", self.export_ttl_hours, 1);
         if let Some(max_tokens) = self.deepseek_max_tokens {
             at_least("DEEPSEEK_MAX_TOKENS", max_tokens.into(), 1);
         }
@@ -536,6 +564,10 @@ impl Settings {
             ("EXIT_REPLY", &self.exit_reply),
             ("CRISIS_REPLY", &self.crisis_reply),
             ("TAKEOVER_RELEASE_TEXT", &self.takeover_release_text),
+            ("AI_CONTENT_LABEL", &self.ai_content_label),
+            ("PRIVACY_POLICY_TEXT", &self.privacy_policy_text),
+            ("HUMAN_REPLY_LABEL", &self.human_reply_label),
+            ("CONTENT_PRODUCER", &self.content_producer),
         ];
         for (name, text) in texts {
             let chars = text.trim().chars().count();

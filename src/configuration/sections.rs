@@ -174,6 +174,7 @@ pub struct Config {
     pub limits: LimitSettings,
     pub moderation: ModerationSettings,
     pub console: ConsoleSettings,
+    pub rights: crate::rights::RightsSettings,
 }
 
 impl Config {
@@ -302,6 +303,12 @@ impl Settings {
                 ws_max_sockets_per_user: self.ws_max_sockets_per_user,
                 max_in_flight_per_ip: self.max_in_flight_per_ip,
             },
+            rights: crate::rights::RightsSettings {
+                report_handling: secs(self.report_handling_days * 86_400),
+                reports_per_day: self.reports_per_day,
+                deletion_cooling_off: secs(self.account_deletion_cooling_days * 86_400),
+                export_ttl: secs(self.export_ttl_hours * 3600),
+            },
             moderation: ModerationSettings {
                 enabled: self.content_check_enabled(),
                 review: self.content_check_review,
@@ -323,6 +330,8 @@ impl Settings {
             notices: crate::safety::NoticeTexts {
                 ai_disclosure: self.notice_ai_disclosure_text.trim().to_string(),
                 usage_reminder: self.notice_usage_reminder_text.trim().to_string(),
+                privacy_policy_version: self.privacy_policy_version.trim().to_string(),
+                privacy_policy: self.privacy_policy_text.trim().to_string(),
             },
             notices_required: self.notices_required,
             usage_reminder_after: minutes(self.usage_reminder_minutes),
@@ -333,6 +342,11 @@ impl Settings {
             crisis_reply: self.crisis_reply.trim().to_string(),
             takeover_release_text: self.takeover_release_text.trim().to_string(),
             minor_daily_limit: minutes(self.minor_daily_minutes),
+            labels: crate::safety::labels::ContentLabels {
+                ai: self.ai_content_label.trim().to_string(),
+                human: self.human_reply_label.trim().to_string(),
+                producer: self.content_producer.trim().to_string(),
+            },
         }
     }
 

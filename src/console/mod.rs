@@ -10,6 +10,7 @@ pub mod keys;
 pub mod moderation;
 pub mod pages;
 pub mod personas;
+pub mod reports;
 pub mod routes;
 pub mod safety;
 pub mod users;
@@ -74,6 +75,8 @@ pub fn configure(
             .service(web::resource("/api/users/{id}/safety").get(safety::user_record))
             .service(web::resource("/api/users/{id}/guardian-consent").post(safety::guardian_consent))
             .service(web::resource("/api/users/{id}/minor-mode").delete(safety::minor_mode_off))
+            .service(web::resource("/api/reports").get(reports::list))
+            .service(web::resource("/api/reports/{id}/decision").post(reports::decide))
             .service(web::resource("/api/crisis").get(safety::crisis_queue))
             .service(web::resource("/api/crisis/{id}").get(safety::crisis_conversation))
             .service(web::resource("/api/conversations/{id}/takeover").post(safety::take_over))

@@ -7,6 +7,7 @@ mod operator;
 #[cfg(test)]
 mod parse_tests;
 mod reply;
+mod rights;
 mod safety;
 mod user;
 
@@ -19,8 +20,10 @@ pub use message::{
 };
 pub use operator::{ApiKey, AuditAction, AuditEntry, Operator, OperatorName, OperatorRole, OperatorSession, Reason};
 pub use reply::{Conclusion, FinishReason, GenerationEnd, ReplyEnd, ReplyFailure};
+pub use rights::{DataExport, ExportStatus, Report, ReportDecision, ReportReason, ReportStatus, ReportedMessage};
 pub use safety::{
-    Activity, CrisisFlag, GuardianConsent, MinorMode, NoticeKind, PendingNotice, SafetyEvent, SafetyEventKind, Takeover,
+    Activity, CrisisFlag, GuardianConsent, MinorMode, NoticeKind, PendingNotice, PolicyAgreement, SafetyEvent,
+    SafetyEventKind, Takeover,
 };
 pub use user::{AvatarUrl, Ban, LoginCode, Nickname, OpenId, ProfilePatch, QuotaLimits, User};
 

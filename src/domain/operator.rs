@@ -101,6 +101,7 @@ pub enum AuditAction {
     ConversationReleased,
     GuardianConsentRecorded,
     MinorModeOff,
+    ReportDecided,
 }
 
 /// Why an operator did something (a ban, reading a conversation, a quota change): 1–200

@@ -14,15 +14,18 @@ pub enum NoticeKind {
     AiDisclosure,
     /// "You have been chatting for two hours": after continuous use passes the limit.
     UsageReminder,
+    /// A privacy policy version the user has not agreed to: required before chatting.
+    PrivacyPolicy,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 2] = [NoticeKind::AiDisclosure, NoticeKind::UsageReminder];
+    pub const ALL: [NoticeKind; 3] = [NoticeKind::AiDisclosure, NoticeKind::UsageReminder, NoticeKind::PrivacyPolicy];
 
     pub fn as_str(self) -> &'static str {
         match self {
             NoticeKind::AiDisclosure => "ai_disclosure",
             NoticeKind::UsageReminder => "usage_reminder",
+            NoticeKind::PrivacyPolicy => "privacy_policy",
         }
     }
 
@@ -95,6 +98,19 @@ pub enum SafetyEventKind {
     MinorModeOff,
     GuardianConsent,
     MinorTimeLimit,
+    /// The user agreed to a privacy policy version (at sign-in or by acknowledging it).
+    PolicyAgreed,
+    ReportFiled,
+    ExportRequested,
+    DeletionRequested,
+    DeletionCancelled,
+}
+
+/// The privacy policy version a user agreed to, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyAgreement {
+    pub version: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

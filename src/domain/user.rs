@@ -126,6 +126,10 @@ pub struct User {
     /// The current stretch of use, for the usage reminder and minor mode's time limit.
     pub activity: Option<super::Activity>,
     pub minor_mode: Option<super::MinorMode>,
+    /// The privacy policy version the user agreed to.
+    pub agreed_policy: Option<super::PolicyAgreement>,
+    /// The account is erased at this time (a cooling-off period), unless cancelled.
+    pub deletion_due: Option<DateTime<Utc>>,
 }
 
 /// Daily limits of messages and tokens (0: no limit), China time.

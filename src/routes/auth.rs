@@ -12,6 +12,8 @@ use crate::wechat::{Code2SessionError, WechatClient};
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     code: Option<String>,
+    /// The privacy policy version the user agreed to before signing in (recorded).
+    agreed_policy_version: Option<String>,
 }
 
 /// Whether development login is on; copied from settings at startup.
@@ -44,7 +46,11 @@ pub async fn login(
         return Err(ApiError::banned());
     }
     // Every sign-in tells the user again that the companion is an AI.
-    let notices = chat.safety().signed_in(&user).await;
+    let agreed = match body.agreed_policy_version.as_deref() {
+        Some(version) => chat.safety().agree_to_policy(user.id, version).await?,
+        None => false,
+    };
+    let notices = chat.safety().signed_in(&user, agreed).await;
     session_response(&auth, &user, None, notices)
 }
 

@@ -1,6 +1,7 @@
 //! What the API publishes: a field reaches a client only when a DTO here (or a reply
 //! event in `chat::reply::events`) names it. Domain entities are not serializable; the
 //! small value enums (`Role`, `MessageStatus`) serialize as their lowercase names.
+use crate::safety::labels::{ContentLabels, ContentMark, Label};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -66,11 +67,19 @@ pub struct MessageDto<'a> {
     pub finish_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorEvent>,
+    /// The label the client shows: AI, or a human operator (replies only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<Label>,
+    /// AI content's implicit metadata: producer, content id, time, model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_mark: Option<ContentMark>,
 }
 
-impl<'a> From<&'a Message> for MessageDto<'a> {
-    fn from(m: &'a Message) -> Self {
+impl<'a> MessageDto<'a> {
+    pub fn new(m: &'a Message, labels: &ContentLabels) -> Self {
         MessageDto {
+            label: labels.label(m.role),
+            content_mark: labels.mark(m),
             id: m.id,
             role: m.role,
             content: &m.content,

@@ -61,7 +61,8 @@ pub async fn list_messages(
     };
     let (items, more) = chat.history(user.user_id, conversation, limit, before).await?;
     let next_cursor = if more { items.first().map(|m| m.id.to_string()) } else { None };
-    Ok(HttpResponse::Ok().json(Page { items: items.iter().map(MessageDto::from).collect(), next_cursor }))
+    Ok(HttpResponse::Ok()
+        .json(Page { items: items.iter().map(|m| MessageDto::new(m, chat.labels())).collect(), next_cursor }))
 }
 
 /// `GET /api/conversations/{id}/messages/{message_id}`: the message as it stands now.
@@ -75,7 +76,7 @@ pub async fn get_message(
         chat.message(user.user_id, conversation_id(&conversation)?, message_id(&message)?),
         chat.pending_notices(user.user_id)
     )?;
-    Ok(HttpResponse::Ok().json(PolledMessage { message: MessageDto::from(&message), notices }))
+    Ok(HttpResponse::Ok().json(PolledMessage { message: MessageDto::new(&message, chat.labels()), notices }))
 }
 
 /// `POST /api/conversations/{id}/messages` `{"content", "stream"?}`: streams the reply
@@ -98,8 +99,8 @@ pub async fn send_message(
     let (finished, assistant_message) = reply.wait_until(deadline).await?;
     let user_message = reply.user_message().expect("a sent reply knows its user message");
     let body = SendResult {
-        user_message: user_message.into(),
-        assistant_message: (&assistant_message).into(),
+        user_message: MessageDto::new(user_message, chat.labels()),
+        assistant_message: MessageDto::new(&assistant_message, chat.labels()),
         notices: reply.notices(),
     };
     Ok(if finished { HttpResponse::Ok().json(body) } else { HttpResponse::Accepted().json(body) })
@@ -119,7 +120,7 @@ pub async fn cancel_reply(
     let (conversation, message) = path.into_inner();
     let mut reply = chat.cancel_reply(user.user_id, conversation_id(&conversation)?, message_id(&message)?).await?;
     let (stopped, message) = reply.wait_until(tokio::time::Instant::now() + CANCEL_WAIT).await?;
-    let body = MessageDto::from(&message);
+    let body = MessageDto::new(&message, chat.labels());
     Ok(if stopped { HttpResponse::Ok().json(body) } else { HttpResponse::Accepted().json(body) })
 }
 

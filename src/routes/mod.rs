@@ -8,6 +8,7 @@ mod messages;
 mod metrics;
 mod params;
 mod personas;
+mod rights;
 pub(crate) mod safety;
 mod sse;
 mod ws;
@@ -22,5 +23,6 @@ pub use memories::{correct_memory, forget_all_memories, forget_memory, list_memo
 pub use messages::{cancel_reply, get_message, list_messages, reattach, send_message};
 pub use metrics::{metrics, MetricsAccess};
 pub use personas::list_personas;
+pub use rights::{cancel_deletion, delete_account, download_export, file_report, list_reports, start_export};
 pub use safety::{acknowledge_notice, set_minor_mode};
 pub use ws::{chat_socket, SocketSlots};

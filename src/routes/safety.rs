@@ -25,6 +25,13 @@ pub async fn acknowledge_notice(
 ) -> Result<HttpResponse, ApiError> {
     let kind = NoticeKind::parse(&path).ok_or_else(|| ApiError::not_found("no such notice"))?;
     let safety = chat.safety();
+    if kind == NoticeKind::PrivacyPolicy {
+        // Acknowledging the policy is agreeing to that version.
+        return match safety.agree_to_policy(user.user_id, &body.version).await? {
+            true => Ok(HttpResponse::NoContent().finish()),
+            false => Err(ApiError::new(ErrorCode::NoticeOutdated, "this is not the privacy policy in effect")),
+        };
+    }
     let me = safety.store.get_user(user.user_id).await?.ok_or_else(ApiError::unauthorized)?;
     let Some(pending) = me.notices.iter().find(|n| n.kind == kind) else {
         return Ok(HttpResponse::NoContent().finish());

@@ -3,6 +3,7 @@
 //! easy exit, a preset response and human takeover in a crisis, minor mode. Every step is
 //! recorded in `safety_events`.
 pub mod classifier;
+pub mod labels;
 mod notices;
 pub mod phrases;
 pub mod usage;
@@ -31,6 +32,8 @@ pub struct SafetySettings {
     pub takeover_release_text: String,
     /// Use per day in minor mode (zero: no limit).
     pub minor_daily_limit: Duration,
+    /// Labels of AI-generated content.
+    pub labels: labels::ContentLabels,
 }
 
 /// The safety steps every transport shares.
@@ -40,16 +43,39 @@ pub struct CompanionSafety {
 }
 
 impl CompanionSafety {
-    /// The user's pending notices as clients see them.
+    /// The user's pending notices as clients see them: those issued, and a privacy policy
+    /// version they have not agreed to.
     pub fn pending(&self, user: &User) -> Vec<NoticeEvent> {
         let required = self.settings.notices_required;
-        user.notices.iter().map(|n| NoticeEvent::of(n, &self.settings.notices, required)).collect()
+        let mut pending = user.notices.clone();
+        pending.extend(self.policy_pending(user));
+        pending.iter().map(|n| NoticeEvent::of(n, &self.settings.notices, required)).collect()
+    }
+
+    /// The published privacy policy, when the user has not agreed to its version.
+    pub fn policy_pending(&self, user: &User) -> Option<PendingNotice> {
+        let current = &self.settings.notices.privacy_policy_version;
+        let agreed = user.agreed_policy.as_ref().is_some_and(|a| &a.version == current);
+        (!current.is_empty() && !agreed).then(|| self.settings.notices.issue(NoticeKind::PrivacyPolicy, now()))
+    }
+
+    /// Records the user's agreement to the current privacy policy (at sign-in, or by
+    /// acknowledging its notice); false when `version` is not the current one.
+    pub async fn agree_to_policy(&self, user: UserId, version: &str) -> Result<bool, crate::store::StoreError> {
+        let current = &self.settings.notices.privacy_policy_version;
+        if current.is_empty() || version != current {
+            return Ok(false);
+        }
+        let agreement = crate::domain::PolicyAgreement { version: version.to_string(), at: now() };
+        self.store.set_policy_agreement(user, &agreement).await?;
+        self.record(SafetyEvent::new(user, SafetyEventKind::PolicyAgreed, Some(version.to_string()))).await;
+        Ok(true)
     }
 
     /// A sign-in: the AI disclosure is issued again, and the app's opening counts as use
     /// (so the first reply does not disclose twice).
     /// Returns the notices to show now.
-    pub async fn signed_in(&self, user: &User) -> Vec<NoticeEvent> {
+    pub async fn signed_in(&self, user: &User, agreed_to_policy: bool) -> Vec<NoticeEvent> {
         let at = now();
         let pause = chrono::Duration::from_std(self.settings.usage_pause).unwrap_or(chrono::Duration::MAX);
         let activity = usage::next_activity(user.activity, at, pause);
@@ -57,6 +83,9 @@ impl CompanionSafety {
         let mut notices: Vec<PendingNotice> =
             user.notices.iter().filter(|n| !issued.iter().any(|i| i.kind == n.kind)).cloned().collect();
         notices.extend(issued);
+        if !agreed_to_policy {
+            notices.extend(self.policy_pending(user));
+        }
         notices.sort_by_key(|n| n.kind);
         let required = self.settings.notices_required;
         notices.iter().map(|n| NoticeEvent::of(n, &self.settings.notices, required)).collect()

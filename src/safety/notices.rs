@@ -14,6 +14,9 @@ pub fn version_of(text: &str) -> String {
 pub struct NoticeTexts {
     pub ai_disclosure: String,
     pub usage_reminder: String,
+    /// The privacy policy in effect: its version (empty: none published) and notice text.
+    pub privacy_policy_version: String,
+    pub privacy_policy: String,
 }
 
 impl NoticeTexts {
@@ -21,11 +24,18 @@ impl NoticeTexts {
         match kind {
             NoticeKind::AiDisclosure => &self.ai_disclosure,
             NoticeKind::UsageReminder => &self.usage_reminder,
+            NoticeKind::PrivacyPolicy => &self.privacy_policy,
         }
     }
 
+    /// A notice's version names what the user saw: the text's hash, or for the privacy
+    /// policy the version the operator published.
     pub fn issue(&self, kind: NoticeKind, at: chrono::DateTime<chrono::Utc>) -> PendingNotice {
-        PendingNotice { kind, version: version_of(self.text(kind)), since: at }
+        let version = match kind {
+            NoticeKind::PrivacyPolicy => self.privacy_policy_version.clone(),
+            _ => version_of(self.text(kind)),
+        };
+        PendingNotice { kind, version, since: at }
     }
 }
 
@@ -33,6 +43,7 @@ fn title(kind: NoticeKind) -> &'static str {
     match kind {
         NoticeKind::AiDisclosure => "AI 提示",
         NoticeKind::UsageReminder => "休息提醒",
+        NoticeKind::PrivacyPolicy => "隐私政策更新",
     }
 }
 
@@ -48,13 +59,14 @@ pub struct NoticeEvent {
 }
 
 impl NoticeEvent {
+    /// The privacy policy is always required; the others when the operator says so.
     pub fn of(pending: &PendingNotice, texts: &NoticeTexts, required: bool) -> Self {
         Self {
             kind: pending.kind,
             version: pending.version.clone(),
             title: title(pending.kind),
             text: texts.text(pending.kind).to_string(),
-            required,
+            required: required || pending.kind == NoticeKind::PrivacyPolicy,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::rights::RightsStore;
 use super::safety::{SafetyStore, UserSafetyUpdate};
 use super::ConsoleStore;
 use super::{ConversationCursor, DynStore, ExpiredLease, GenerationClaim, Store, StoreError};
@@ -18,7 +19,8 @@ use crate::domain::{
     MemoryFact, MemoryId, MemoryJob, MemoryText, Message, MessageId, MessageProgress, OpenId, Operator, OperatorName,
     OperatorSession, ProfilePatch, QuotaLimits, SendRecord, User, UserId,
 };
-use crate::domain::{CrisisFlag, MinorMode, NoticeKind, SafetyEvent, Takeover};
+use crate::domain::{CrisisFlag, MinorMode, NoticeKind, PolicyAgreement, SafetyEvent, Takeover};
+use crate::domain::{DataExport, ExportStatus, Report, ReportDecision, ReportStatus};
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -73,6 +75,7 @@ const OPERATIONS: &[&str] = &[
     "update_user_safety",
     "acknowledge_notice",
     "set_minor_mode",
+    "set_policy_agreement",
     "record_safety_event",
     "list_safety_events",
     "set_takeover",
@@ -452,6 +455,9 @@ impl SafetyStore for CountingStore {
     async fn set_minor_mode(&self, user: UserId, mode: Option<&MinorMode>) -> Result<bool, StoreError> {
         self.track("set_minor_mode", Kind::Write, self.inner.set_minor_mode(user, mode)).await
     }
+    async fn set_policy_agreement(&self, user: UserId, agreement: &PolicyAgreement) -> Result<(), StoreError> {
+        self.track("set_policy_agreement", Kind::Write, self.inner.set_policy_agreement(user, agreement)).await
+    }
     async fn record_safety_event(&self, event: &SafetyEvent) -> Result<(), StoreError> {
         self.track("record_safety_event", Kind::Write, self.inner.record_safety_event(event)).await
     }
@@ -473,6 +479,52 @@ impl SafetyStore for CountingStore {
     }
     async fn find_conversation(&self, conversation: ConversationId) -> Result<Option<Conversation>, StoreError> {
         self.track("find_conversation", Kind::Read, self.inner.find_conversation(conversation)).await
+    }
+}
+
+/// Users' rights: passed through, not counted (rare, not chat traffic).
+#[async_trait]
+impl RightsStore for CountingStore {
+    async fn insert_report(&self, report: &Report) -> Result<(), StoreError> {
+        self.inner.insert_report(report).await
+    }
+    async fn list_user_reports(&self, user: UserId, limit: usize) -> Result<Vec<Report>, StoreError> {
+        self.inner.list_user_reports(user, limit).await
+    }
+    async fn list_reports(&self, status: Option<ReportStatus>, limit: usize) -> Result<Vec<Report>, StoreError> {
+        self.inner.list_reports(status, limit).await
+    }
+    async fn decide_report(
+        &self,
+        id: &str,
+        status: ReportStatus,
+        decision: &ReportDecision,
+    ) -> Result<bool, StoreError> {
+        self.inner.decide_report(id, status, decision).await
+    }
+    async fn schedule_deletion(&self, user: UserId, due: Option<DateTime<Utc>>) -> Result<bool, StoreError> {
+        self.inner.schedule_deletion(user, due).await
+    }
+    async fn due_deletions(&self, at: DateTime<Utc>, limit: usize) -> Result<Vec<User>, StoreError> {
+        self.inner.due_deletions(at, limit).await
+    }
+    async fn erase_user(&self, user: &User, record: &str) -> Result<(), StoreError> {
+        self.inner.erase_user(user, record).await
+    }
+    async fn insert_export(&self, export: &DataExport) -> Result<(), StoreError> {
+        self.inner.insert_export(export).await
+    }
+    async fn save_export_part(&self, export: &DataExport, index: u32, data: &str) -> Result<(), StoreError> {
+        self.inner.save_export_part(export, index, data).await
+    }
+    async fn finish_export(&self, id: &str, status: ExportStatus, parts: u32) -> Result<(), StoreError> {
+        self.inner.finish_export(id, status, parts).await
+    }
+    async fn get_export(&self, user: UserId, id: &str) -> Result<Option<DataExport>, StoreError> {
+        self.inner.get_export(user, id).await
+    }
+    async fn read_export_part(&self, id: &str, index: u32) -> Result<Option<String>, StoreError> {
+        self.inner.read_export_part(id, index).await
     }
 }
 

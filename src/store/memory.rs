@@ -25,6 +25,36 @@ pub(super) struct Inner {
     counters: HashMap<String, (i64, DateTime<Utc>)>,
     memories: HashMap<MemoryId, MemoryFact>,
     memory_jobs: HashMap<ConversationId, PendingJob>,
+    pub(super) reports: Vec<crate::domain::Report>,
+    pub(super) exports: HashMap<String, (crate::domain::DataExport, Vec<String>)>,
+    /// Erased accounts, without personal content.
+    pub(super) deletions: Vec<String>,
+}
+
+impl Inner {
+    /// Everything kept about `user`, except reports still open.
+    pub(super) fn erase(&mut self, user: &User, record: &str) {
+        let id = user.id;
+        self.users.remove(&id);
+        self.user_by_openid.remove(user.openid.as_str());
+        let conversations: Vec<ConversationId> =
+            self.conversations.values().filter(|c| c.user_id == id).map(|c| c.id).collect();
+        for conversation in &conversations {
+            self.conversations.remove(conversation);
+            self.leases.remove(conversation);
+            self.memory_jobs.remove(conversation);
+        }
+        self.messages.retain(|_, m| m.user_id != id);
+        self.sends.retain(|(user, _), _| *user != id);
+        let mark = id.to_string();
+        self.counters.retain(|key, _| !key.contains(&mark));
+        self.memories.retain(|_, f| f.user_id != id);
+        self.memory_jobs.retain(|_, j| j.job.user_id != id);
+        self.safety_events.retain(|e| e.user_id != id);
+        self.reports.retain(|r| r.user_id != id || r.status == crate::domain::ReportStatus::Pending);
+        self.exports.retain(|_, (e, _)| e.user_id != id);
+        self.deletions.push(record.to_string());
+    }
 }
 
 struct PendingJob {
@@ -77,6 +107,8 @@ impl Store for InMemoryStore {
             notices: Vec::new(),
             activity: None,
             minor_mode: None,
+            agreed_policy: None,
+            deletion_due: None,
         };
         inner.user_by_openid.insert(openid.as_str().to_string(), user.id);
         inner.users.insert(user.id, user.clone());

@@ -6,6 +6,8 @@ mod console_mongo;
 mod counting;
 mod memory;
 mod mongo;
+mod rights;
+mod rights_mongo;
 mod safety;
 mod safety_mongo;
 
@@ -24,6 +26,7 @@ pub use console::ConsoleStore;
 pub use counting::{CountingStore, StoreTraffic};
 pub use memory::InMemoryStore;
 pub use mongo::{MongoStore, MongoStoreOptions};
+pub use rights::RightsStore;
 pub use safety::{SafetyStore, UserSafetyUpdate};
 
 pub type DynStore = Arc<dyn Store>;
@@ -84,7 +87,7 @@ pub enum GenerationClaim {
 }
 
 #[async_trait]
-pub trait Store: ConsoleStore + SafetyStore + Send + Sync + 'static {
+pub trait Store: ConsoleStore + SafetyStore + RightsStore + Send + Sync + 'static {
     /// "mongodb" or "in-process", for readiness reports.
     fn kind(&self) -> &'static str;
     async fn ping(&self) -> Result<(), StoreError>;

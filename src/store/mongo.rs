@@ -76,6 +76,11 @@ struct UserDoc {
     activity: Option<super::safety_mongo::ActivityDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     minor_mode: Option<super::safety_mongo::MinorDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agreed_policy: Option<super::safety_mongo::PolicyDoc>,
+    /// 0: no deletion scheduled (a field that is always there can be compared).
+    #[serde(default)]
+    deletion_due_ms: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -346,6 +351,8 @@ impl UserDoc {
             notices: super::safety_mongo::notices_into_domain(self.notices),
             activity: self.activity.map(super::safety_mongo::ActivityDoc::into_domain),
             minor_mode: self.minor_mode.map(super::safety_mongo::MinorDoc::into_domain),
+            agreed_policy: self.agreed_policy.map(super::safety_mongo::PolicyDoc::into_domain),
+            deletion_due: (self.deletion_due_ms > 0).then(|| from_millis(self.deletion_due_ms)),
         })
     }
 }
@@ -572,6 +579,20 @@ impl MongoStore {
         self.ensure_console_indexes().await
     }
 
+    /// Users matching `filter` (operators' and sweepers' lists).
+    pub(super) async fn find_users(&self, filter: bson::Document, limit: usize) -> Result<Vec<User>, StoreError> {
+        let docs: Vec<UserDoc> = self
+            .users()
+            .find(filter)
+            .limit(limit as i64)
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        docs.into_iter().map(UserDoc::into_domain).collect()
+    }
+
     async fn find_user_by_openid(&self, openid: &OpenId) -> Result<Option<User>, StoreError> {
         self.users()
             .find_one(doc! {"_id": openid.as_str()})
@@ -610,6 +631,8 @@ impl Store for MongoStore {
             notices: None,
             activity: None,
             minor_mode: None,
+            agreed_policy: None,
+            deletion_due_ms: 0,
         };
         match self.users().insert_one(&fresh).await {
             Ok(_) => fresh.into_domain(),

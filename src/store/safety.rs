@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use super::{InMemoryStore, StoreError};
 use crate::domain::{
-    Activity, Conversation, ConversationId, CrisisFlag, MinorMode, NoticeKind, PendingNotice, SafetyEvent, Takeover,
-    UserId,
+    Activity, Conversation, ConversationId, CrisisFlag, MinorMode, NoticeKind, PendingNotice, PolicyAgreement,
+    SafetyEvent, Takeover, UserId,
 };
 
 /// Notices issued and activity recorded for one user in one write.
@@ -21,6 +21,7 @@ pub trait SafetyStore: Send + Sync {
     async fn update_user_safety(&self, user: UserId, update: &UserSafetyUpdate) -> Result<(), StoreError>;
     /// Removes the pending notice if it is at `version`; false when it was not.
     async fn acknowledge_notice(&self, user: UserId, kind: NoticeKind, version: &str) -> Result<bool, StoreError>;
+    async fn set_policy_agreement(&self, user: UserId, agreement: &PolicyAgreement) -> Result<(), StoreError>;
     /// Minor mode on (`Some`) or off; false without the user.
     async fn set_minor_mode(&self, user: UserId, mode: Option<&MinorMode>) -> Result<bool, StoreError>;
 
@@ -66,6 +67,13 @@ impl SafetyStore for InMemoryStore {
 
     async fn set_minor_mode(&self, user: UserId, mode: Option<&MinorMode>) -> Result<bool, StoreError> {
         Ok(self.lock().users.get_mut(&user).map(|u| u.minor_mode = mode.cloned()).is_some())
+    }
+
+    async fn set_policy_agreement(&self, user: UserId, agreement: &PolicyAgreement) -> Result<(), StoreError> {
+        if let Some(u) = self.lock().users.get_mut(&user) {
+            u.agreed_policy = Some(agreement.clone());
+        }
+        Ok(())
     }
 
     async fn record_safety_event(&self, event: &SafetyEvent) -> Result<(), StoreError> {

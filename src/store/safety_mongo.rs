@@ -14,7 +14,7 @@ use super::safety::{SafetyStore, UserSafetyUpdate};
 use super::{MongoStore, StoreError};
 use crate::domain::{
     now, Activity, Conversation, ConversationId, CrisisFlag, GuardianConsent, MinorMode, NoticeKind, PendingNotice,
-    SafetyEvent, SafetyEventKind, Takeover, UserId,
+    PolicyAgreement, SafetyEvent, SafetyEventKind, Takeover, UserId,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -96,6 +96,18 @@ impl MinorDoc {
                 note: c.note,
             }),
         }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct PolicyDoc {
+    version: String,
+    at_ms: i64,
+}
+
+impl PolicyDoc {
+    pub(super) fn into_domain(self) -> PolicyAgreement {
+        PolicyAgreement { version: self.version, at: from_millis(self.at_ms) }
     }
 }
 
@@ -193,6 +205,13 @@ impl SafetyStore for MongoStore {
         let updated =
             self.raw_users().update_one(doc! {"user_id": user.to_string()}, update).await.map_err(unavailable)?;
         Ok(updated.matched_count == 1)
+    }
+
+    async fn set_policy_agreement(&self, user: UserId, agreement: &PolicyAgreement) -> Result<(), StoreError> {
+        let agreed = PolicyDoc { version: agreement.version.clone(), at_ms: agreement.at.timestamp_millis() };
+        let update = doc! {"$set": {"agreed_policy": to_doc(&agreed)?}};
+        self.raw_users().update_one(doc! {"user_id": user.to_string()}, update).await.map_err(unavailable)?;
+        Ok(())
     }
 
     async fn record_safety_event(&self, event: &SafetyEvent) -> Result<(), StoreError> {

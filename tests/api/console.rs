@@ -76,8 +76,10 @@ impl<'a> Operator<'a> {
 
     pub async fn get(&self, path: &str) -> Value {
         let response = self.send(Method::GET, path, None).await;
-        assert_eq!(response.status(), 200, "GET {path}");
-        response.json().await.unwrap()
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
     }
 }
 

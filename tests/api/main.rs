@@ -27,6 +27,8 @@ mod openai_api;
 mod packaging;
 mod protection;
 mod recovery;
+mod rights;
+mod rights_labels;
 mod round_trips;
 mod safety_crisis;
 mod safety_minor;

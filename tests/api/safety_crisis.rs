@@ -103,6 +103,9 @@ async fn a_crisis_gets_the_preset_reply_then_a_human_takes_over_answers_on_sse_a
         history.iter().map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap())).collect();
     assert!(roles.contains(&("operator", "我在，我是值班的工作人员。")), "{roles:?}");
     assert!(roles.contains(&("operator", "不客气，我们一直都在。")), "{roles:?}");
+    let human = history.iter().find(|m| m["role"] == "operator").unwrap();
+    assert_eq!(human["label"], json!({"author": "human", "text": "人工回复"}), "never labelled as AI");
+    assert!(human.get("content_mark").is_none(), "a human's words are not generated content");
     assert!(queue_after["handled_at"].is_string(), "released: handled");
     let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     for action in ["conversation_viewed", "conversation_taken_over", "operator_replied", "conversation_released"] {

@@ -8,6 +8,12 @@ use crate::domain::{FinishReason, MessageError, MessageId, ReplyEnd, ReplyFailur
 pub struct StartEvent {
     pub user_message_id: MessageId,
     pub assistant_message_id: MessageId,
+    /// The label the client shows with the reply (AI, or a human operator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<crate::safety::labels::Label>,
+    /// AI content's implicit metadata (the model is in the stored message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_mark: Option<crate::safety::labels::ContentMark>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,7 +146,12 @@ mod tests {
         let id = MessageId::parse("65f0a1b2c3d4e5f601234567").unwrap();
         let cases = [
             (
-                ReplyEvent::Start(StartEvent { user_message_id: id, assistant_message_id: id }),
+                ReplyEvent::Start(StartEvent {
+                    user_message_id: id,
+                    assistant_message_id: id,
+                    label: None,
+                    content_mark: None,
+                }),
                 "start",
                 r#"{"user_message_id":"65f0a1b2c3d4e5f601234567","assistant_message_id":"65f0a1b2c3d4e5f601234567"}"#,
             ),

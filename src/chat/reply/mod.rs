@@ -46,6 +46,8 @@ pub struct Replies {
     pub(super) stale_after: Duration,
     /// How often a follower reads a reply another replica generates.
     pub(super) follow_every: Duration,
+    /// The label and metadata a reply's `start` carries.
+    pub(super) labels: crate::safety::labels::ContentLabels,
 }
 
 /// One assistant reply, checked to belong to the caller and to be a reply.
@@ -129,7 +131,12 @@ impl ReplyHandle {
     /// `done` or `error`. Live when generated here, else following what is stored.
     pub fn events(&self) -> ReplyWatcher {
         let start = self.user_message.as_ref().map(|user| {
-            ReplyEvent::Start(StartEvent { user_message_id: user.id, assistant_message_id: self.reply.id })
+            ReplyEvent::Start(StartEvent {
+                user_message_id: user.id,
+                assistant_message_id: self.reply.id,
+                label: self.replies.labels.label(self.reply.role),
+                content_mark: self.replies.labels.mark(&self.reply),
+            })
         });
         let source = match &self.live {
             Some(rx) => watcher::Source::Live { rx: rx.clone(), closed: false },

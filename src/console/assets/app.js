@@ -108,7 +108,7 @@ for (const button of document.querySelectorAll('nav button')) {
 
 const LOADERS = {
   overview: loadOverview, personas: loadPersonas, users: () => {}, moderation: loadFlagged, keys: loadKeys, audit: loadAudit,
-  crisis: loadCrisis,
+  crisis: loadCrisis, reports: loadReports,
 };
 
 function openTab(tab) {
@@ -319,6 +319,41 @@ $('minor-off').addEventListener('click', async () => {
     await loadSafety();
   } catch (e) { say(e.message, true); }
 });
+
+const REPORT_REASONS = {
+  illegal: '违法违规', pornographic: '色情低俗', abusive: '辱骂骚扰', fraud: '诈骗', misinformation: '虚假信息',
+  harmful_to_minors: '危害未成年人', privacy: '侵犯隐私', self_harm: '自伤自杀', other: '其他',
+};
+const REPORT_STATUS = { pending: '待处理', accepted: '已受理', dismissed: '已驳回' };
+
+async function loadReports() {
+  const items = (await api('GET', '/reports')).items;
+  const body = fillTable('report-list', items, [
+    (r) => when(r.created_at), (r) => REPORT_REASONS[r.reason] || r.reason, (r) => r.text || '',
+    (r) => r.snapshot.map((m) => `${ROLES[m.role] || m.role}：${m.content}`).join('\n'),
+    (r) => r.user_id, (r) => when(r.due_at), (r) => REPORT_STATUS[r.status] || r.status, () => '',
+  ]);
+  [...body.rows].forEach((row, i) => {
+    row.className = 'report-row';
+    if (items[i].status !== 'pending') { row.lastChild.textContent = items[i].note || ''; return; }
+    for (const [status, words] of [['accepted', '受理'], ['dismissed', '驳回']]) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'report-' + status;
+      button.textContent = words;
+      button.addEventListener('click', async () => {
+        const note = window.prompt('处理说明（用户可见，将记入审计日志）');
+        if (!note) return;
+        try {
+          await api('POST', `/reports/${items[i].id}/decision`, { status, note });
+          say('已处理');
+          await loadReports();
+        } catch (e) { say(e.message, true); }
+      });
+      row.lastChild.appendChild(button);
+    }
+  });
+}
 
 let crisisOpen = null;
 
@@ -537,7 +572,7 @@ const ACTIONS = {
   user_banned: '封禁用户', user_unbanned: '解除封禁', quota_changed: '调整额度',
   conversation_viewed: '查看对话', api_key_created: '创建密钥', api_key_revoked: '吊销密钥',
   conversation_taken_over: '人工接管', operator_replied: '人工回复', conversation_released: '结束接管',
-  guardian_consent_recorded: '记录监护人同意', minor_mode_off: '关闭未成年人模式',
+  guardian_consent_recorded: '记录监护人同意', minor_mode_off: '关闭未成年人模式', report_decided: '处理投诉',
 };
 
 async function loadAudit() {

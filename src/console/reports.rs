@@ -1,0 +1,63 @@
+//! `/console/api/reports`: users' reports (投诉举报) with what was reported as it was; an
+//! operator accepts or dismisses each with a note the user sees (audit-logged).
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::accounts::audit;
+use super::http::{ConsoleState, Need};
+use crate::domain::{now, AuditAction, Reason, ReportDecision, ReportStatus};
+use crate::errors::{ApiError, ErrorCode};
+
+#[derive(Deserialize)]
+pub struct ReportsQuery {
+    status: Option<ReportStatus>,
+}
+
+/// `GET /console/api/reports?status=pending` → the newest 200, with user and due time.
+pub async fn list(
+    req: HttpRequest,
+    query: web::Query<ReportsQuery>,
+    console: web::Data<ConsoleState>,
+) -> Result<HttpResponse, ApiError> {
+    console.signed(&req, Need::Operator).await?;
+    let reports = console.store.list_reports(query.status, 200).await?;
+    let items: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|r| {
+            let mut item = crate::rights::report_json(r);
+            item["user_id"] = json!(r.user_id);
+            item["decided_by"] = json!(r.decision.as_ref().map(|d| d.by.as_str()));
+            item
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+pub struct DecisionBody {
+    status: ReportStatus,
+    note: String,
+}
+
+/// `POST /console/api/reports/{id}/decision` `{"status":"accepted"|"dismissed","note"}` →
+/// `204`; `404` when there is no such pending report.
+pub async fn decide(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<DecisionBody>,
+    console: web::Data<ConsoleState>,
+) -> Result<HttpResponse, ApiError> {
+    let signed = console.signed(&req, Need::Operator).await?;
+    if body.status == ReportStatus::Pending {
+        return Err(ApiError::new(ErrorCode::InvalidBody, "decide accepted or dismissed"));
+    }
+    let note = Reason::parse(&body.note).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.0))?.into_string();
+    let actor = signed.operator.name.as_str();
+    let decision = ReportDecision { by: actor.to_string(), at: now(), note: note.clone() };
+    if !console.store.decide_report(&path, body.status, &decision).await? {
+        return Err(ApiError::not_found("no such pending report"));
+    }
+    audit(&console.store, actor, AuditAction::ReportDecided, Some(path.into_inner()), Some(note)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
