@@ -58,6 +58,13 @@ pub async fn decide(
     if !console.store.decide_report(&path, body.status, &decision).await? {
         return Err(ApiError::not_found("no such pending report"));
     }
-    audit(&console.store, actor, AuditAction::ReportDecided, Some(path.into_inner()), Some(note)).await?;
+    audit(&console.store, actor, AuditAction::ReportDecided, Some(path.to_string()), Some(note)).await?;
+    // A report outlives its author's account only until it is handled.
+    let author = console.store.list_reports(None, 1000).await?.into_iter().find(|r| r.id == *path).map(|r| r.user_id);
+    if let Some(author) = author {
+        if console.store.get_user(author).await?.is_none() {
+            console.store.delete_report(&path).await?;
+        }
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,7 +1,8 @@
 //! With MongoDB down, every storage call would wait for the driver's server-selection
 //! timeout (seconds) before failing: behind callContainer's 15 s cut, users would see a
-//! platform timeout instead of an answer. A watcher pings the store every second; while
-//! it does not answer, `/api` requests get `503 storage_unavailable` at once.
+//! platform timeout instead of an answer. A watcher pings the store every second; once it
+//! has not answered three times in a row, `/api` requests get `503 storage_unavailable` at
+//! once, until it answers again.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,10 @@ use crate::store::DynStore;
 
 const PING_EVERY: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_millis(700);
+/// Pings that fail in a row before the store counts as down: one slow answer (a busy
+/// moment, a GC pause) must not refuse every request; a store that is really gone is
+/// found within a few seconds.
+const FAILURES_TO_DOWN: u32 = 3;
 
 #[derive(Debug)]
 pub struct StoreHealth {
@@ -49,13 +54,15 @@ impl StoreHealth {
     pub async fn watch(self: Arc<Self>, store: DynStore, stop: CancellationToken) {
         let mut ticks = tokio::time::interval(PING_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failures = 0;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
             let answered = matches!(tokio::time::timeout(PING_TIMEOUT, store.ping()).await, Ok(Ok(())));
-            self.record(answered);
+            failures = if answered { 0 } else { failures + 1 };
+            self.record(failures < FAILURES_TO_DOWN);
         }
     }
 }

@@ -14,19 +14,38 @@ use crate::domain::{now, DataExport, ExportStatus, SafetyEvent, SafetyEventKind,
 use crate::routes::dto::{MessageDto, UsageDto};
 use crate::store::{ConversationCursor, DynStore, StoreError};
 
+/// Each export is a full copy of the user's data: a few a day are plenty.
+const EXPORTS_PER_DAY: i64 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error("too many exports today")]
+    TooMany { retry_after: u64 },
+}
+
+impl From<StoreError> for ExportError {
+    fn from(e: StoreError) -> Self {
+        ExportError::Chat(e.into())
+    }
+}
+
 /// Parts of at most this many bytes (a MongoDB document holds 16 MB).
 const PART_BYTES: usize = 1 << 20;
 const PAGE: usize = 200;
 
-/// A ready export: its parts, in order.
-pub struct ExportReady {
-    pub export: DataExport,
-}
-
 impl UserRights {
-    /// Starts preparing the user's export; the caller polls its status.
-    pub async fn start_export(&self, user: UserId) -> Result<DataExport, ChatError> {
+    /// Starts preparing the user's export (at most `EXPORTS_PER_DAY` a day); the caller
+    /// polls its status.
+    pub async fn start_export(&self, user: UserId) -> Result<DataExport, ExportError> {
         let at = now();
+        let (day, ends) = crate::protection::china_day(at);
+        let asked =
+            self.store.increment_counter(&format!("exports:{user}:{day}"), 1, ends + chrono::Duration::days(1)).await?;
+        if asked > EXPORTS_PER_DAY {
+            return Err(ExportError::TooMany { retry_after: (ends - at).num_seconds().max(1) as u64 });
+        }
         let ttl = chrono::Duration::from_std(self.settings.export_ttl).unwrap_or(chrono::Duration::hours(24));
         let export = DataExport {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -36,7 +55,7 @@ impl UserRights {
             expires_at: at + ttl,
             parts: 0,
         };
-        self.store.insert_export(&export).await?;
+        self.store.insert_export(&export).await.map_err(ChatError::from)?;
         let event = SafetyEvent::new(user, SafetyEventKind::ExportRequested, Some(export.id.clone()));
         self.chat.safety().record(event).await;
         let (store, chat, prepared) = (self.store.clone(), self.chat.clone(), export.clone());
@@ -81,6 +100,15 @@ async fn prepare(store: &DynStore, chat: &Arc<ChatService>, export: &DataExport)
     Ok(parts)
 }
 
+/// What a safety record's detail tells the user: operators' names stay the operator's.
+fn users_part(event: &crate::domain::SafetyEvent) -> Option<&str> {
+    use SafetyEventKind::*;
+    match event.kind {
+        TakenOver | OperatorReplied | Released | GuardianConsent | MinorModeOff => None,
+        _ => event.detail.as_deref(),
+    }
+}
+
 /// The whole document. Only this user's data is read, by their id.
 async fn document(store: &DynStore, chat: &ChatService, user: &User) -> Result<Value, StoreError> {
     let labels = chat.labels();
@@ -118,6 +146,8 @@ async fn document(store: &DynStore, chat: &ChatService, user: &User) -> Result<V
             _ => break,
         }
     }
+    // Memories outlive deleted conversations: every companion's, not only those talked to.
+    personas.extend(chat.persona_catalog().current().all().iter().map(|p| p.id.clone()));
     let mut memories = Vec::new();
     for persona in &personas {
         for fact in store.list_memories(user.id, persona).await? {
@@ -149,6 +179,6 @@ async fn document(store: &DynStore, chat: &ChatService, user: &User) -> Result<V
         },
         "notices_acknowledged": events.iter().filter(|e| e.kind == SafetyEventKind::NoticeAcknowledged)
             .map(|e| json!({"notice": e.detail, "at": e.at})).collect::<Vec<_>>(),
-        "safety_record": events.iter().map(|e| json!({"kind": e.kind, "at": e.at, "detail": e.detail})).collect::<Vec<_>>(),
+        "safety_record": events.iter().map(|e| json!({"kind": e.kind, "at": e.at, "detail": users_part(e)})).collect::<Vec<_>>(),
     }))
 }

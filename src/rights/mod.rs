@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use deletion::{erase_due_accounts, DeletionOutcome};
-pub use export::ExportReady;
+pub use export::ExportError;
 pub use reports::{report_json, NewReport, ReportError};
 
 use crate::chat::{ChatService, Registry};

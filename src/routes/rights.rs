@@ -52,7 +52,12 @@ pub async fn list_reports(user: AuthenticatedUser, rights: web::Data<UserRights>
 
 /// `POST /api/me/exports` → `202` `{"id","status","expires_at"}`: prepared in the background.
 pub async fn start_export(user: AuthenticatedUser, rights: web::Data<UserRights>) -> Result<HttpResponse, ApiError> {
-    let export = rights.start_export(user.user_id).await?;
+    let export = rights.start_export(user.user_id).await.map_err(|e| match e {
+        crate::rights::ExportError::Chat(e) => ApiError::from(e),
+        crate::rights::ExportError::TooMany { retry_after } => {
+            ApiError::new(ErrorCode::RateLimited, "too many exports today").with_retry_after(retry_after)
+        }
+    })?;
     Ok(HttpResponse::Accepted()
         .json(json!({"id": export.id, "status": export.status, "expires_at": export.expires_at})))
 }

@@ -72,6 +72,12 @@ pub(super) struct MemoryConsole {
     daily: HashMap<String, BTreeMap<String, i64>>,
 }
 
+impl MemoryConsole {
+    pub(super) fn api_keys_mut(&mut self) -> impl Iterator<Item = &mut ApiKey> {
+        self.api_keys.iter_mut()
+    }
+}
+
 impl InMemoryStore {
     fn console(&self) -> std::sync::MutexGuard<'_, MemoryConsole> {
         self.console.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -502,6 +502,9 @@ impl RightsStore for CountingStore {
     ) -> Result<bool, StoreError> {
         self.inner.decide_report(id, status, decision).await
     }
+    async fn delete_report(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.delete_report(id).await
+    }
     async fn schedule_deletion(&self, user: UserId, due: Option<DateTime<Utc>>) -> Result<bool, StoreError> {
         self.inner.schedule_deletion(user, due).await
     }

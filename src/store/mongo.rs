@@ -576,6 +576,7 @@ impl MongoStore {
             .create_index(IndexModel::builder().keys(doc! {"expires_at": 1}).options(ttl).build())
             .await
             .context("creating counters TTL index")?;
+        self.ensure_rights_indexes().await?;
         self.ensure_console_indexes().await
     }
 

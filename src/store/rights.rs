@@ -13,6 +13,7 @@ pub trait RightsStore: Send + Sync {
     async fn list_user_reports(&self, user: UserId, limit: usize) -> Result<Vec<Report>, StoreError>;
     /// Everyone's reports (optionally of one status), newest first.
     async fn list_reports(&self, status: Option<ReportStatus>, limit: usize) -> Result<Vec<Report>, StoreError>;
+    async fn delete_report(&self, id: &str) -> Result<(), StoreError>;
     /// Decides a pending report; false when there is none with that id still pending.
     async fn decide_report(
         &self,
@@ -56,6 +57,11 @@ impl RightsStore for InMemoryStore {
         Ok(matching.take(limit).cloned().collect())
     }
 
+    async fn delete_report(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().reports.retain(|r| r.id != id);
+        Ok(())
+    }
+
     async fn decide_report(
         &self,
         id: &str,
@@ -83,6 +89,11 @@ impl RightsStore for InMemoryStore {
 
     async fn erase_user(&self, user: &User, record: &str) -> Result<(), StoreError> {
         self.lock().erase(user, record);
+        for key in self.console.lock().unwrap_or_else(|p| p.into_inner()).api_keys_mut() {
+            if key.check_as == Some(user.id) {
+                key.check_as = None;
+            }
+        }
         Ok(())
     }
 

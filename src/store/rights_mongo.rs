@@ -100,6 +100,26 @@ struct PartDoc {
 }
 
 impl MongoStore {
+    /// Expired exports are removed by MongoDB itself (their download already refuses them).
+    pub(super) async fn ensure_rights_indexes(&self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let expire =
+            || mongodb::options::IndexOptions::builder().expire_after(std::time::Duration::from_secs(0)).build();
+        self.exports()
+            .create_index(mongodb::IndexModel::builder().keys(doc! {"expires_at": 1}).options(expire()).build())
+            .await
+            .context("creating the exports expiry index")?;
+        self.export_parts()
+            .create_index(mongodb::IndexModel::builder().keys(doc! {"expires_at": 1}).options(expire()).build())
+            .await
+            .context("creating the export parts expiry index")?;
+        self.reports()
+            .create_index(mongodb::IndexModel::builder().keys(doc! {"user_id": 1, "created_ms": -1}).build())
+            .await
+            .context("creating the reports index")?;
+        Ok(())
+    }
+
     fn reports(&self) -> Collection<ReportDoc> {
         self.db.collection("reports")
     }
@@ -148,6 +168,11 @@ impl RightsStore for MongoStore {
         self.find_reports(filter, limit).await
     }
 
+    async fn delete_report(&self, id: &str) -> Result<(), StoreError> {
+        self.reports().delete_one(doc! {"_id": id}).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn decide_report(
         &self,
         id: &str,
@@ -192,6 +217,9 @@ impl RightsStore for MongoStore {
         // minor mode's time, running replies, the day's active marker).
         let counters: Collection<Document> = self.db.collection("counters");
         counters.delete_many(doc! {"_id": {"$regex": regex_literal(&id)}}).await.map_err(unavailable)?;
+        // An API key that checked content as this user checks as nobody now.
+        let keys: Collection<Document> = self.db.collection("api_keys");
+        keys.update_many(doc! {"check_as": &id}, doc! {"$unset": {"check_as": ""}}).await.map_err(unavailable)?;
         // Last: the openid's mapping, so a new sign-in starts a new, empty user.
         let users: Collection<Document> = self.db.collection("users");
         users.delete_one(mine).await.map_err(unavailable)?;

@@ -69,7 +69,7 @@ async fn a_report_keeps_what_was_said_and_the_operators_decision_reaches_the_use
     assert!(audit["items"].as_array().unwrap().iter().any(|e| e["action"] == "report_decided"));
 }
 
-async fn export_of(app: &TestApp, token: &str) -> Value {
+async fn export_of(app: &TestApp, token: &str) -> (String, Value) {
     let started = post(app, token, "/api/me/exports", json!({})).await;
     assert_eq!(started.status(), 202);
     let id = started.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
@@ -77,7 +77,7 @@ async fn export_of(app: &TestApp, token: &str) -> Value {
         let response = get(app, token, &format!("/api/me/exports/{id}")).await;
         if response.status() == 200 {
             assert!(response.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
-            return response.json().await.unwrap();
+            return (id, response.json().await.unwrap());
         }
         assert_eq!(response.status(), 202);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -96,8 +96,8 @@ async fn an_export_holds_exactly_the_users_data_with_labels_and_no_secret() {
     app.stream_message(&other, &other_conversation, "别人的话").await.all().await;
     post(&app, &token, "/api/reports", json!({"conversation_id": conversation, "reason": "other"})).await;
 
-    let document = export_of(&app, &token).await;
-    let stranger = get(&app, &other, &format!("/api/me/exports/{}", "0".repeat(32))).await;
+    let (id, document) = export_of(&app, &token).await;
+    let stranger = get(&app, &other, &format!("/api/me/exports/{id}")).await;
     let text = document.to_string();
 
     let me: Value = app.get_me(&token).await.json().await.unwrap();
@@ -117,7 +117,7 @@ async fn an_export_holds_exactly_the_users_data_with_labels_and_no_secret() {
     assert!(!text.contains("别人的"), "never another user's data");
     assert!(!text.contains("o_exporter"), "no openid");
     assert!(!text.contains("SESSION-KEY") && !text.contains(&token), "no secret");
-    assert_eq!(stranger.status(), 404);
+    assert_eq!(stranger.status(), 404, "another user's export is not there for them");
 }
 
 /// Every document of every collection that mentions `needle`, by collection.

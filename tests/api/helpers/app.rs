@@ -67,10 +67,10 @@ pub fn unique_db_name() -> String {
 
 pub fn store_options() -> MongoStoreOptions {
     MongoStoreOptions {
-        max_pool_size: 5,
+        max_pool_size: 10,
         min_pool_size: 0,
-        connect_timeout: std::time::Duration::from_secs(5),
-        server_selection_timeout: std::time::Duration::from_secs(5),
+        connect_timeout: std::time::Duration::from_secs(10),
+        server_selection_timeout: std::time::Duration::from_secs(15),
     }
 }
 
@@ -89,7 +89,11 @@ pub fn base_settings() -> Settings {
     settings.mongodb_uri = mongodb_uri().map(SecretString::from);
     settings.mongodb_db = unique_db_name();
     settings.mongodb_min_pool_size = 0;
-    settings.mongodb_max_pool_size = 5;
+    // The test server answers one request at a time and slowly under four tests' load: a
+    // wider pool and a longer wait than production needs, so a busy moment is not a 503.
+    settings.mongodb_max_pool_size = 10;
+    settings.mongodb_connect_timeout_ms = 10_000;
+    settings.mongodb_server_selection_timeout_ms = 15_000;
     settings.wechat_api_base = "http://127.0.0.1:9".into();
     settings.wechat_appid = Some(TEST_APPID.into());
     settings.wechat_secret = Some(SecretString::from(TEST_APP_SECRET));
