@@ -44,6 +44,8 @@ pub enum ChatError {
     CompanionBusy,
     #[error("the user is banned")]
     UserBanned,
+    #[error("the account no longer exists")]
+    AccountGone,
     #[error("a notice is waiting for the user's acknowledgement")]
     NoticeRequired,
     #[error("this companion needs a guardian's consent in minor mode")]
@@ -294,6 +296,11 @@ impl ChatService {
         persona: &Persona,
         title: ConversationTitle,
     ) -> Result<Conversation, ChatError> {
+        // An account erased moments ago (another replica may still trust its token for a
+        // few seconds) gets nothing new stored under its id.
+        if self.store.get_user(user).await?.is_none() {
+            return Err(ChatError::AccountGone);
+        }
         let at = crate::domain::now();
         let conversation = Conversation::new(user, &persona.id, title, at);
         self.store.insert_conversation(&conversation).await?;

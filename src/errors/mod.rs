@@ -229,6 +229,7 @@ impl From<crate::chat::ChatError> for ApiError {
             ChatError::InvalidContent(message) => ApiError::new(ErrorCode::InvalidContent, message),
             ChatError::ConversationNotFound => ApiError::not_found("no such conversation"),
             ChatError::UserBanned => ApiError::banned(),
+            ChatError::AccountGone => ApiError::unauthorized(),
             ChatError::MessageNotFound => ApiError::not_found("no such message"),
             ChatError::PersonaNotFound => ApiError::not_found("no such persona"),
             ChatError::MemoryNotFound => ApiError::not_found("no such memory"),

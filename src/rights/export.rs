@@ -39,6 +39,9 @@ impl UserRights {
     /// Starts preparing the user's export (at most `EXPORTS_PER_DAY` a day); the caller
     /// polls its status.
     pub async fn start_export(&self, user: UserId) -> Result<DataExport, ExportError> {
+        if self.store.get_user(user).await?.is_none() {
+            return Err(ChatError::AccountGone.into());
+        }
         let at = now();
         let (day, ends) = crate::protection::china_day(at);
         let asked =

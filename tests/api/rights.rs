@@ -168,6 +168,8 @@ async fn deleting_an_account_erases_it_everywhere_stops_its_token_and_a_new_sign
     let deleted = post(&app, &token, "/api/me/deletion", json!({"confirm": "注销"})).await;
     let left = documents_mentioning(&app.db_name, &user_id).await;
     let on_replica = get(&replica, &token, "/api/me").await;
+    let new_on_replica = post(&replica, &token, "/api/conversations", json!({})).await;
+    let export_on_replica = post(&replica, &token, "/api/me/exports", json!({})).await;
     let here = get(&app, &token, "/api/conversations").await;
     let (fresh_token, fresh_id) = app.login_as("o_leaving_for_good").await;
     let fresh_conversations: Value = get(&app, &fresh_token, "/api/conversations").await.json().await.unwrap();
@@ -183,6 +185,13 @@ async fn deleting_an_account_erases_it_everywhere_stops_its_token_and_a_new_sign
     let kept: Vec<&str> = left.iter().map(|(c, _)| c.as_str()).filter(|c| *c != "audit_log").collect();
     assert!(kept.is_empty(), "nothing of the user is left but operators' audit entries: {left:?}");
     assert_eq!(on_replica.status(), 401, "the token stops on another replica too");
+    assert_eq!(new_on_replica.status(), 401, "nothing new is stored under an erased account");
+    assert_eq!(export_on_replica.status(), 401);
+    // Only the per-minute rate-limit counters of the refused requests, expiring within the hour.
+    let after_refusals = documents_mentioning(&app.db_name, &user_id).await;
+    let stored: Vec<&(String, String)> =
+        after_refusals.iter().filter(|(c, d)| c != "audit_log" && !(c == "counters" && d.contains("\"rl:"))).collect();
+    assert!(stored.is_empty(), "{stored:?}");
     assert_eq!(here.status(), 401);
     assert_ne!(fresh_id, user_id, "a new sign-in is a new user");
     assert_eq!(fresh_conversations["items"], json!([]));

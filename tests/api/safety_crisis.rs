@@ -154,3 +154,29 @@ async fn a_crisis_gets_help_even_when_the_days_quota_is_used_up() {
     assert_eq!(refused.status(), 429, "the quota holds for ordinary messages");
     assert!(help.contains("12356"), "{help}");
 }
+
+#[tokio::test]
+async fn exit_and_crisis_answers_reach_the_websocket_and_the_polled_path_too() {
+    let app = spawn_app().await;
+    let (token, conversation) = app.user_with_conversation("other_transports").await;
+
+    let mut socket = connect(&app, None).await;
+    send(&mut socket, json!({"type": "auth", "token": token})).await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "ready");
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "拜拜"})).await;
+    let frames = reply(&mut socket).await;
+    let polled: Value = app
+        .send_message(&token, &conversation, &json!({"content": "我不想活了", "stream": false}))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let closing: String =
+        frames.iter().filter(|f| f["type"] == "delta").map(|f| f["content"].as_str().unwrap()).collect();
+    assert_eq!(closing, "好的，本次对话已结束。需要的时候随时回来。");
+    assert_eq!(frames.last().unwrap()["type"], "done");
+    assert!(polled["assistant_message"]["content"].as_str().unwrap().contains("12356"), "{polled}");
+    assert_eq!(polled["assistant_message"]["status"], "complete");
+    assert!(app.deepseek.requests().is_empty(), "neither reached the model");
+}
