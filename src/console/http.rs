@@ -141,6 +141,12 @@ pub fn address_key(ip: Option<std::net::IpAddr>) -> String {
     }
 }
 
+/// The reason an operator states for an action (kept in the audit log): one line of
+/// 1–200 characters, or `400 invalid_body` saying so.
+pub fn stated_reason(text: &str) -> Result<crate::domain::Reason, ApiError> {
+    crate::domain::Reason::parse(text).map_err(|e| ApiError::new(crate::errors::ErrorCode::InvalidBody, e.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

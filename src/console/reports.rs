@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::accounts::audit;
-use super::http::{ConsoleState, Need};
-use crate::domain::{now, AuditAction, Reason, ReportDecision, ReportStatus};
+use super::http::{stated_reason, ConsoleState, Need};
+use crate::domain::{now, AuditAction, ReportDecision, ReportStatus};
 use crate::errors::{ApiError, ErrorCode};
 
 #[derive(Deserialize)]
@@ -52,7 +52,7 @@ pub async fn decide(
     if body.status == ReportStatus::Pending {
         return Err(ApiError::new(ErrorCode::InvalidBody, "decide accepted or dismissed"));
     }
-    let note = Reason::parse(&body.note).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.0))?.into_string();
+    let note = stated_reason(&body.note)?.into_string();
     let actor = signed.operator.name.as_str();
     let decision = ReportDecision { by: actor.to_string(), at: now(), note: note.clone() };
     if !console.store.decide_report(&path, body.status, &decision).await? {

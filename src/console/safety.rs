@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::accounts::audit;
-use super::http::{ConsoleState, Need};
+use super::http::{stated_reason, ConsoleState, Need};
 use super::users::by_id;
 use crate::chat::ChatService;
 use crate::domain::{
-    now, AuditAction, Conversation, ConversationId, GuardianConsent, MessageId, MinorMode, Reason, Role, SafetyEvent,
+    now, AuditAction, Conversation, ConversationId, GuardianConsent, MessageId, MinorMode, Role, SafetyEvent,
     SafetyEventKind,
 };
 use crate::errors::{ApiError, ErrorCode};
@@ -198,7 +198,7 @@ pub async fn guardian_consent(
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Operator).await?;
     let actor = signed.operator.name.as_str();
-    let note = Reason::parse(&body.note).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.0))?.into_string();
+    let note = stated_reason(&body.note)?.into_string();
     let user = by_id(&console, &path).await?;
     let Some(mode) = &user.minor_mode else {
         return Err(ApiError::new(ErrorCode::InvalidBody, "该用户未开启未成年人模式"));
@@ -227,7 +227,7 @@ pub async fn minor_mode_off(
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Operator).await?;
     let actor = signed.operator.name.as_str();
-    let reason = Reason::parse(&body.reason).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.0))?.into_string();
+    let reason = stated_reason(&body.reason)?.into_string();
     let user = by_id(&console, &path).await?;
     console.store.set_minor_mode(user.id, None).await?;
     record(&console, SafetyEvent::new(user.id, SafetyEventKind::MinorModeOff, Some(actor.to_string()))).await;

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::accounts::audit;
-use super::http::{ConsoleState, Need};
+use super::http::{stated_reason, ConsoleState, Need};
 use crate::auth::IdentityResolver;
 use crate::chat::ChatService;
-use crate::domain::{now, AuditAction, Ban, OpenId, QuotaLimits, Reason, User, UserId};
+use crate::domain::{now, AuditAction, Ban, OpenId, QuotaLimits, User, UserId};
 use crate::errors::{ApiError, ErrorCode};
 use crate::routes::dto::UsageDto;
 
@@ -104,7 +104,7 @@ pub async fn ban_user(
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Operator).await?;
     let actor = signed.operator.name.as_str();
-    let reason = Reason::parse(&body.reason).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.0))?;
+    let reason = stated_reason(&body.reason)?;
     set_ban(&console, &resolver, actor, &path, Some(Ban::new(reason, actor, now()))).await
 }
 
@@ -137,7 +137,7 @@ pub async fn set_quota(
     let signed = console.signed(&req, Need::Operator).await?;
     let invalid = |e: crate::domain::ParseError| ApiError::new(ErrorCode::InvalidBody, e.0);
     let limits = QuotaLimits::new(body.messages, body.tokens).map_err(invalid)?;
-    let reason = Reason::parse(&body.reason).map_err(invalid)?;
+    let reason = stated_reason(&body.reason)?;
     let user = by_id(&console, &path).await?;
     console.store.set_user_quota(user.id, Some(limits)).await?;
     let what = format!("每日消息 {}，每日 token {}：{}", limits.messages, limits.tokens, reason.into_string());
