@@ -136,14 +136,7 @@ impl ChatService {
     pub(super) fn notices_for(&self, user: &User) -> (Vec<NoticeEvent>, Option<PendingNotice>) {
         let first_use = (user.activity.is_none() && !user.notices.iter().any(|n| n.kind == NoticeKind::AiDisclosure))
             .then(|| self.safety.settings.notices.issue(NoticeKind::AiDisclosure, now()));
-        let required = self.safety.settings.notices_required;
-        let events = user
-            .notices
-            .iter()
-            .chain(first_use.iter())
-            .map(|n| NoticeEvent::of(n, &self.safety.settings.notices, required))
-            .collect();
-        (events, first_use)
+        (self.safety.events(user.notices.iter().chain(first_use.iter())), first_use)
     }
 
     /// After a send, off its critical path: the stretch of use (and the reminder when it

@@ -195,6 +195,7 @@ pub async fn guardian_consent(
     path: web::Path<String>,
     body: web::Json<ConsentBody>,
     console: web::Data<ConsoleState>,
+    chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Operator).await?;
     let actor = signed.operator.name.as_str();
@@ -207,7 +208,7 @@ pub async fn guardian_consent(
     let updated = MinorMode { since: mode.since, guardian_consent: Some(consent) };
     console.store.set_minor_mode(user.id, Some(&updated)).await?;
     let event = SafetyEvent::new(user.id, SafetyEventKind::GuardianConsent, Some(actor.to_string()));
-    record(&console, event).await;
+    chat.safety().record(event).await;
     audit(&console.store, actor, AuditAction::GuardianConsentRecorded, Some(user.id.to_string()), Some(note)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -224,19 +225,14 @@ pub async fn minor_mode_off(
     path: web::Path<String>,
     body: web::Json<OffBody>,
     console: web::Data<ConsoleState>,
+    chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = console.signed(&req, Need::Operator).await?;
     let actor = signed.operator.name.as_str();
     let reason = stated_reason(&body.reason)?.into_string();
     let user = by_id(&console, &path).await?;
     console.store.set_minor_mode(user.id, None).await?;
-    record(&console, SafetyEvent::new(user.id, SafetyEventKind::MinorModeOff, Some(actor.to_string()))).await;
+    chat.safety().record(SafetyEvent::new(user.id, SafetyEventKind::MinorModeOff, Some(actor.to_string()))).await;
     audit(&console.store, actor, AuditAction::MinorModeOff, Some(user.id.to_string()), Some(reason)).await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-async fn record(console: &ConsoleState, event: SafetyEvent) {
-    if let Err(e) = console.store.record_safety_event(&event).await {
-        tracing::error!(error = ?e, "could not record a safety event");
-    }
 }

@@ -46,10 +46,15 @@ impl CompanionSafety {
     /// The user's pending notices as clients see them: those issued, and a privacy policy
     /// version they have not agreed to.
     pub fn pending(&self, user: &User) -> Vec<NoticeEvent> {
-        let required = self.settings.notices_required;
         let mut pending = user.notices.clone();
         pending.extend(self.policy_pending(user));
-        pending.iter().map(|n| NoticeEvent::of(n, &self.settings.notices, required)).collect()
+        self.events(&pending)
+    }
+
+    /// Pending notices as clients get them (text, title, whether required).
+    pub fn events<'a>(&self, notices: impl IntoIterator<Item = &'a PendingNotice>) -> Vec<NoticeEvent> {
+        let required = self.settings.notices_required;
+        notices.into_iter().map(|n| NoticeEvent::of(n, &self.settings.notices, required)).collect()
     }
 
     /// The published privacy policy, when the user has not agreed to its version.
@@ -87,8 +92,7 @@ impl CompanionSafety {
             notices.extend(self.policy_pending(user));
         }
         notices.sort_by_key(|n| n.kind);
-        let required = self.settings.notices_required;
-        notices.iter().map(|n| NoticeEvent::of(n, &self.settings.notices, required)).collect()
+        self.events(&notices)
     }
 
     /// Issues notices (recorded); a failure is logged: the user is not refused for it.

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::console::{console_app, Operator};
 use crate::helpers::error_code;
-use crate::websocket::{connect, next, send};
+use crate::websocket::{connect, next, send, signed_in_socket};
 
 #[tokio::test]
 async fn a_banned_user_is_refused_everywhere_until_unbanned() {
@@ -14,9 +14,7 @@ async fn a_banned_user_is_refused_everywhere_until_unbanned() {
     let (token, conversation) = app.user_with_conversation("troublemaker").await;
     let me: Value = app.get_me(&token).await.json().await.unwrap();
     let user_id = me["id"].as_str().unwrap().to_string();
-    let mut socket = connect(&app, None).await;
-    send(&mut socket, json!({"type": "auth", "token": token})).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "ready");
+    let mut socket = signed_in_socket(&app, &token).await;
 
     let empty_reason =
         admin.send(Method::POST, &format!("/console/api/users/{user_id}/ban"), Some(json!({"reason": " "}))).await;

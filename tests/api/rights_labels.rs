@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::fake_deepseek::text_reply;
 use crate::helpers::{error_code, spawn_app, spawn_app_with, TestApp};
-use crate::websocket::{connect, next, reply, send};
+use crate::websocket::{reply, send, signed_in_socket};
 
 #[tokio::test]
 async fn every_reply_carries_the_ai_label_on_every_transport_and_its_metadata_in_the_api() {
@@ -21,9 +21,7 @@ async fn every_reply_carries_the_ai_label_on_every_transport_and_its_metadata_in
         .json()
         .await
         .unwrap();
-    let mut socket = connect(&app, None).await;
-    send(&mut socket, json!({"type": "auth", "token": token})).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "ready");
+    let mut socket = signed_in_socket(&app, &token).await;
     send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "还在吗"})).await;
     let frames = reply(&mut socket).await;
     let history = app.messages(&token, &conversation).await;

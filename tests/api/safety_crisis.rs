@@ -10,7 +10,7 @@ use crate::console::{console_app, Operator};
 use crate::helpers::fake_deepseek::text_reply;
 use crate::helpers::spawn_app;
 use crate::helpers::text_of;
-use crate::websocket::{connect, next, reply, send};
+use crate::websocket::{reply, send, signed_in_socket};
 
 #[tokio::test]
 async fn an_exit_phrase_stores_a_neutral_closing_without_calling_the_model() {
@@ -68,9 +68,7 @@ async fn a_crisis_gets_the_preset_reply_then_a_human_takes_over_answers_on_sse_a
     let sse_text = text_of(&sse_events);
 
     // 4. …and over a WebSocket.
-    let mut socket = connect(&app, None).await;
-    send(&mut socket, json!({"type": "auth", "token": token})).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "ready");
+    let mut socket = signed_in_socket(&app, &token).await;
     send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "谢谢你"})).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     admin.send(Method::POST, &path("operator-reply"), Some(json!({"text": "不客气，我们一直都在。"}))).await;
@@ -160,9 +158,7 @@ async fn exit_and_crisis_answers_reach_the_websocket_and_the_polled_path_too() {
     let app = spawn_app().await;
     let (token, conversation) = app.user_with_conversation("other_transports").await;
 
-    let mut socket = connect(&app, None).await;
-    send(&mut socket, json!({"type": "auth", "token": token})).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "ready");
+    let mut socket = signed_in_socket(&app, &token).await;
     send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "拜拜"})).await;
     let frames = reply(&mut socket).await;
     let polled: Value = app

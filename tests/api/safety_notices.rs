@@ -11,7 +11,7 @@ use companion_backend::store::UserSafetyUpdate;
 
 use crate::helpers::fake_deepseek::text_reply;
 use crate::helpers::{error_code, spawn_app, spawn_app_with, TestApp};
-use crate::websocket::{connect, next, reply, send};
+use crate::websocket::{reply, send, signed_in_socket};
 
 fn kinds(notices: &Value) -> Vec<String> {
     notices.as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap().to_string()).collect()
@@ -55,9 +55,7 @@ async fn the_ai_disclosure_of_a_sign_in_rides_on_every_transport_until_acknowled
         .json()
         .await
         .unwrap();
-    let mut socket = connect(&app, None).await;
-    send(&mut socket, json!({"type": "auth", "token": token})).await;
-    assert_eq!(next(&mut socket).await.unwrap()["type"], "ready");
+    let mut socket = signed_in_socket(&app, &token).await;
     send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "还在吗"})).await;
     let frames = reply(&mut socket).await;
     let version = listed[0]["version"].as_str().unwrap();

@@ -31,6 +31,14 @@ pub(crate) async fn connect(app: &TestApp, openid: Option<&str>) -> Socket {
     socket
 }
 
+/// A socket signed in with `token` (its first `auth` frame answered `ready`).
+pub(crate) async fn signed_in_socket(app: &TestApp, token: &str) -> Socket {
+    let mut socket = connect(app, None).await;
+    send(&mut socket, json!({"type": "auth", "token": token})).await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "ready");
+    socket
+}
+
 pub(crate) async fn send(socket: &mut Socket, frame: Value) {
     socket.send(Frame::text(frame.to_string())).await.unwrap();
 }
