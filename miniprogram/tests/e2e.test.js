@@ -5,13 +5,16 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const path = require('node:path');
 const { createWx, loadPage } = require('./wx-shim.js');
-const { createApi, TOKEN_KEY } = require('../utils/api.js');
+const { createClient } = require('../utils/client.js');
+const { TOKEN_KEY } = require('../utils/api.js');
 
 const baseUrl = process.env.E2E_BASE_URL;
 const jwtSecret = process.env.E2E_JWT_SECRET;
 const PAGES = path.join(__dirname, '..', 'pages');
 
 const last = (items) => items[items.length - 1];
+// The text the chat page shows for a message (kept beside setData, rendered as Markdown).
+const textOf = (chat, message) => chat.texts[message.key].content;
 
 async function waitFor(predicate, what, timeoutMs = 15000) {
   const deadline = Date.now() + timeoutMs;
@@ -52,8 +55,8 @@ for (const transport of ['sse', 'websocket', 'callContainer']) {
     const wx = createWx({ baseUrl, devName: `e2e_${transport}_${Date.now()}` });
     t.after(() => wx.sockets.forEach((socket) => socket.terminate()));
     global.wx = wx;
-    const api = createApi({ transport, baseUrl, cloudEnv: 'test-env', service: 'companion-backend', pollIntervalMs: 100 });
-    const app = { api };
+    const app = createClient({ transport, baseUrl, cloudEnv: 'test-env', service: 'companion-backend', pollIntervalMs: 100 });
+    const api = app.api;
 
     // Development login happens on first use; the personas page lists companions.
     const personas = loadPage(path.join(PAGES, 'personas/index.js'), app);
@@ -71,47 +74,53 @@ for (const transport of ['sse', 'websocket', 'callContainer']) {
     assert.equal(chat.transport.name, transport);
     let updates = 0;
     const setData = chat.setData;
-    chat.setData = (patch, cb) => { if (Object.keys(patch).some((k) => k.endsWith('.content'))) updates += 1; setData(patch, cb); };
+    chat.setData = (patch, cb) => { if (Object.keys(patch).some((k) => k.includes('.blocks'))) updates += 1; setData(patch, cb); };
     chat.onInput({ detail: { value: '你好，我是测试用户' } });
     chat.send();
     await chat.whenIdle();
     const reply = last(chat.data.messages);
     assert.equal(reply.status, 'complete', JSON.stringify(reply));
     const stored = await api.get(`/api/conversations/${conversation.id}/messages/${reply.id}`);
-    assert.equal(reply.content, stored.content);
+    assert.equal(textOf(chat, reply), stored.content);
     assert.match(stored.content, /离线演示回复/);
+    assert.match(chat.text(), /离线演示回复/, 'the reply is on screen');
+    assert.equal(reply.label, '内容由AI生成', 'AI replies carry the AI label');
     if (transport !== 'callContainer') assert.ok(updates > 3, `streamed in pieces (${updates} updates)`);
     if (transport === 'sse') assert.ok(wx.stats.chunks > 3, 'the server\'s chunks arrived one by one');
 
-    // Stop mid-stream: the page stops watching, the server still stores the whole reply.
+    // 停止 mid-stream stops the reply itself: the server keeps what was written so far.
     chat.startReply('再讲一遍');
-    await waitFor(() => last(chat.data.messages).content.length > 0 && !last(chat.data.messages).id.startsWith('local'), 'a first delta');
-    chat.stop();
+    await waitFor(() => textOf(chat, last(chat.data.messages)).length > 0 && last(chat.data.messages).id, 'a first delta');
+    await chat.stop();
     const stopped = last(chat.data.messages);
-    assert.equal(stopped.stopped, true);
+    assert.equal(stopped.status, 'cancelled');
     assert.equal(chat.data.sending, false);
-    const full = await finalMessage(api, conversation.id, stopped.id);
-    assert.equal(full.status, 'complete');
-    assert.ok(full.content.startsWith(stopped.content) && full.content.length >= stopped.content.length);
+    const cut = await finalMessage(api, conversation.id, stopped.id);
+    assert.notEqual(cut.status, 'complete', 'generation stopped at the server');
+    assert.equal(textOf(chat, stopped), cut.content, 'the page shows what the server kept');
 
-    // Reattach: watch a stopped reply again, and reopen the page on an unfinished one.
+    // Leaving stops only the watching: the reply goes on, and is watched again by key.
     chat.startReply('第三个问题');
-    await waitFor(() => last(chat.data.messages).content.length > 0 && !last(chat.data.messages).id.startsWith('local'), 'a first delta');
-    chat.stop();
-    const index = chat.data.messages.length - 1;
+    await waitFor(() => textOf(chat, last(chat.data.messages)).length > 0 && last(chat.data.messages).id, 'a first delta');
+    chat.stopWatching();
+    const key = last(chat.data.messages).key;
     const reopened = loadPage(path.join(PAGES, 'chat/index.js'), app);
     await reopened.onLoad({ id: conversation.id });
-    chat.refresh({ currentTarget: { dataset: { index } } });
+    chat.setData({ sending: false });
+    chat.watchAgain(key);
     await chat.whenIdle();
     await reopened.whenIdle();
-    const third = await finalMessage(api, conversation.id, chat.data.messages[index].id);
-    assert.equal(chat.data.messages[index].content, third.content, 'reattached text equals the stored reply');
-    assert.equal(chat.data.messages[index].status, 'complete');
-    assert.equal(last(reopened.data.messages).content, third.content, 'the reopened page shows the whole reply');
+    const third = await finalMessage(api, conversation.id, chat.messageOf(key).id);
+    assert.equal(third.status, 'complete');
+    assert.equal(textOf(chat, chat.messageOf(key)), third.content, 'watched-again text equals the stored reply');
+    assert.equal(chat.messageOf(key).status, 'complete');
+    assert.equal(textOf(reopened, last(reopened.data.messages)), third.content, 'the reopened page shows the whole reply');
+    reopened.onUnload();
 
     // Earlier messages load on scroll-up (with a small page).
     const messagesBefore = (await api.get(`/api/conversations/${conversation.id}/messages?limit=100`)).items.length;
     assert.equal(messagesBefore, 7);
+    chat.onUnload();
 
     // History lists the conversation.
     const history = loadPage(path.join(PAGES, 'history/index.js'), app);
@@ -120,15 +129,18 @@ for (const transport of ['sse', 'websocket', 'callContainer']) {
 
     // An expired token: the next request logs in again once and succeeds. (An open
     // WebSocket stays authenticated, so it is closed first and the client reconnects.)
-    const open = wx.sockets.filter((socket) => socket.readyState === socket.OPEN);
-    if (transport === 'websocket') assert.ok(open.length > 0, 'the pages talk over WebSockets');
-    await Promise.all(open.map((socket) => new Promise((resolve) => { socket.once('close', resolve); socket.close(); })));
+    // The chat pages closed their sockets when they unloaded.
+    if (transport === 'websocket') assert.ok(wx.sockets.length > 0, 'the pages talked over WebSockets');
+    assert.equal(wx.openSockets(), 0, 'no socket left open by unloaded pages');
     const me = await api.get('/api/me');
     const expired = expiredToken(me.id);
     wx.setStorageSync(TOKEN_KEY, expired);
-    chat.startReply('令牌过期以后');
-    await chat.whenIdle();
-    assert.equal(last(chat.data.messages).status, 'complete');
+    const again = loadPage(path.join(PAGES, 'chat/index.js'), app);
+    await again.onLoad({ id: conversation.id });
+    again.startReply('令牌过期以后');
+    await again.whenIdle();
+    again.onUnload();
+    assert.equal(last(again.data.messages).status, 'complete');
     assert.notEqual(wx.getStorageSync(TOKEN_KEY), expired, 'a new token was stored');
     assert.equal((await api.get('/api/me')).id, me.id, 'the same user');
   });
@@ -137,9 +149,10 @@ for (const transport of ['sse', 'websocket', 'callContainer']) {
 test('sse: a stream dropped midway is followed again and the page gets the whole reply', { skip: !baseUrl, timeout: 60000 }, async () => {
   const wx = createWx({ baseUrl, devName: `e2e_drop_${Date.now()}`, dropStreamAfterChunks: 3 });
   global.wx = wx;
-  const api = createApi({ transport: 'sse', baseUrl });
+  const app = createClient({ transport: 'sse', baseUrl });
+  const api = app.api;
   const conversation = await api.post('/api/conversations', {});
-  const chat = loadPage(path.join(PAGES, 'chat/index.js'), { api });
+  const chat = loadPage(path.join(PAGES, 'chat/index.js'), app);
   await chat.onLoad({ id: conversation.id });
 
   chat.startReply('网络不好也要收到完整回复');
@@ -149,29 +162,29 @@ test('sse: a stream dropped midway is followed again and the page gets the whole
   const reply = last(chat.data.messages);
   const stored = await finalMessage(api, conversation.id, reply.id);
   assert.equal(reply.status, 'complete');
-  assert.equal(reply.content, stored.content, 'no text lost or repeated');
+  assert.equal(textOf(chat, reply), stored.content, 'no text lost or repeated');
   assert.match(stored.content, /离线演示回复/);
 });
 
 test('the chat page loads earlier messages on scroll-up', { skip: !baseUrl, timeout: 60000 }, async () => {
   const wx = createWx({ baseUrl, devName: `e2e_scroll_${Date.now()}` });
   global.wx = wx;
-  const api = createApi({ transport: 'sse', baseUrl });
+  const app = createClient({ transport: 'sse', baseUrl, pageSize: 3 });
+  const api = app.api;
   const conversation = await api.post('/api/conversations', {});
   for (let i = 0; i < 3; i++) {
     await api.requestFull('POST', `/api/conversations/${conversation.id}/messages`, { content: `问题${i}`, stream: false });
     const all = (await api.get(`/api/conversations/${conversation.id}/messages?limit=100`)).items;
     await finalMessage(api, conversation.id, last(all).id);
   }
-  const chat = loadPage(path.join(PAGES, 'chat/index.js'), { api });
-  chat.data.pageSize = 3;
+  const chat = loadPage(path.join(PAGES, 'chat/index.js'), app);
   await chat.onLoad({ id: conversation.id });
   assert.equal(chat.data.messages.length, 3);
   await chat.loadEarlier();
   assert.equal(chat.data.messages.length, 6);
   await chat.loadEarlier();
-  assert.equal(chat.data.messages.length, 7, 'everything, oldest first: ' + JSON.stringify(chat.data.messages.map((m) => [m.id.slice(-6), m.role, m.content.slice(0, 8)])));
+  assert.equal(chat.data.messages.length, 7, 'everything, oldest first: ' + JSON.stringify(chat.data.messages.map((m) => [m.id.slice(-6), m.role, m.text.slice(0, 8)])));
   assert.equal(chat.data.messages[0].role, 'assistant', 'the greeting comes first');
-  assert.equal(chat.data.messages[1].content, '问题0');
+  assert.equal(chat.data.messages[1].text, '问题0');
   assert.equal(chat.data.nextCursor, null);
 });

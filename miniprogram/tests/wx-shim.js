@@ -2,14 +2,18 @@
 // wx.request (with enableChunked delivering the server's real chunks as ArrayBuffers),
 // wx.cloud.callContainer (platform identity headers, 15 s cut), wx.cloud.connectContainer
 // (a real WebSocket, identity headers unless in iOS 高性能+ mode), wx.login, storage.
+// It can also misbehave the way phones do: cut a stream midway, deliver the last chunk
+// after `success`, hold a login, refuse to connect, leave a socket half-open, and go to
+// the background (sockets closed, streams cut).
 const http = require('node:http');
+const path = require('node:path');
 const WebSocket = require('ws');
 
 function toArrayBuffer(buf) {
   return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
 }
 
-function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAfterChunks = 0 }) {
+function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAfterChunks = 0, lateChunkMs = 0, loginDelayMs = 0 }) {
   const storage = new Map();
   const openid = 'dev_' + devName;
   const platformHeaders = () => {
@@ -17,7 +21,8 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
     if (!highPerformanceMode) headers['X-WX-OPENID'] = openid;
     return headers;
   };
-  const stats = { chunks: 0, requests: [] };
+  const stats = { chunks: 0, requests: [], setData: 0 };
+  const inFlight = new Set(); // chunked requests still streaming, cut by goBackground()
 
   function httpRequest(opts, extraHeaders, cutAfterMs) {
     const chunkListeners = [];
@@ -29,9 +34,32 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
     const headers = Object.assign({}, opts.header, extraHeaders);
     if (body !== null) headers['content-length'] = Buffer.byteLength(body);
     stats.requests.push({ method: opts.method || 'GET', path: url.pathname + url.search, headers });
+    // wx.failNext = { match: /regex/, times: n }: the next n matching requests never get through.
+    if (wx.failNext && wx.failNext.times > 0 && wx.failNext.match.test(url.pathname)) {
+      wx.failNext.times -= 1;
+      setImmediate(() => { if (opts.fail) opts.fail({ errMsg: 'request:fail network' }); });
+      return { abort() {}, onChunkReceived() {}, offChunkReceived() {}, onHeadersReceived() {} };
+    }
     const fail = (errMsg, errCode) => {
       if (opts.fail) opts.fail({ errMsg, errCode });
       if (opts.complete) opts.complete({ errMsg });
+    };
+    const cut = (errMsg) => {
+      if (aborted) return;
+      aborted = true;
+      inFlight.delete(cut);
+      req.destroy();
+      fail(errMsg);
+    };
+    if (opts.enableChunked) inFlight.add(cut);
+    // With lateChunkMs, the first stream's chunks each wait for the next one, and its last
+    // arrives after `success`.
+    const holdLast = opts.enableChunked && lateChunkMs && !stats.holding;
+    if (holdLast) stats.holding = true;
+    let held = null;
+    const deliver = (chunk) => {
+      stats.chunks += 1;
+      chunkListeners.forEach((cb) => cb({ data: toArrayBuffer(chunk) }));
     };
     const req = http.request(url, { method: opts.method || 'GET', headers }, (res) => {
       headerListeners.forEach((cb) => cb({ statusCode: res.statusCode, header: res.headers }));
@@ -40,8 +68,12 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
       res.on('data', (chunk) => {
         if (aborted) return;
         if (opts.enableChunked) {
-          stats.chunks += 1;
-          chunkListeners.forEach((cb) => cb({ data: toArrayBuffer(chunk) }));
+          if (holdLast) {
+            if (held) deliver(held);
+            held = chunk;
+          } else {
+            deliver(chunk);
+          }
           streamed += 1;
           // Simulates the network dropping a stream midway (once per shim).
           if (dropStreamAfterChunks && streamed === dropStreamAfterChunks && !stats.dropped) {
@@ -56,6 +88,7 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
       });
       res.on('end', () => {
         if (aborted) return;
+        inFlight.delete(cut);
         const all = Buffer.concat(chunks);
         let data;
         if (opts.enableChunked) data = new ArrayBuffer(0);
@@ -67,6 +100,13 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
         const result = { statusCode: res.statusCode, data, header: res.headers, errMsg: 'request:ok' };
         if (opts.success) opts.success(result);
         if (opts.complete) opts.complete(result);
+        // WeChat may call `success` before the last onChunkReceived.
+        if (held) {
+          const last = held;
+          held = null;
+          stats.lateChunks = (stats.lateChunks || 0) + 1;
+          setTimeout(() => deliver(last), lateChunkMs);
+        }
       });
       res.on('error', () => { if (!aborted) fail('request:fail connection reset'); });
     });
@@ -82,12 +122,7 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
     }
     req.end(body === null ? undefined : body);
     return {
-      abort() {
-        if (aborted) return;
-        aborted = true;
-        req.destroy();
-        fail('request:fail abort');
-      },
+      abort() { cut('request:fail abort'); },
       onChunkReceived(cb) { chunkListeners.push(cb); },
       offChunkReceived() {},
       onHeadersReceived(cb) { headerListeners.push(cb); }
@@ -101,25 +136,53 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
     getStorageSync: (key) => (storage.has(key) ? storage.get(key) : ''),
     setStorageSync: (key, value) => { storage.set(key, value); },
     removeStorageSync: (key) => { storage.delete(key); },
-    login: ({ success }) => setImmediate(() => success({ code: 'dev:' + devName, errMsg: 'login:ok' })),
+    login: ({ success }) => {
+      stats.logins = (stats.logins || 0) + 1;
+      setTimeout(() => success({ code: 'dev:' + devName, errMsg: 'login:ok' }), loginDelayMs);
+    },
     canIUse: () => true,
     setNavigationBarTitle: () => {},
     stopPullDownRefresh: () => {},
     navigateTo: ({ url }) => { wx.lastNavigation = url; },
-    showModal: ({ success }) => success({ confirm: true }),
+    navigateBack: () => { wx.wentBack = (wx.wentBack || 0) + 1; },
+    reLaunch: ({ url }) => { wx.lastNavigation = url; },
+    switchTab: ({ url }) => { wx.lastNavigation = url; },
+    // Dialogs: every one shown is recorded; the user confirms unless a test says otherwise.
+    modals: [],
+    answerModal: () => ({ confirm: true, cancel: false }),
+    showModal: (opts) => {
+      wx.modals.push(opts);
+      setImmediate(() => opts.success && opts.success(wx.answerModal(opts)));
+    },
+    toasts: [],
+    showToast: ({ title }) => { wx.toasts.push(title); },
+    clipboard: '',
+    setClipboardData: ({ data, success }) => { wx.clipboard = data; if (success) success({}); },
+    calls: [],
+    makePhoneCall: ({ phoneNumber }) => { wx.calls.push(phoneNumber); },
     request: (opts) => httpRequest(opts, {}),
+    // The app goes to the background: WeChat closes its sockets and cuts its streams.
+    goBackground: () => {
+      inFlight.forEach((cut) => cut('request:fail interrupted'));
+      wx.sockets.forEach((socket) => socket.terminate());
+    },
+    // Half-open sockets: nothing arrives and nothing sent gets through, until closed.
+    freezeSockets: () => { wx.sockets.forEach((socket) => { socket.frozen = true; }); },
+    refuseConnections: false,
+    openSockets: () => wx.sockets.filter((socket) => socket.readyState === WebSocket.OPEN && !socket.frozen).length,
     cloud: {
       init: () => {},
       callContainer: (opts) => {
         httpRequest(Object.assign({}, opts, { url: baseUrl + opts.path }), platformHeaders(), 15000);
       },
-      connectContainer: ({ path }) => {
-        const socket = new WebSocket(baseUrl.replace(/^http/, 'ws') + path, { headers: platformHeaders() });
+      connectContainer: ({ path: route }) => {
+        if (wx.refuseConnections) return Promise.reject({ errMsg: 'cloud.connectContainer:fail network' });
+        const socket = new WebSocket(baseUrl.replace(/^http/, 'ws') + route, { headers: platformHeaders() });
         const socketTask = {
-          send: ({ data }) => socket.send(data),
-          close: () => socket.close(),
+          send: ({ data }) => { if (!socket.frozen && socket.readyState === WebSocket.OPEN) socket.send(data); },
+          close: () => { if (socket.frozen) socket.terminate(); else socket.close(); },
           onOpen: (cb) => socket.on('open', () => cb({})),
-          onMessage: (cb) => socket.on('message', (data) => cb({ data: data.toString() })),
+          onMessage: (cb) => socket.on('message', (data) => { if (!socket.frozen) cb({ data: data.toString() }); }),
           onClose: (cb) => socket.on('close', (code, reason) => cb({ code, reason: reason.toString() })),
           onError: (cb) => socket.on('error', (e) => cb({ errMsg: e.message }))
         };
@@ -131,28 +194,17 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
   return wx;
 }
 
-// Loads a page's real module and returns an instance with a working setData
-// (including 'messages[3].content' style paths).
+// Renders a page's real module, WXML and WXSS with miniprogram-simulate (see simulate.js);
+// every setData call is counted in wx.stats.setData.
 function loadPage(file, app) {
-  let definition = null;
-  global.Page = (d) => { definition = d; };
-  global.getApp = () => app;
-  delete require.cache[require.resolve(file)];
-  require(file);
-  const page = Object.create(definition);
-  page.data = JSON.parse(JSON.stringify(definition.data));
+  const { renderPage } = require('./simulate.js');
+  const page = renderPage(path.basename(path.dirname(file)), app);
+  const setData = page.setData.bind(page);
   page.setData = (patch, callback) => {
-    for (const [path, value] of Object.entries(patch)) setPath(page.data, path, value);
-    if (callback) callback();
+    if (global.wx && global.wx.stats) global.wx.stats.setData += 1;
+    return setData(patch, callback);
   };
   return page;
-}
-
-function setPath(target, path, value) {
-  const keys = path.match(/[^.[\]]+/g).map((k) => (/^\d+$/.test(k) ? Number(k) : k));
-  let node = target;
-  for (const key of keys.slice(0, -1)) node = node[key];
-  node[keys[keys.length - 1]] = value;
 }
 
 module.exports = { createWx, loadPage };

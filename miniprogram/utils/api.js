@@ -5,11 +5,17 @@ var errors = require('./errors.js');
 
 var TOKEN_KEY = 'companion_token';
 
+/**
+ * @typedef {{ aborted: boolean }} AbortSignalLike  set `aborted` to drop a request not sent yet
+ * @typedef {{ statusCode: number, data: any }} FullResponse
+ */
+
 function createApi(overrides) {
   var config = Object.assign({}, defaults, overrides || {});
   // 'sse' talks to the custom domain; the cloud transports go through Cloud Run.
   var via = config.transport === 'sse' ? 'request' : 'callContainer';
   var loggingIn = null;
+  var hooks = { onNotices: function (_notices) {} };
 
   function getToken() {
     return wx.getStorageSync(TOKEN_KEY) || '';
@@ -26,21 +32,26 @@ function createApi(overrides) {
     return new Promise(function (resolve, reject) {
       var fail = function (err) {
         var timedOut = err && (err.errCode === 102002 || /timeout/i.test(err.errMsg || ''));
-        reject(new errors.ApiError(timedOut ? 'timeout' : 'network', '', 0));
+        reject(new errors.ApiError(timedOut ? 'timeout' : 'network', 0));
       };
       if (via === 'request') {
         wx.request({
           url: config.baseUrl + path, method: method, data: data, header: headers(token), timeout: 20000,
           success: resolve, fail: fail
         });
-      } else {
-        var header = headers(token);
-        header['X-WX-SERVICE'] = config.service;
-        wx.cloud.callContainer({
-          config: { env: config.cloudEnv }, path: path, method: method, data: data, header: header,
-          success: resolve, fail: fail
-        });
+        return;
       }
+      // Base library < 2.23.0 has no wx.cloud.callContainer: say so in words the user can act on.
+      if (!wx.cloud || !wx.cloud.callContainer) {
+        reject(new errors.ApiError('client_outdated', 0));
+        return;
+      }
+      var header = headers(token);
+      header['X-WX-SERVICE'] = config.service;
+      wx.cloud.callContainer({
+        config: { env: config.cloudEnv }, path: path, method: method, data: data, header: header,
+        success: resolve, fail: fail
+      });
     });
   }
 
@@ -52,16 +63,15 @@ function createApi(overrides) {
   }
 
   function toError(res) {
-    var body = bodyOf(res);
-    var error = body.error || {};
-    return new errors.ApiError(error.code || 'http_' + res.statusCode, error.message, res.statusCode);
+    var error = bodyOf(res).error || {};
+    return new errors.ApiError(error.code || 'http_' + res.statusCode, res.statusCode);
   }
 
   function wxLogin() {
     return new Promise(function (resolve, reject) {
       wx.login({
         success: function (res) { resolve(res.code); },
-        fail: function () { reject(new errors.ApiError('network', '', 0)); }
+        fail: function () { reject(new errors.ApiError('network', 0)); }
       });
     });
   }
@@ -75,6 +85,7 @@ function createApi(overrides) {
           if (res.statusCode !== 200) throw toError(res);
           var body = bodyOf(res);
           wx.setStorageSync(TOKEN_KEY, body.token);
+          if (body.notices && body.notices.length) hooks.onNotices(body.notices);
           return body.token;
         })
         .then(function (token) { loggingIn = null; return token; }, function (err) { loggingIn = null; throw err; });
@@ -83,19 +94,46 @@ function createApi(overrides) {
   }
 
   function ensureToken() {
+    if (loggingIn) return loggingIn;
     var token = getToken();
     return token ? Promise.resolve(token) : login();
   }
 
-  // Resolves the full response ({ statusCode, data }) for 2xx; rejects with an ApiError.
-  function requestFull(method, path, data) {
+  // A token the server refused is dropped, unless another request already replaced it:
+  // concurrent 401s then share one login instead of deleting each other's fresh token.
+  function renewToken(refused) {
+    if (getToken() === refused) wx.removeStorageSync(TOKEN_KEY);
+    return ensureToken();
+  }
+
+  function checkAborted(signal) {
+    if (signal && signal.aborted) throw new errors.ApiError('aborted', 0);
+  }
+
+  /**
+   * Resolves the full response for 2xx; rejects with an ApiError. With `signal`, a request
+   * not sent yet (waiting for a login) is dropped once the caller sets `signal.aborted`.
+   * @param {string} method
+   * @param {string} path
+   * @param {any} [data]
+   * @param {AbortSignalLike} [signal]
+   * @returns {Promise<FullResponse>}
+   */
+  function requestFull(method, path, data, signal) {
+    var used = '';
     return ensureToken()
-      .then(function (token) { return send(method, path, data, token); })
+      .then(function (token) {
+        checkAborted(signal);
+        used = token;
+        return send(method, path, data, token);
+      })
       .then(function (res) {
         if (res.statusCode !== 401) return res;
         // The token expired or the server's secret rotated: log in again, once.
-        wx.removeStorageSync(TOKEN_KEY);
-        return login().then(function (token) { return send(method, path, data, token); });
+        return renewToken(used).then(function (token) {
+          checkAborted(signal);
+          return send(method, path, data, token);
+        });
       })
       .then(function (res) {
         if (res.statusCode >= 200 && res.statusCode < 300) return { statusCode: res.statusCode, data: bodyOf(res) };
@@ -109,14 +147,17 @@ function createApi(overrides) {
 
   return {
     config: config,
+    hooks: hooks,
     getToken: getToken,
     login: login,
     ensureToken: ensureToken,
+    renewToken: renewToken,
     clearToken: function () { wx.removeStorageSync(TOKEN_KEY); },
     requestFull: requestFull,
     request: request,
     get: function (path) { return request('GET', path); },
     post: function (path, data) { return request('POST', path, data || {}); },
+    put: function (path, data) { return request('PUT', path, data || {}); },
     patch: function (path, data) { return request('PATCH', path, data || {}); },
     del: function (path) { return request('DELETE', path); }
   };

@@ -77,21 +77,29 @@ var MESSAGES = {
   upstream_error: 'AI 服务出错了，请重试',
   upstream_unreachable: '连不上 AI 服务，请稍后再试',
   upstream_protocol_error: 'AI 服务出错了，请重试',
+  // Codes the client itself uses.
   network: '网络不太好，请检查网络后重试',
-  timeout: '请求超时，请重试'
+  timeout: '请求超时，请重试',
+  client_outdated: '当前微信版本过低，请升级微信后再试',
+  aborted: '已取消',
+  privacy_declined: '需要同意隐私政策后才能继续使用'
 };
 
-function friendlyMessage(code, fallback) {
-  return MESSAGES[code] || fallback || '出了点问题，请稍后再试';
+var GENERIC = '出了点问题，请稍后再试';
+
+// The server's `message` is English and meant for developers: users only ever see these
+// Chinese texts, whatever the code (an unknown one gets a generic sentence).
+function friendlyMessage(code) {
+  return (code && Object.prototype.hasOwnProperty.call(MESSAGES, code) && MESSAGES[code]) || GENERIC;
 }
 
 // An Error carrying the server's code and HTTP status.
-function ApiError(code, message, status) {
+function ApiError(code, status) {
   this.name = 'ApiError';
   this.code = code;
   this.status = status || 0;
-  this.message = friendlyMessage(code, message);
+  this.message = friendlyMessage(code);
 }
 ApiError.prototype = Object.create(Error.prototype);
 
-module.exports = { friendlyMessage: friendlyMessage, ApiError: ApiError };
+module.exports = { friendlyMessage: friendlyMessage, ApiError: ApiError, MESSAGES: MESSAGES };

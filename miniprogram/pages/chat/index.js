@@ -1,69 +1,108 @@
-var transports = require('../../utils/transports.js');
+// The chat with one companion: history, a streamed reply, stop, watch again, report, exit.
+var transports = require('../../utils/transport/index.js');
+var view = require('./view.js');
+var config = require('../../config.js');
 
-function view(message) {
-  return {
-    id: message.id,
-    role: message.role,
-    content: message.content || '',
-    reasoning: message.reasoning_content || '',
-    status: message.status,
-    errorText: message.error ? message.error.message : '',
-    stopped: false
-  };
-}
+var PAGE_SIZE = 20;
+var EXIT_PHRASE = '退出聊天';
+// Errors that mean "the connection went away", not "the reply failed": the reply goes on
+// at the server and can be watched again.
+var CONNECTION_LOST = ['network', 'timeout', 'transport_unavailable', 'generation_lost'];
 
 Page({
   data: {
     messages: [],
-    pageSize: 20,
     input: '',
     sending: false,
     nextCursor: null,
     loadingEarlier: false,
+    loading: true,
     errorText: '',
-    scrollInto: ''
+    scrollTop: 0,
+    scrollInto: '',
+    showJump: false,
+    persona: null
   },
 
   onLoad: function (query) {
-    this.api = getApp().api;
+    var app = getApp();
+    this.api = app.api;
     this.transport = transports.createTransport(this.api);
     this.conversationId = query.id;
-    this.watching = null;
+    this.texts = {};
+    this.watching = null; // { key, handle, attempts }
     this.waiters = [];
+    this.following = true;
+    this.hidden = false;
+    this.scrollTick = 1000000;
+    this.stream = view.createRenderer(this);
     if (query.title) wx.setNavigationBarTitle({ title: decodeURIComponent(query.title) });
+    if (app.globalData && app.globalData.setupError) this.setData({ errorText: app.globalData.setupError });
     var page = this;
     return this.loadLatest().then(function () { page.resumeUnfinished(); });
   },
 
   onUnload: function () {
     this.stopWatching();
+    this.transport.close();
+  },
+
+  // In the background WeChat may cut sockets and requests; a reply cut meanwhile is
+  // watched again on return instead of being reported as a network failure.
+  onHide: function () { this.hidden = true; },
+
+  onShow: function () {
+    if (!this.hidden) return;
+    this.hidden = false;
+    if (this.lostWhileHidden) {
+      var key = this.lostWhileHidden;
+      this.lostWhileHidden = null;
+      this.watchAgain(key);
+    }
   },
 
   path: function (suffix) {
     return '/api/conversations/' + this.conversationId + '/messages' + (suffix || '');
   },
 
+  indexOfKey: function (key) {
+    var messages = this.data.messages;
+    for (var i = 0; i < messages.length; i++) if (messages[i].key === key) return i;
+    return -1;
+  },
+
+  messageOf: function (key) { return this.data.messages[this.indexOfKey(key)]; },
+
+  pageSize: function () { return this.api.config.pageSize || PAGE_SIZE; },
+
+  nextScrollTop: function () { this.scrollTick += 1; return this.scrollTick; },
+
   loadLatest: function () {
     var page = this;
-    return page.api.get(page.path('?limit=' + page.data.pageSize)).then(function (body) {
-      var messages = body.items.map(view);
-      page.setData({ messages: messages, nextCursor: body.next_cursor, scrollInto: page.anchor(messages.length - 1) });
+    return page.api.get(page.path('?limit=' + page.pageSize())).then(function (body) {
+      page.texts = {};
+      var messages = body.items.map(function (m) { return view.fromServer(m, page.texts); });
+      page.setData({ messages: messages, nextCursor: body.next_cursor, loading: false, scrollTop: page.nextScrollTop() });
     }, function (error) {
-      page.setData({ errorText: error.message });
+      page.setData({ errorText: error.message, loading: false });
     });
   },
 
-  // Scrolling to the top loads earlier messages.
+  // Scrolling to the top loads earlier messages, also while a reply streams (messages are
+  // addressed by key, not position), and keeps the reader where they were.
   loadEarlier: function () {
     var page = this;
-    // Not while a reply streams: its events address the message by position.
-    if (!page.data.nextCursor || page.data.loadingEarlier || page.data.sending) return Promise.resolve();
+    if (!page.data.nextCursor || page.data.loadingEarlier) return Promise.resolve();
     page.setData({ loadingEarlier: true });
-    return page.api.get(page.path('?limit=' + page.data.pageSize + '&before=' + page.data.nextCursor)).then(function (body) {
+    var firstKey = page.data.messages.length ? page.data.messages[0].key : '';
+    return page.api.get(page.path('?limit=' + page.pageSize() + '&before=' + page.data.nextCursor)).then(function (body) {
+      page.stream.flush();
+      var earlier = body.items.map(function (m) { return view.fromServer(m, page.texts); });
       page.setData({
-        messages: body.items.map(view).concat(page.data.messages),
+        messages: earlier.concat(page.data.messages),
         nextCursor: body.next_cursor,
-        loadingEarlier: false
+        loadingEarlier: false,
+        scrollInto: firstKey ? 'm-' + firstKey : ''
       });
     }, function (error) {
       page.setData({ loadingEarlier: false, errorText: error.message });
@@ -72,14 +111,11 @@ Page({
 
   // A reply still being generated when the page opens is picked up where it is.
   resumeUnfinished: function () {
-    var messages = this.data.messages;
-    var last = messages[messages.length - 1];
-    if (last && last.role === 'assistant' && last.status === 'streaming') this.reattach(messages.length - 1);
+    var last = this.data.messages[this.data.messages.length - 1];
+    if (last && last.role !== 'user' && last.status === 'streaming') this.watchAgain(last.key);
   },
 
-  onInput: function (event) {
-    this.setData({ input: event.detail.value });
-  },
+  onInput: function (event) { this.setData({ input: event.detail.value }); },
 
   send: function () {
     var content = (this.data.input || '').trim();
@@ -88,106 +124,209 @@ Page({
   },
 
   startReply: function (content) {
-    var messages = this.data.messages.concat([
-      { id: 'local-user-' + Date.now(), role: 'user', content: content, reasoning: '', status: 'complete', errorText: '', stopped: false },
-      { id: 'local-reply-' + Date.now(), role: 'assistant', content: '', reasoning: '', status: 'streaming', errorText: '', stopped: false }
-    ]);
-    var index = messages.length - 1;
-    this.setData({ messages: messages, input: '', sending: true, errorText: '', scrollInto: this.anchor(index) });
-    this.watching = this.transport.send(this.conversationId, content, this.handlers(index, content));
+    var user = view.localUser(content, this.texts);
+    var reply = view.localReply(this.texts);
+    reply.watching = true;
+    this.following = true;
+    this.setData({
+      messages: this.data.messages.concat([user, reply]), input: '', sending: true, errorText: '', showJump: false,
+      scrollTop: this.nextScrollTop()
+    });
+    this.watch(reply.key, user.key, content, null);
   },
 
-  // Watches an existing reply again; the first delta carries everything stored so far.
-  reattach: function (index) {
-    var message = this.data.messages[index];
-    var patch = { sending: true };
-    patch['messages[' + index + '].content'] = '';
-    patch['messages[' + index + '].reasoning'] = '';
-    patch['messages[' + index + '].stopped'] = false;
-    this.setData(patch);
-    this.watching = this.transport.reattach(this.conversationId, message.id, this.handlers(index, null));
-  },
-
-  handlers: function (index, content) {
+  // Watches a reply: a new one (content given) or an existing one again.
+  watch: function (key, userKey, content, shown) {
     var page = this;
-    return { onEvent: function (name, data) { page.onReplyEvent(index, content, name, data); } };
+    var handlers = { onEvent: function (name, data) { page.onReplyEvent(key, userKey, content, name, data); } };
+    var attempts = page.watching && page.watching.key === key ? page.watching.attempts : 0;
+    var handle = content !== null
+      ? page.transport.send(page.conversationId, content, handlers)
+      : page.transport.reattach(page.conversationId, page.messageOf(key).id, handlers, shown);
+    page.watching = { key: key, handle: handle, attempts: attempts };
   },
 
-  onReplyEvent: function (index, content, name, data) {
-    var key = 'messages[' + index + ']';
-    var message = this.data.messages[index];
+  // Watches a stopped or cut reply again; nothing already on screen is erased or repeated.
+  watchAgain: function (key) {
+    var message = this.messageOf(key);
+    if (!message || !message.id || (this.data.sending && !(this.watching && this.watching.key === key))) return;
+    var patch = { sending: true };
+    var base = 'messages[' + this.indexOfKey(key) + ']';
+    patch[base + '.lost'] = false;
+    patch[base + '.watching'] = true;
+    patch[base + '.note'] = '';
+    this.setData(patch);
+    var texts = this.texts[key];
+    this.watch(key, null, null, { delta: texts.content.length, reasoning: texts.reasoning.length });
+  },
+
+  onReplyEvent: function (key, userKey, content, name, data) {
+    if (!this.watching || this.watching.key !== key) return;
+    var index = this.indexOfKey(key);
+    var base = 'messages[' + index + ']';
     var patch = {};
+    if (name === 'delta') { this.stream.append(key, 'content', data.content); return; }
+    if (name === 'reasoning') { this.stream.append(key, 'reasoning', data.content); return; }
+    if (name === 'notice') { getApp().notices.present([data]); return; }
     if (name === 'start') {
-      patch['messages[' + (index - 1) + '].id'] = data.user_message_id;
-      patch[key + '.id'] = data.assistant_message_id;
-    } else if (name === 'delta') {
-      patch[key + '.content'] = message.content + data.content;
-      patch.scrollInto = this.anchor(index);
-    } else if (name === 'reasoning') {
-      patch[key + '.reasoning'] = message.reasoning + data.content;
-    } else if (name === 'done') {
-      patch[key + '.status'] = data.finish_reason === 'length' ? 'incomplete' : 'complete';
-      patch.sending = false;
-    } else if (name === 'error') {
-      if (data.code === 'transport_unavailable' && content && this.transport.name !== 'callContainer') {
-        // Streaming is unavailable here (nothing was sent): fall back to send-and-poll.
-        this.transport = transports.pollingTransport(this.api);
-        this.watching = this.transport.send(this.conversationId, content, this.handlers(index, content));
-        return;
+      var userIndex = userKey ? this.indexOfKey(userKey) : -1;
+      if (userIndex !== -1 && data.user_message_id) patch['messages[' + userIndex + '].id'] = data.user_message_id;
+      if (data.assistant_message_id) patch[base + '.id'] = data.assistant_message_id;
+      if (data.label) {
+        patch[base + '.label'] = data.label.text;
+        patch[base + '.human'] = data.label.author === 'human';
       }
-      var started = String(message.id).indexOf('local') !== 0;
-      var connectionLost = data.code === 'network' || data.code === 'timeout' || data.code === 'generation_lost';
-      if (connectionLost && started) {
-        // The server is still generating and storing the reply: offer to watch it again.
-        patch[key + '.stopped'] = true;
-        patch.sending = false;
-        patch.errorText = data.message;
-        this.setData(patch);
-        this.settle();
-        return;
-      }
-      var withheld = data.code === 'content_blocked' || data.code === 'content_check_unavailable';
-      // Text the safety check withheld is removed from the screen too.
-      if (withheld) patch[key + '.content'] = '';
-      patch[key + '.status'] = message.content && !withheld ? 'incomplete' : 'failed';
-      patch[key + '.errorText'] = data.message;
-      patch.sending = false;
+      this.stream.flush(patch);
+      return;
     }
-    this.setData(patch);
-    if (name === 'done' || name === 'error') this.settle();
+    if (name === 'done') {
+      patch[base + '.status'] = data.finish_reason === 'length' ? 'incomplete' : 'complete';
+      if (data.finish_reason === 'length') patch[base + '.note'] = '回复达到长度上限';
+      this.finish(key, patch);
+      return;
+    }
+    this.onReplyError(key, content, data, patch);
   },
 
-  // The stop button: stop watching; the server finishes and stores the reply anyway.
-  stop: function () {
-    var index = this.data.messages.length - 1;
-    this.stopWatching();
-    var patch = { sending: false };
-    patch['messages[' + index + '].stopped'] = true;
-    this.setData(patch);
+  onReplyError: function (key, content, data, patch) {
+    var message = this.messageOf(key);
+    var base = 'messages[' + this.indexOfKey(key) + ']';
+    if (data.code === 'transport_unavailable' && this.transport.name !== 'callContainer') {
+      // Streaming is unavailable here and nothing was sent: send or watch by polling.
+      this.transport = transports.pollingTransport(this.api);
+      this.watch(key, content === null ? null : this.previousKey(key), content, content === null ? { delta: this.texts[key].content.length, reasoning: this.texts[key].reasoning.length } : null);
+      return;
+    }
+    if (CONNECTION_LOST.indexOf(data.code) !== -1 && message.id) {
+      // The server is still generating and storing the reply: watch it again, now or on return.
+      if (this.hidden) { this.lostWhileHidden = key; return; }
+      if (this.watching.attempts < 2) { this.watching.attempts += 1; this.watchAgain(key); return; }
+      patch[base + '.lost'] = true;
+      patch[base + '.note'] = data.message;
+      this.finish(key, patch);
+      return;
+    }
+    if (data.code === 'notice_required') getApp().notices.refresh();
+    var withheld = data.code === 'content_blocked' || data.code === 'content_check_unavailable';
+    // Text the safety check withheld is removed from the screen too.
+    if (withheld) { this.stream.replace(key, ''); }
+    var hasText = this.texts[key].content && !withheld;
+    patch[base + '.status'] = data.code === 'cancelled' ? 'cancelled' : hasText ? 'incomplete' : 'failed';
+    patch[base + '.note'] = data.message;
+    patch[base + '.errorCode'] = data.code;
+    this.finish(key, patch);
+  },
+
+  previousKey: function (key) {
+    var index = this.indexOfKey(key);
+    return index > 0 ? this.data.messages[index - 1].key : null;
+  },
+
+  finish: function (key, patch) {
+    patch['messages[' + this.indexOfKey(key) + '].watching'] = false;
+    patch.sending = false;
+    this.stream.flush(patch);
+    this.watching = null;
     this.settle();
   },
 
+  // 停止: stops the reply being watched — the generation itself, not just the view.
+  // The server keeps the text so far; a send not made yet (waiting for a login) is dropped.
+  stop: function () {
+    var watching = this.watching;
+    if (!watching) return Promise.resolve();
+    var page = this;
+    var key = watching.key;
+    var patch = { sending: false };
+    var base = 'messages[' + this.indexOfKey(key) + ']';
+    patch[base + '.watching'] = false;
+    patch[base + '.status'] = 'cancelled';
+    patch[base + '.note'] = '已停止';
+    this.watching = null;
+    this.stream.flush(patch);
+    this.settle();
+    return watching.handle.cancel().then(function (stored) {
+      if (stored) return page.applyStored(key, stored);
+      if (!page.messageOf(key).id) return page.dropUnsent(key);
+    }, function () {});
+  },
+
+  // The server's final word on a stopped reply (its stored text may be a little longer).
+  applyStored: function (key, stored) {
+    var index = this.indexOfKey(key);
+    if (index === -1) return;
+    this.stream.replace(key, stored.content || '');
+    var patch = {};
+    patch['messages[' + index + '].status'] = stored.status === 'streaming' ? 'cancelled' : stored.status === 'complete' ? 'complete' : 'cancelled';
+    this.stream.flush(patch);
+  },
+
+  // Stopped before the server had the message: it goes back into the input box.
+  dropUnsent: function (key) {
+    var index = this.indexOfKey(key);
+    var question = this.data.messages[index - 1];
+    var messages = this.data.messages.filter(function (m, i) { return i !== index && i !== index - 1; });
+    this.setData({ messages: messages, input: question && !question.id ? question.text : this.data.input });
+  },
+
   stopWatching: function () {
-    if (this.watching) this.watching.stop();
+    if (this.watching) this.watching.handle.stop();
     this.watching = null;
   },
 
-  // Tapping a stopped or unfinished reply shows it again, live if still generating.
-  refresh: function (event) {
-    if (this.data.sending) return;
-    this.reattach(Number(event.currentTarget.dataset.index));
-  },
+  onWatchAgain: function (event) { this.watchAgain(event.currentTarget.dataset.key); },
 
-  // Sends the user's message before a failed reply again.
+  // Sends the question before a failed reply again (only replies that really ended).
   retry: function (event) {
     if (this.data.sending) return;
-    var index = Number(event.currentTarget.dataset.index);
+    var index = this.indexOfKey(event.currentTarget.dataset.key);
     var question = this.data.messages[index - 1];
-    if (question && question.role === 'user') this.startReply(question.content);
+    if (question && question.role === 'user') this.startReply(question.text);
   },
 
-  anchor: function (index) {
-    return 'm' + Math.max(index, 0);
+  toggleReasoning: function (event) {
+    var index = this.indexOfKey(event.currentTarget.dataset.key);
+    var patch = {};
+    patch['messages[' + index + '].reasoningOpen'] = !this.data.messages[index].reasoningOpen;
+    this.setData(patch);
+  },
+
+  copy: function (event) {
+    var texts = this.texts[event.currentTarget.dataset.key];
+    if (texts) wx.setClipboardData({ data: texts.content });
+  },
+
+  report: function (event) {
+    var message = this.messageOf(event.currentTarget.dataset.key);
+    if (!message || !message.id) return;
+    wx.navigateTo({ url: '/pages/report/index?conversation=' + this.conversationId + '&message=' + message.id });
+  },
+
+  callHotline: function () { wx.makePhoneCall({ phoneNumber: config.hotline }); },
+
+  // The exit button: the companion says a neutral goodbye (the server's exit phrase), then the page closes.
+  exit: function () {
+    var page = this;
+    if (page.data.sending) page.stop();
+    page.startReply(EXIT_PHRASE);
+    return page.whenIdle().then(function () { wx.navigateBack({ delta: 1 }); });
+  },
+
+  // Following a growing reply stops when the reader scrolls up; 回到底部 resumes it.
+  onScroll: function (event) {
+    if (event.detail.deltaY > 0 && this.following) {
+      this.following = false;
+      this.setData({ showJump: true });
+    }
+  },
+
+  onReachBottom: function () {
+    if (!this.following) { this.following = true; this.setData({ showJump: false }); }
+  },
+
+  jumpToBottom: function () {
+    this.following = true;
+    this.setData({ showJump: false, scrollTop: this.nextScrollTop() });
   },
 
   // Resolves when the reply being watched ends (used by tests and by callers that chain).

@@ -1,20 +1,49 @@
+// The conversations, newest first: the companion's name, when it started, how long ago it
+// was active (local time, as people say it) and a visible delete. Switching tabs refreshes
+// the list in place instead of blanking it.
+var format = require('../../utils/format.js');
+
+function personaNames() {
+  var names = {};
+  (getApp().globalData.personas || []).forEach(function (p) { names[p.id] = p.name; });
+  return names;
+}
+
+function entry(conversation, names) {
+  var name = names[conversation.persona_id] || conversation.title;
+  return {
+    id: conversation.id,
+    name: name,
+    title: conversation.title !== name ? conversation.title : '',
+    initial: (name || '?').charAt(0),
+    started: '开始于 ' + format.fullTime(conversation.created_at),
+    active: format.relativeTime(conversation.last_active_at)
+  };
+}
+
 Page({
-  data: { conversations: [], nextCursor: null, loading: false, errorText: '' },
+  data: { conversations: [], nextCursor: null, loading: false, loaded: false, errorText: '' },
 
   onShow: function () {
-    this.refresh();
+    return this.refresh();
   },
 
   onPullDownRefresh: function () {
-    this.refresh().then(function () { wx.stopPullDownRefresh(); });
+    return this.refresh().then(function () { wx.stopPullDownRefresh(); });
   },
 
   onReachBottom: function () {
-    if (this.data.nextCursor) this.loadPage(this.data.nextCursor);
+    if (this.data.nextCursor) return this.loadPage(this.data.nextCursor);
+  },
+
+  // Persona names for the list (loaded once, kept in globalData).
+  ensurePersonas: function () {
+    var app = getApp();
+    if (app.globalData.personas) return Promise.resolve();
+    return app.api.get('/api/personas').then(function (body) { app.globalData.personas = body.items; }, function () {});
   },
 
   refresh: function () {
-    this.setData({ conversations: [], nextCursor: null });
     return this.loadPage(null);
   },
 
@@ -23,32 +52,49 @@ Page({
     if (page.data.loading) return Promise.resolve();
     page.setData({ loading: true, errorText: '' });
     var query = '?limit=20' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '');
-    return getApp().api.get('/api/conversations' + query).then(function (body) {
-      page.setData({ conversations: page.data.conversations.concat(body.items), nextCursor: body.next_cursor, loading: false });
+    return page.ensurePersonas().then(function () {
+      return getApp().api.get('/api/conversations' + query);
+    }).then(function (body) {
+      var names = personaNames();
+      var items = body.items.map(function (c) { return entry(c, names); });
+      page.setData({
+        conversations: cursor ? page.data.conversations.concat(items) : items,
+        nextCursor: body.next_cursor, loading: false, loaded: true
+      });
     }, function (error) {
-      page.setData({ loading: false, errorText: error.message });
+      page.setData({ loading: false, loaded: true, errorText: error.message });
     });
   },
 
   open: function (event) {
-    var item = event.currentTarget.dataset.item;
-    wx.navigateTo({ url: '/pages/chat/index?id=' + item.id + '&title=' + encodeURIComponent(item.title) });
+    var item = this.data.conversations.filter(function (c) { return c.id === event.currentTarget.dataset.id; })[0];
+    if (!item) return;
+    wx.navigateTo({ url: '/pages/chat/index?id=' + item.id + '&title=' + encodeURIComponent(item.title || item.name) });
   },
 
   remove: function (event) {
-    var item = event.currentTarget.dataset.item;
+    var id = event.currentTarget.dataset.id;
+    var item = this.data.conversations.filter(function (c) { return c.id === id; })[0];
     var page = this;
-    wx.showModal({
-      title: '删除对话',
-      content: '删除「' + item.title + '」及其全部消息？',
-      success: function (res) {
-        if (!res.confirm) return;
-        getApp().api.del('/api/conversations/' + item.id).then(function () {
-          page.setData({ conversations: page.data.conversations.filter(function (c) { return c.id !== item.id; }) });
-        }, function (error) {
-          page.setData({ errorText: error.message });
-        });
-      }
+    if (!item) return Promise.resolve();
+    return new Promise(function (resolve) {
+      wx.showModal({
+        title: '删除对话',
+        content: '删除与「' + item.name + '」的这段对话及其全部消息？删除后无法恢复。',
+        confirmText: '删除',
+        confirmColor: '#cf1322',
+        success: function (res) {
+          if (!res.confirm) { resolve(); return; }
+          getApp().api.del('/api/conversations/' + id).then(function () {
+            page.setData({ conversations: page.data.conversations.filter(function (c) { return c.id !== id; }) });
+            resolve();
+          }, function (error) {
+            page.setData({ errorText: error.message });
+            resolve();
+          });
+        },
+        fail: function () { resolve(); }
+      });
     });
   }
 });

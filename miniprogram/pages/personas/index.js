@@ -1,19 +1,25 @@
+// The companions to chat with. A failed load offers a retry (and pull-to-refresh works);
+// a double tap opens one conversation, not two.
 Page({
-  data: { personas: [], loading: true, errorText: '' },
+  data: { personas: [], loading: true, errorText: '', opening: '' },
 
   onLoad: function () {
     this.load();
   },
 
   onPullDownRefresh: function () {
-    this.load().then(function () { wx.stopPullDownRefresh(); });
+    return this.load().then(function () { wx.stopPullDownRefresh(); });
   },
 
   load: function () {
     var page = this;
     page.setData({ loading: true, errorText: '' });
     return getApp().api.get('/api/personas').then(function (body) {
-      page.setData({ personas: body.items, loading: false });
+      var personas = body.items.map(function (p) {
+        return { id: p.id, name: p.name, description: p.description, thinking: p.thinking, initial: (p.name || '?').charAt(0) };
+      });
+      getApp().globalData.personas = body.items;
+      page.setData({ personas: personas, loading: false });
     }, function (error) {
       page.setData({ loading: false, errorText: error.message });
     });
@@ -22,11 +28,15 @@ Page({
   choose: function (event) {
     var personaId = event.currentTarget.dataset.id;
     var page = this;
+    if (page.data.opening) return Promise.resolve(null);
+    page.setData({ opening: personaId, errorText: '' });
     return getApp().api.post('/api/conversations', { persona_id: personaId }).then(function (conversation) {
+      page.setData({ opening: '' });
       wx.navigateTo({ url: '/pages/chat/index?id=' + conversation.id + '&title=' + encodeURIComponent(conversation.title) });
       return conversation;
     }, function (error) {
-      page.setData({ errorText: error.message });
+      page.setData({ opening: '', errorText: error.message });
+      return null;
     });
   }
 });

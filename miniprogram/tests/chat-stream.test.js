@@ -1,0 +1,108 @@
+// The chat page keeps a reply whole through what phones do to connections: sockets left
+// open, half-open sockets, failed reattaches, the background, late chunks, failed polls.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const h = require('./helpers.js');
+
+const skip = !h.baseUrl;
+
+test('six visits to the chat page leave no WebSocket open (WeChat allows five)', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('websocket');
+  for (let visit = 0; visit < 6; visit++) {
+    const { chat } = await h.openChat(device);
+    chat.startReply('第' + visit + '次来');
+    await chat.whenIdle();
+    assert.equal(h.reply(chat).status, 'complete');
+    assert.ok(device.wx.openSockets() <= 1, 'one socket per page at most');
+    chat.onUnload();
+    await h.waitFor(() => device.wx.openSockets() === 0, 'the socket to close');
+  }
+  assert.equal(device.wx.sockets.length, 6, 'one socket per visit, each closed');
+});
+
+test('a half-open WebSocket is found by the heartbeat and the reply still arrives whole', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('websocket', {}, { heartbeatMs: 100, socketIdleMs: 400 });
+  const { conversation, chat } = await h.openChat(device);
+  chat.startReply('半开的连接');
+  await h.waitFor(() => h.started(chat), 'a first delta');
+  device.wx.freezeSockets();
+  await chat.whenIdle();
+  const stored = await h.finalMessage(device.api, conversation.id, h.reply(chat).id);
+  assert.equal(h.reply(chat).status, 'complete', JSON.stringify(h.reply(chat)));
+  assert.equal(h.textOf(chat, h.reply(chat)), stored.content, 'nothing lost or repeated');
+  assert.ok(device.wx.sockets.length >= 2, 'a new socket replaced the dead one');
+  assert.doesNotMatch(chat.text(), /正在思考/);
+  chat.onUnload();
+});
+
+test('a failed WebSocket reattach keeps the partial reply and never sends the question again', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('websocket');
+  const { conversation, chat } = await h.openChat(device);
+  chat.startReply('重新连接失败的时候');
+  await h.waitFor(() => h.started(chat), 'a first delta');
+  const key = h.reply(chat).key;
+  chat.stopWatching();
+  chat.setData({ sending: false });
+  const partial = h.textOf(chat, h.reply(chat));
+  device.wx.sockets.forEach((socket) => socket.terminate());
+  device.wx.refuseConnections = true;
+  const shown = [];
+  const setData = chat.setData;
+  chat.setData = (patch, cb) => { setData(patch, cb); shown.push(h.textOf(chat, chat.messageOf(key))); };
+  chat.watchAgain(key);
+  await chat.whenIdle();
+  const stored = await h.finalMessage(device.api, conversation.id, chat.messageOf(key).id);
+  assert.ok(shown.every((text) => text.startsWith(partial)), 'the partial reply was never erased');
+  assert.equal(h.textOf(chat, chat.messageOf(key)), stored.content, 'followed to the end by polling');
+  const sends = device.wx.stats.requests.filter((r) => r.method === 'POST' && /\/messages$/.test(r.path));
+  assert.equal(sends.length, 0, 'the question was not sent again');
+  chat.onUnload();
+});
+
+for (const transport of ['sse', 'websocket']) {
+  test(`${transport}: a reply cut while the app is in the background is watched again on return`, { skip, timeout: 60000 }, async () => {
+    const device = h.phone(transport);
+    const { conversation, chat } = await h.openChat(device);
+    chat.startReply('我去回个消息');
+    await h.waitFor(() => h.started(chat), 'a first delta');
+    chat.onHide();
+    device.wx.goBackground();
+    await h.sleep(1200);
+    assert.equal(chat.data.errorText, '');
+    assert.equal(h.reply(chat).lost, false, 'no "network" failure shown for the background');
+    chat.onShow();
+    await chat.whenIdle();
+    const stored = await h.finalMessage(device.api, conversation.id, h.reply(chat).id);
+    assert.equal(h.reply(chat).status, 'complete');
+    assert.equal(h.textOf(chat, h.reply(chat)), stored.content);
+    assert.doesNotMatch(chat.text(), /网络不太好/);
+    chat.onUnload();
+  });
+}
+
+for (const lateChunkMs of [100, 800]) {
+  test(`sse: a last chunk arriving ${lateChunkMs} ms after success is shown once`, { skip, timeout: 60000 }, async () => {
+    const device = h.phone('sse', { lateChunkMs });
+    const { conversation, chat } = await h.openChat(device);
+    chat.startReply('最后一块晚到了');
+    await chat.whenIdle();
+    await h.sleep(lateChunkMs + 100);
+    assert.ok(device.wx.stats.lateChunks >= 1, 'the shim delivered a chunk after success');
+    const stored = await h.finalMessage(device.api, conversation.id, h.reply(chat).id);
+    assert.equal(h.textOf(chat, h.reply(chat)), stored.content, 'no text repeated (ABCDCD)');
+    assert.equal(h.reply(chat).status, 'complete');
+  });
+}
+
+test('callContainer: failed polls are retried and the reply still arrives', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('callContainer');
+  const { conversation, chat } = await h.openChat(device);
+  device.wx.failNext = { match: /\/messages\/[^/]+$/, times: 2 };
+  chat.startReply('网络抖了两下');
+  await chat.whenIdle();
+  assert.equal(device.wx.failNext.times, 0, 'two polls failed');
+  const stored = await h.finalMessage(device.api, conversation.id, h.reply(chat).id);
+  assert.equal(h.reply(chat).status, 'complete', JSON.stringify(h.reply(chat)));
+  assert.equal(h.textOf(chat, h.reply(chat)), stored.content);
+});
