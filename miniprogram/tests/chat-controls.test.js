@@ -193,8 +193,9 @@ test('the AI disclosure arrives with a reply, is shown as a dialog and acknowled
   assert.ok(!me.notices.some((n) => n.kind === 'ai_disclosure'), 'acknowledged at the server');
 });
 
-test('signing in shows the privacy policy; declining keeps it pending, agreeing acknowledges it', { skip: skip || !process.env.E2E_PRIVACY_POLICY, timeout: 60000 }, async () => {
-  const device = h.phone('sse');
+const privacyUrl = process.env.E2E_PRIVACY_BASE_URL;
+test('signing in shows the privacy policy; declining keeps it pending, agreeing acknowledges it', { skip: !privacyUrl, timeout: 60000 }, async () => {
+  const device = h.phone('sse', { baseUrl: privacyUrl }, { baseUrl: privacyUrl });
   device.wx.answerModal = (opts) => (opts.confirmText === '同意' ? { confirm: false, cancel: true } : { confirm: true });
   await device.api.ensureToken();
   await device.app.notices.whenSettled();
@@ -204,6 +205,10 @@ test('signing in shows the privacy policy; declining keeps it pending, agreeing 
   device.wx.answerModal = () => ({ confirm: true });
   await device.app.notices.refresh();
   await device.app.notices.whenSettled();
-  await h.sleep(100);
   assert.ok(!(await device.api.get('/api/me')).notices.some((n) => n.kind === 'privacy_policy'), 'agreed');
+  // Until then sends were refused (428 notice_required); now the chat works.
+  const { chat } = await h.openChat(device);
+  chat.startReply('同意以后');
+  await chat.whenIdle();
+  assert.equal(h.reply(chat).status, 'complete');
 });

@@ -34,6 +34,7 @@ test('a half-open WebSocket is found by the heartbeat and the reply still arrive
   assert.ok(device.wx.sockets.length >= 2, 'a new socket replaced the dead one');
   assert.doesNotMatch(chat.text(), /正在思考/);
   chat.onUnload();
+  await h.waitFor(() => device.wx.openSockets() === 0, 'every socket closed after the page unloads');
 });
 
 test('a failed WebSocket reattach keeps the partial reply and never sends the question again', { skip, timeout: 60000 }, async () => {

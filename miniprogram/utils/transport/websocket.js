@@ -25,7 +25,6 @@ function websocketTransport(api) {
   function drop(connection) {
     clearInterval(connection.timer);
     if (current === connection) current = null;
-    connecting = null;
   }
 
   function route(frame) {
@@ -89,7 +88,10 @@ function websocketTransport(api) {
     connecting = api.ensureToken().then(function (token) {
       used = token;
       return open(token);
-    }).catch(function (error) {
+    }).then(function (connection) {
+      connecting = null;
+      return connection;
+    }, function (error) {
       connecting = null;
       if (error && error.code === 'unauthorized' && !relogged) {
         return api.renewToken(used).then(function () { return connect(true); });
