@@ -90,14 +90,16 @@ E2E_PORT="$(free_port)"
 E2E_JWT_SECRET="e2e-secret-$(date +%s)-0123456789abcdefghijklmnop"
 SERVER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/companion-backend"
 # The embedded defaults: development login and the offline companion (empty = unset),
-# run away from the checkout so a developer's own .env is not read.
+# run away from the checkout so a developer's own .env is not read. Every simulated phone
+# comes from 127.0.0.1, so the per-IP limits are lifted (per-user limits stay).
 start_e2e_server() { # port, database, extra settings…
   local port="$1" db="$2"
   shift 2
   (cd "$DATA_DIR" && exec env PORT="$port" APP_ENV=development APP_CONFIG_FILE=/nonexistent \
     MONGODB_URI="$TEST_MONGODB_URI" MONGODB_DB="$db" \
     WECHAT_APPID= WECHAT_SECRET= DEEPSEEK_API_KEY= JWT_SECRET="$E2E_JWT_SECRET" \
-    CHAT_WAIT_TIMEOUT_MS=200 SHUTDOWN_READINESS_DELAY_MS=0 RATE_LIMIT_LOGIN_PER_MINUTE=1000 RUST_LOG=warn "$@" \
+    CHAT_WAIT_TIMEOUT_MS=200 SHUTDOWN_READINESS_DELAY_MS=0 RUST_LOG=warn \
+    RATE_LIMIT_LOGIN_PER_MINUTE=1000 RATE_LIMIT_IP_PER_MINUTE=100000 RATE_LIMIT_IP_PER_HOUR=1000000 "$@" \
     "$SERVER_BIN" >"$DATA_DIR/e2e-server-$port.log" 2>&1) &
   SERVER_PID="$SERVER_PID $!"
   for _ in $(seq 1 100); do
@@ -106,9 +108,11 @@ start_e2e_server() { # port, database, extra settings…
   done
 }
 start_e2e_server "$E2E_PORT" "e2e_$(date +%s)"
-# A second server with a privacy policy version: signing in asks the user to agree to it.
+# A second server with a privacy policy version (signing in asks the user to agree to it)
+# and a cooling-off period before an account is erased.
 E2E_PRIVACY_PORT="$(free_port)"
-start_e2e_server "$E2E_PRIVACY_PORT" "e2e_privacy_$(date +%s)" PRIVACY_POLICY_VERSION=2026-11
+start_e2e_server "$E2E_PRIVACY_PORT" "e2e_privacy_$(date +%s)" PRIVACY_POLICY_VERSION=2026-11 \
+  ACCOUNT_DELETION_COOLING_DAYS=7
 E2E_BASE_URL="http://127.0.0.1:$E2E_PORT" E2E_PRIVACY_BASE_URL="http://127.0.0.1:$E2E_PRIVACY_PORT" \
   E2E_JWT_SECRET="$E2E_JWT_SECRET" timeout 900 node --test miniprogram/tests/ \
   || { echo "--- e2e server logs"; tail -n 30 "$DATA_DIR"/e2e-server-*.log; exit 1; }

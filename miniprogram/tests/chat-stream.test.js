@@ -107,3 +107,43 @@ test('callContainer: failed polls are retried and the reply still arrives', { sk
   assert.equal(h.reply(chat).status, 'complete', JSON.stringify(h.reply(chat)));
   assert.equal(h.textOf(chat, h.reply(chat)), stored.content);
 });
+
+// The offline companion has no reasoning, so this one runs against a small fake of the
+// server's SSE protocol: a thinking reply cut midway, then watched again.
+test('sse: a resumed thinking reply shows its reasoning once, collapsible', { timeout: 30000 }, async (t) => {
+  const http = require('node:http');
+  const event = (name, data) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+  const server = http.createServer((req, res) => {
+    const json = (body) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify(body)); };
+    if (req.url === '/api/auth/login') return json({ token: 't1', expires_in: 3600, user: { id: 'u1' }, notices: [] });
+    if (req.url.startsWith('/api/conversations/c1/messages?')) return json({ items: [], next_cursor: null });
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    if (req.method === 'POST') {
+      res.write(event('start', { user_message_id: 'um1', assistant_message_id: 'm1', label: { author: 'ai', text: '内容由AI生成' } }));
+      res.write(event('reasoning', { content: '先想一想' }));
+      res.write(event('delta', { content: '你好' }));
+      setTimeout(() => res.socket.destroy(), 50); // a proxy cuts the stream
+      return;
+    }
+    // Reattach: everything stored so far, then the rest and the end.
+    res.write(event('reasoning', { content: '先想一想，再想一想' }));
+    res.write(event('delta', { content: '你好，朋友' }));
+    res.end(event('done', { assistant_message_id: 'm1', finish_reason: 'stop' }));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => server.close());
+  const url = `http://127.0.0.1:${server.address().port}`;
+  const device = h.phone('sse', { baseUrl: url }, { baseUrl: url });
+  const chat = h.loadPage(path.join(h.PAGES, 'chat/index.js'), device.app);
+  await chat.onLoad({ id: 'c1' });
+  chat.startReply('想好了再说');
+  await chat.whenIdle();
+  const reply = h.reply(chat);
+  assert.equal(reply.status, 'complete');
+  assert.equal(chat.texts[reply.key].reasoning, '先想一想，再想一想', 'reasoning not repeated');
+  assert.equal(h.textOf(chat, reply), '你好，朋友');
+  assert.doesNotMatch(chat.text(), /再想一想/, 'reasoning starts collapsed');
+  await chat.tap('reasoning-toggle');
+  assert.match(chat.text(), /先想一想，再想一想/);
+  assert.equal(chat.text().split('先想一想').length - 1, 1, 'shown once');
+});

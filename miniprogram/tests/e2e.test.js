@@ -2,48 +2,11 @@
 // the real Rust server that scripts/test.sh starts (E2E_BASE_URL), on all three transports.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const crypto = require('node:crypto');
 const path = require('node:path');
 const { createWx, loadPage } = require('./wx-shim.js');
 const { createClient } = require('../utils/client.js');
 const { TOKEN_KEY } = require('../utils/api.js');
-
-const baseUrl = process.env.E2E_BASE_URL;
-const jwtSecret = process.env.E2E_JWT_SECRET;
-const PAGES = path.join(__dirname, '..', 'pages');
-
-const last = (items) => items[items.length - 1];
-// The text the chat page shows for a message (kept beside setData, rendered as Markdown).
-const textOf = (chat, message) => chat.texts[message.key].content;
-
-async function waitFor(predicate, what, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for ' + what);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-async function finalMessage(api, conversationId, messageId) {
-  for (let i = 0; i < 300; i++) {
-    const message = await api.get(`/api/conversations/${conversationId}/messages/${messageId}`);
-    if (message.status !== 'streaming') return message;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error('message never finished');
-}
-
-function base64url(value) {
-  return Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
-}
-
-function expiredToken(userId) {
-  const now = Math.floor(Date.now() / 1000);
-  const header = base64url({ alg: 'HS256', typ: 'JWT' });
-  const claims = base64url({ sub: userId, iat: now - 7200, exp: now - 3600, iss: 'companion-backend', aud: 'companion-miniprogram' });
-  const signature = crypto.createHmac('sha256', jwtSecret).update(header + '.' + claims).digest('base64url');
-  return header + '.' + claims + '.' + signature;
-}
+const { baseUrl, jwtSecret, PAGES, last, waitFor, finalMessage, expiredToken, textOf } = require('./helpers.js');
 
 test('the end-to-end environment is provided by scripts/test.sh', () => {
   assert.ok(baseUrl, 'E2E_BASE_URL is not set: run ./scripts/test.sh');

@@ -149,6 +149,30 @@ test('account deletion with the wrong confirmation word does nothing, and with �
   assert.notEqual(fresh.id, before.id, 'signing in again starts a new, empty account');
 });
 
+// The second server has a privacy policy and a 7-day cooling-off period before deletion.
+const secondUrl = process.env.E2E_PRIVACY_BASE_URL;
+test('a deletion waiting out its cooling-off period shows on 我的 after a reload and can be cancelled', { skip: !secondUrl, timeout: 30000 }, async () => {
+  const wx = createWx({ baseUrl: secondUrl, devName: `pages_cooling_${Date.now()}_${users++}` });
+  global.wx = wx;
+  const app = createClient({ transport: 'sse', baseUrl: secondUrl, pollIntervalMs: 100 });
+  await app.api.ensureToken();
+  await app.notices.whenSettled();
+  const me = renderPage('me', app);
+  await me.onShow();
+  wx.answerModal = () => ({ confirm: true, cancel: false, content: '注销' });
+  await me.deleteAccount();
+  const reloaded = renderPage('me', app);
+  await reloaded.onShow();
+  assert.match(reloaded.text(), /将于 \d{4}年.*注销，期间可撤销/, 'the schedule survives a reload');
+  await reloaded.tap('cancel-deletion');
+  await waitFor(() => reloaded.data.deletion === null, 'the cancellation');
+  const again = renderPage('me', app);
+  await again.onShow();
+  assert.doesNotMatch(again.text(), /将于/);
+  assert.ok(again.find('delete-row'), '注销账号 is offered again');
+  assert.equal((await app.api.get('/api/me')).deletion_due_at, undefined, 'nothing scheduled at the server');
+});
+
 test('the report page files a report that then shows in the reports page as 处理中 with its Chinese reason', { skip: !baseUrl, timeout: 30000 }, async () => {
   const { wx, app, api } = await signIn('report');
   const { conversation, message } = await conversationWithReply(api);

@@ -42,12 +42,20 @@ struct MeDto<'a> {
     user: UserDto<'a>,
     notices: Vec<NoticeEvent>,
     minor_mode: Option<MinorModeDto>,
+    /// When a requested deletion erases the account (a cooling-off period), until cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deletion_due_at: Option<DateTime<Utc>>,
 }
 
 fn me_body(me: &User, chat: &ChatService) -> HttpResponse {
     let minor_mode =
         me.minor_mode.as_ref().map(|m| MinorModeDto { since: m.since, guardian_consent: m.guardian_consent.is_some() });
-    HttpResponse::Ok().json(MeDto { user: UserDto::from(me), notices: chat.safety().pending(me), minor_mode })
+    HttpResponse::Ok().json(MeDto {
+        user: UserDto::from(me),
+        notices: chat.safety().pending(me),
+        minor_mode,
+        deletion_due_at: me.deletion_due,
+    })
 }
 
 /// `GET /api/me`

@@ -220,6 +220,7 @@ async fn with_a_cooling_off_period_a_deletion_is_scheduled_and_can_be_cancelled(
     let due = app.store.get_user(user).await.unwrap().unwrap().deletion_due;
     let cancelled = app.client.delete(app.url("/api/me/deletion")).bearer_auth(&token).send().await.unwrap();
     let after = app.store.get_user(user).await.unwrap().unwrap().deletion_due;
+    let me_after: Value = app.get_me(&token).await.json().await.unwrap();
 
     assert_eq!(status, 202);
     assert_eq!(body["status"], "scheduled");
@@ -227,4 +228,6 @@ async fn with_a_cooling_off_period_a_deletion_is_scheduled_and_can_be_cancelled(
     assert_eq!(still_here.status(), 200, "nothing is erased before the period ends");
     assert_eq!(cancelled.status(), 204);
     assert_eq!(after, None);
+    assert_eq!(me["deletion_due_at"], body["due_at"], "/api/me shows the schedule (the 我的 page reads it)");
+    assert!(me_after.get("deletion_due_at").is_none(), "and no schedule once cancelled: {me_after}");
 }

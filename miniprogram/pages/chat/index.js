@@ -246,9 +246,20 @@ Page({
     this.stream.flush(patch);
     this.settle();
     return watching.handle.cancel().then(function (stored) {
-      if (stored) return page.applyStored(key, stored);
+      if (stored) return page.settleStopped(key, stored, 5);
       if (!page.messageOf(key).id) return page.dropUnsent(key);
     }, function () {});
+  },
+
+  // The server answers 202 when the reply has not stopped within its wait: ask again
+  // (a few times) so the page ends with the text the server kept.
+  settleStopped: function (key, stored, triesLeft) {
+    var page = this;
+    page.applyStored(key, stored);
+    if (stored.status !== 'streaming' || triesLeft <= 0) return Promise.resolve();
+    return new Promise(function (resolve) { setTimeout(resolve, 500); }).then(function () {
+      return page.api.get(page.path('/' + stored.id));
+    }).then(function (latest) { return page.settleStopped(key, latest, triesLeft - 1); }, function () {});
   },
 
   // The server's final word on a stopped reply (its stored text may be a little longer).

@@ -2,6 +2,7 @@
 // was active (local time, as people say it) and a visible delete. Switching tabs refreshes
 // the list in place instead of blanking it.
 var format = require('../../utils/format.js');
+var ask = require('../../utils/dialog.js').ask;
 
 function personaNames() {
   var names = {};
@@ -77,23 +78,17 @@ Page({
     var item = this.data.conversations.filter(function (c) { return c.id === id; })[0];
     var page = this;
     if (!item) return Promise.resolve();
-    return new Promise(function (resolve) {
-      wx.showModal({
-        title: '删除对话',
-        content: '删除与「' + item.name + '」的这段对话及其全部消息？删除后无法恢复。',
-        confirmText: '删除',
-        confirmColor: '#cf1322',
-        success: function (res) {
-          if (!res.confirm) { resolve(); return; }
-          getApp().api.del('/api/conversations/' + id).then(function () {
-            page.setData({ conversations: page.data.conversations.filter(function (c) { return c.id !== id; }) });
-            resolve();
-          }, function (error) {
-            page.setData({ errorText: error.message });
-            resolve();
-          });
-        },
-        fail: function () { resolve(); }
+    return ask({
+      title: '删除对话',
+      content: '删除与「' + item.name + '」的这段对话及其全部消息？删除后无法恢复。',
+      confirmText: '删除',
+      confirmColor: '#cf1322'
+    }).then(function (res) {
+      if (!res.confirm) return;
+      return getApp().api.del('/api/conversations/' + id).then(function () {
+        page.setData({ conversations: page.data.conversations.filter(function (c) { return c.id !== id; }) });
+      }, function (error) {
+        page.setData({ errorText: error.message });
       });
     });
   }

@@ -2,21 +2,12 @@
 // privacy policy and account deletion (注销). Switching minor mode off goes through
 // customer service (a guardian's consent), so the page only switches it on.
 var format = require('../../utils/format.js');
+var ask = require('../../utils/dialog.js').ask;
 
 var DELETE_WORD = '注销';
 
 function wait(ms) {
   return new Promise(function (resolve) { setTimeout(resolve, ms); });
-}
-
-/** @returns {Promise<{confirm: boolean, content?: string}>} */
-function ask(options) {
-  return new Promise(function (resolve) {
-    wx.showModal(Object.assign({}, options, {
-      success: function (res) { resolve(res); },
-      fail: function () { resolve({ confirm: false }); }
-    }));
-  });
 }
 
 Page({
@@ -54,6 +45,8 @@ Page({
         minorSince: me.minor_mode ? format.fullTime(me.minor_mode.since) : '',
         guardianConsent: !!(me.minor_mode && me.minor_mode.guardian_consent),
         privacyText: privacy ? privacy.text : '',
+        // A deletion waiting out its cooling-off period, as the server has it.
+        deletion: me.deletion_due_at ? { due: format.fullTime(me.deletion_due_at) } : null,
         personas: results[1].items.map(function (p) { return { id: p.id, name: p.name }; })
       });
     }, function (error) {
@@ -131,6 +124,12 @@ Page({
         });
       });
     });
+  },
+
+  // The 隐私保护指引 the operator filled in on 微信公众平台 (base library ≥ 2.32.3).
+  openPrivacyContract: function () {
+    if (wx.openPrivacyContract) wx.openPrivacyContract({});
+    else wx.showToast({ title: '请在「设置 → 隐私」中查看', icon: 'none' });
   },
 
   reviewNotices: function () {

@@ -1,6 +1,7 @@
 // TA记得的事: what one companion remembers about the user. Each fact can be corrected or
 // deleted, or everything cleared; the server checks the text (≤ 200 characters, one line).
 var format = require('../../utils/format.js');
+var ask = require('../../utils/dialog.js').ask;
 
 function decode(value) {
   try { return decodeURIComponent(value || ''); } catch (e) { return value || ''; }
@@ -13,16 +14,6 @@ function entry(memory) {
     learned: '记于 ' + format.relativeTime(memory.learned_at),
     edited: memory.updated_at !== memory.learned_at
   };
-}
-
-/** @returns {Promise<{confirm: boolean, content?: string}>} */
-function ask(options) {
-  return new Promise(function (resolve) {
-    wx.showModal(Object.assign({}, options, {
-      success: function (res) { resolve(res); },
-      fail: function () { resolve({ confirm: false }); }
-    }));
-  });
 }
 
 Page({
