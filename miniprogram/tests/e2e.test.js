@@ -37,7 +37,7 @@ for (const transport of ['sse', 'websocket', 'callContainer']) {
     assert.equal(chat.transport.name, transport);
     let updates = 0;
     const setData = chat.setData;
-    chat.setData = (patch, cb) => { if (Object.keys(patch).some((k) => k.includes('.blocks'))) updates += 1; setData(patch, cb); };
+    chat.setData = (patch, cb) => { if (Object.keys(patch).some((k) => k.includes('.blocks') || k.includes('.tail'))) updates += 1; setData(patch, cb); };
     chat.onInput({ detail: { value: '你好，我是测试用户' } });
     chat.send();
     await chat.whenIdle();

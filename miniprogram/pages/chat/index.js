@@ -157,6 +157,7 @@ Page({
     patch[base + '.note'] = '';
     this.setData(patch);
     var texts = this.texts[key];
+    this.stream.reopen(key);
     this.watch(key, null, null, { delta: texts.content.length, reasoning: texts.reasoning.length });
   },
 
@@ -223,6 +224,7 @@ Page({
   },
 
   finish: function (key, patch) {
+    this.stream.complete(key);
     patch['messages[' + this.indexOfKey(key) + '].watching'] = false;
     patch.sending = false;
     this.stream.flush(patch);
@@ -243,6 +245,7 @@ Page({
     patch[base + '.status'] = 'cancelled';
     patch[base + '.note'] = '已停止';
     this.watching = null;
+    this.stream.complete(key);
     this.stream.flush(patch);
     this.settle();
     return watching.handle.cancel().then(function (stored) {

@@ -21,19 +21,48 @@ function mentionsHotline(text) {
   return !!config.hotline && (text || '').indexOf(config.hotline) !== -1;
 }
 
+// A growing paragraph is shown as plain text in pieces of this size, so an update carries
+// only the last piece; once the paragraph (or the reply) is complete it becomes Markdown.
+var SEGMENT = 100;
+
+function segments(text) {
+  var pieces = [];
+  for (var i = 0; i < text.length; i += SEGMENT) pieces.push(text.slice(i, i + SEGMENT));
+  return pieces;
+}
+
+// Sets `path` to `next`, sending only the items that changed (all of it when it shrank).
+function patchList(patch, path, previous, next, render) {
+  if (!previous || next.length < previous.length) {
+    patch[path] = render ? next.map(render) : next;
+    return;
+  }
+  next.forEach(function (item, k) {
+    if (item !== previous[k]) patch[path + '[' + k + ']'] = render ? render(item, k) : item;
+  });
+}
+
+// A Markdown block as the template lists it (`id` is its wx:key).
+function block(source, index) {
+  return { id: index, nodes: markdown.renderBlock(source) };
+}
+
 /** A message as the page shows it; `texts` keeps the plain text outside setData. */
 function fromServer(message, texts) {
   var key = newKey();
   var content = message.content || '';
+  var reasoning = message.reasoning_content || '';
   var role = message.role === 'operator' ? 'operator' : message.role;
-  texts[key] = { content: content, reasoning: message.reasoning_content || '', blocks: [] };
-  var view = {
+  var sources = role === 'user' ? [] : markdown.splitBlocks(content);
+  texts[key] = { content: content, reasoning: reasoning, blocks: sources, tail: [], thoughts: segments(reasoning), final: message.status !== 'streaming' };
+  return {
     key: key,
     id: message.id,
     role: role,
     text: role === 'user' ? content : '',
-    blocks: [],
-    reasoning: message.reasoning_content || '',
+    blocks: sources.map(block),
+    tail: [],
+    thoughts: texts[key].thoughts,
     reasoningOpen: false,
     status: message.status,
     note: message.error ? errors.friendlyMessage(message.error.code) : '',
@@ -44,11 +73,6 @@ function fromServer(message, texts) {
     lost: false,
     watching: false
   };
-  if (role !== 'user') {
-    texts[key].blocks = markdown.splitBlocks(content);
-    view.blocks = texts[key].blocks.map(markdown.renderBlock);
-  }
-  return view;
 }
 
 function localUser(content, texts) {
@@ -73,24 +97,25 @@ function createRenderer(page) {
     if (!timer) timer = setTimeout(flush, FLUSH_MS);
   }
 
-  // The patch for one message: only blocks whose source changed.
+  // The patch for one message: completed paragraphs as Markdown blocks (only those that
+  // changed), the growing one as plain-text pieces (only the last, usually).
   function patchFor(key, patch) {
     var index = page.indexOfKey(key);
     if (index === -1) return;
     var entry = page.texts[key];
     var base = 'messages[' + index + ']';
-    var blocks = markdown.splitBlocks(entry.content);
-    if (!entry.blocks || blocks.length < entry.blocks.length) {
-      patch[base + '.blocks'] = blocks.map(markdown.renderBlock);
-    } else {
-      blocks.forEach(function (source, k) {
-        if (source !== entry.blocks[k]) patch[base + '.blocks[' + k + ']'] = markdown.renderBlock(source);
-      });
-    }
-    entry.blocks = blocks;
-    var shown = page.data.messages[index];
-    if (shown.reasoning !== entry.reasoning) patch[base + '.reasoning'] = entry.reasoning;
-    if (!shown.hotline && mentionsHotline(entry.content)) patch[base + '.hotline'] = true;
+    var sources = markdown.splitBlocks(entry.content);
+    var growing = '';
+    if (!entry.final && sources.length && !/\n\s*\n\s*$/.test(entry.content)) growing = sources.pop();
+    patchList(patch, base + '.blocks', entry.blocks, sources, block);
+    entry.blocks = sources;
+    var tail = segments(growing);
+    patchList(patch, base + '.tail', entry.tail, tail);
+    entry.tail = tail;
+    var thoughts = segments(entry.reasoning);
+    patchList(patch, base + '.thoughts', entry.thoughts, thoughts);
+    entry.thoughts = thoughts;
+    if (!page.data.messages[index].hotline && mentionsHotline(entry.content)) patch[base + '.hotline'] = true;
   }
 
   function flush(extra) {
@@ -105,16 +130,31 @@ function createRenderer(page) {
     page.setData(patch);
   }
 
-  // Replaces a message's text wholesale (a cancelled reply's stored text).
+  // The reply ended: everything it says becomes Markdown at the next flush.
+  function complete(key) {
+    var entry = page.texts[key];
+    if (!entry) return;
+    entry.final = true;
+    dirty[key] = true;
+  }
+
+  // Replaces a message's text wholesale (a stopped reply's stored text).
   function replace(key, content) {
     var entry = page.texts[key];
     if (!entry) return;
     entry.content = content;
     entry.blocks = null; // re-render every block
+    entry.final = true;
     dirty[key] = true;
   }
 
-  return { append: append, flush: flush, replace: replace, calls: calls };
+  // Watching again: the reply may grow.
+  function reopen(key) {
+    var entry = page.texts[key];
+    if (entry) entry.final = false;
+  }
+
+  return { append: append, flush: flush, complete: complete, reopen: reopen, replace: replace, calls: calls };
 }
 
 module.exports = { fromServer: fromServer, localUser: localUser, localReply: localReply, createRenderer: createRenderer, newKey: newKey };
