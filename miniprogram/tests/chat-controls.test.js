@@ -213,3 +213,82 @@ test('signing in shows the privacy policy; declining keeps it pending, agreeing 
   await chat.whenIdle();
   assert.equal(h.reply(chat).status, 'complete');
 });
+
+test('callContainer: 停止 after the message went out, before its reply started, stops that reply', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('callContainer');
+  const { conversation, chat } = await h.openChat(device);
+  const sends = () => device.wx.stats.requests.filter((r) => r.method === 'POST' && /\/messages$/.test(r.path)).length;
+  chat.onInput({ detail: { value: '刚发出去就停止' } });
+  chat.send();
+  await h.waitFor(() => sends() === 1, 'the send to go out');
+  await chat.stop();
+  const stored = (await device.api.get(`/api/conversations/${conversation.id}/messages?limit=10`)).items;
+  const question = stored.find((m) => m.content === '刚发出去就停止');
+  assert.ok(question, 'the server has the message');
+  const answer = await h.finalMessage(device.api, conversation.id, stored[stored.indexOf(question) + 1].id);
+  assert.equal(answer.error && answer.error.code, 'cancelled', 'and its reply was stopped');
+  assert.equal(chat.data.messages.filter((m) => m.text === '刚发出去就停止').length, 1, 'shown once, not dropped');
+  assert.equal(h.reply(chat).status, 'cancelled');
+  assert.equal(chat.data.sending, false);
+});
+
+test('watching a reply again twice (a double tap) shows it once', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('sse');
+  const { conversation, chat } = await h.openChat(device);
+  chat.startReply('点两下继续查看');
+  await h.waitFor(() => h.started(chat), 'a first delta');
+  const key = h.reply(chat).key;
+  chat.stopWatching();
+  chat.setData({ sending: false });
+  chat.watchAgain(key);
+  chat.watchAgain(key);
+  await chat.whenIdle();
+  const stored = await h.finalMessage(device.api, conversation.id, chat.messageOf(key).id);
+  assert.equal(h.textOf(chat, chat.messageOf(key)), stored.content);
+});
+
+test('sending is held until the history is on screen', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('sse');
+  const conversation = await device.api.post('/api/conversations', { persona_id: 'xiaoxi' });
+  const chat = h.loadPage(path.join(h.PAGES, 'chat/index.js'), device.app);
+  const loaded = chat.onLoad({ id: conversation.id });
+  chat.onInput({ detail: { value: '太快了' } });
+  chat.send();
+  await loaded;
+  assert.equal(chat.data.input, '太快了', 'kept in the input box');
+  assert.equal(chat.data.messages.length, 1, 'only the greeting');
+  chat.send();
+  await chat.whenIdle();
+  assert.equal(h.reply(chat).status, 'complete');
+});
+
+test('停止 that cannot reach the server says so and keeps watching the reply', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('sse');
+  const { conversation, chat } = await h.openChat(device);
+  chat.startReply('停不下来的时候');
+  await h.waitFor(() => h.started(chat), 'a first delta');
+  device.wx.failNext = { match: /\/cancel$/, times: 2 };
+  await chat.stop();
+  assert.equal(chat.data.errorText, '网络不太好，请检查网络后重试');
+  await chat.whenIdle();
+  const stored = await h.finalMessage(device.api, conversation.id, h.reply(chat).id);
+  assert.equal(stored.status, 'complete', 'the reply went on');
+  assert.equal(h.textOf(chat, h.reply(chat)), stored.content, 'and the page shows all of it');
+  assert.equal(h.reply(chat).status, 'complete');
+});
+
+test('retrying a send whose answer was lost does not send the question twice', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('sse');
+  const { conversation, chat } = await h.openChat(device);
+  device.wx.failNext = { match: /\/messages$/, times: 1, afterSending: true };
+  chat.startReply('只发一次');
+  await chat.whenIdle();
+  assert.equal(h.reply(chat).status, 'failed', 'the page saw a network failure');
+  await h.sleep(1500); // the reply the server did start has finished
+  await chat.tap('failed');
+  await chat.whenIdle();
+  const stored = (await device.api.get(`/api/conversations/${conversation.id}/messages?limit=20`)).items;
+  assert.equal(stored.filter((m) => m.content === '只发一次').length, 1, 'one message at the server');
+  assert.equal(h.reply(chat).status, 'complete');
+  assert.equal(h.textOf(chat, h.reply(chat)), h.last(stored).content, 'the original reply is shown');
+});

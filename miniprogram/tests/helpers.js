@@ -12,7 +12,8 @@ const TRANSPORTS = ['sse', 'websocket', 'callContainer'];
 const last = (items) => items[items.length - 1];
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 let counter = 0;
-const unique = (name) => `${name}_${Date.now()}_${++counter}`;
+// A dev-login name: at most 32 letters, digits, - or _.
+const unique = (name) => `${name.slice(0, 14)}_${Date.now().toString(36)}_${(++counter).toString(36)}`;
 
 async function waitFor(predicate, what, timeoutMs = 15000) {
   const deadline = Date.now() + timeoutMs;

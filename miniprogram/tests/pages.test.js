@@ -129,10 +129,11 @@ test('account deletion with the wrong confirmation word does nothing, and with �
 
   wx.answerModal = () => ({ confirm: true, cancel: false, content: '删除' });
   await me.deleteAccount();
-  const asked = wx.modals[wx.modals.length - 1];
+  const [warned, asked] = wx.modals.slice(-2);
+  assert.match(warned.content, /聊天记录/, 'first what deletion erases');
   assert.equal(asked.editable, true);
+  assert.equal(asked.content, '', 'the input starts empty');
   assert.equal(asked.placeholderText, '请输入「注销」确认');
-  assert.match(asked.content, /聊天记录/);
   assert.equal(wx.stats.requests.filter((r) => r.path === '/api/me/deletion').length, 0, 'nothing sent');
   assert.ok(wx.toasts.includes('输入不正确，账号未注销'));
   assert.equal((await api.get('/api/me')).id, before.id, 'the account is still there');

@@ -34,8 +34,13 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
     const headers = Object.assign({}, opts.header, extraHeaders);
     if (body !== null) headers['content-length'] = Buffer.byteLength(body);
     stats.requests.push({ method: opts.method || 'GET', path: url.pathname + url.search, headers });
-    // wx.failNext = { match: /regex/, times: n }: the next n matching requests never get through.
-    if (wx.failNext && wx.failNext.times > 0 && wx.failNext.match.test(url.pathname)) {
+    // wx.failNext = { match: /regex/, times: n }: the next n matching requests never get
+    // through; with `afterSending`, they reach the server but the answer is lost.
+    let loseAnswer = false;
+    if (wx.failNext && wx.failNext.times > 0 && wx.failNext.match.test(url.pathname) && wx.failNext.afterSending) {
+      wx.failNext.times -= 1;
+      loseAnswer = true;
+    } else if (wx.failNext && wx.failNext.times > 0 && wx.failNext.match.test(url.pathname)) {
       wx.failNext.times -= 1;
       setImmediate(() => { if (opts.fail) opts.fail({ errMsg: 'request:fail network' }); });
       return { abort() {}, onChunkReceived() {}, offChunkReceived() {}, onHeadersReceived() {} };
@@ -62,6 +67,7 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
       chunkListeners.forEach((cb) => cb({ data: toArrayBuffer(chunk) }));
     };
     const req = http.request(url, { method: opts.method || 'GET', headers }, (res) => {
+      if (loseAnswer) { cut('request:fail connection reset'); return; }
       headerListeners.forEach((cb) => cb({ statusCode: res.statusCode, header: res.headers }));
       const chunks = [];
       let streamed = 0;

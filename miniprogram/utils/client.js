@@ -5,7 +5,8 @@ var createNotices = require('./notices.js').createNotices;
 function createClient(overrides) {
   var api = createApi(overrides);
   var notices = createNotices(api);
-  api.hooks.onNotices = notices.present;
+  // Sign-in's notices are always shown.
+  api.hooks.onNotices = notices.presentAsked;
   return { api: api, notices: notices, globalData: { personas: null } };
 }
 

@@ -13,13 +13,18 @@ function createNotices(api) {
   var queue = [];
   var showing = false;
   var known = {}; // kind:version already queued, shown or acknowledged
+  var declinedAt = {}; // kind:version → when the user said 不同意 (not asked again at once)
   var idle = [];
+  var DECLINED_QUIET_MS = 60000;
 
   function key(notice) { return notice.kind + ':' + notice.version; }
 
-  function present(list) {
+  // `asked`: the user asked to see the notices (or sign-in did), so a declined one shows again.
+  function present(list, asked) {
     (list || []).forEach(function (notice) {
       if (!notice || known[key(notice)]) return;
+      // Every reply and poll carries pending notices: one just declined waits a while.
+      if (!asked && Date.now() - (declinedAt[key(notice)] || 0) < DECLINED_QUIET_MS) return;
       known[key(notice)] = true;
       queue.push(notice);
     });
@@ -68,13 +73,14 @@ function createNotices(api) {
 
   function declined(notice) {
     forget(notice);
+    declinedAt[key(notice)] = Date.now();
     if (notice.kind === 'privacy_policy') wx.showToast({ title: errors.friendlyMessage('privacy_declined'), icon: 'none' });
     next();
   }
 
   // Everything pending for this user, from /api/me.
   function refresh() {
-    return api.get('/api/me').then(function (me) { present(me.notices); return me; });
+    return api.get('/api/me').then(function (me) { present(me.notices, true); return me; });
   }
 
   // Resolves when no dialog is showing or waiting.
@@ -83,7 +89,12 @@ function createNotices(api) {
     return new Promise(function (resolve) { idle.push(resolve); });
   }
 
-  return { present: present, refresh: refresh, whenSettled: whenSettled };
+  return {
+    present: function (list) { present(list, false); },
+    presentAsked: function (list) { present(list, true); },
+    refresh: refresh,
+    whenSettled: whenSettled
+  };
 }
 
 module.exports = { createNotices: createNotices };

@@ -7,7 +7,9 @@ var PAGE_SIZE = 20;
 var EXIT_PHRASE = '退出聊天';
 // Errors that mean "the connection went away", not "the reply failed": the reply goes on
 // at the server and can be watched again.
-var CONNECTION_LOST = ['network', 'timeout', 'transport_unavailable', 'generation_lost'];
+// (`generation_lost` is not one: that reply ended at the server.)
+var CONNECTION_LOST = ['network', 'timeout', 'transport_unavailable'];
+var clientMessageId = require('../../utils/transport/watch.js').clientMessageId;
 
 Page({
   data: {
@@ -21,7 +23,7 @@ Page({
     scrollTop: 0,
     scrollInto: '',
     showJump: false,
-    persona: null
+    stopping: false
   },
 
   onLoad: function (query) {
@@ -119,13 +121,17 @@ Page({
 
   send: function () {
     var content = (this.data.input || '').trim();
-    if (!content || this.data.sending) return;
+    // Not before the history is on screen: it would replace the new message.
+    if (!content || this.data.sending || this.data.loading) return;
     this.startReply(content);
   },
 
-  startReply: function (content) {
+  // `clientId` is given when sending again a message that may have reached the server:
+  // the server then answers with the original reply instead of a second one.
+  startReply: function (content, clientId) {
     var user = view.localUser(content, this.texts);
     var reply = view.localReply(this.texts);
+    this.texts[reply.key].clientId = clientId || clientMessageId();
     reply.watching = true;
     this.following = true;
     this.setData({
@@ -138,12 +144,20 @@ Page({
   // Watches a reply: a new one (content given) or an existing one again.
   watch: function (key, userKey, content, shown) {
     var page = this;
-    var handlers = { onEvent: function (name, data) { page.onReplyEvent(key, userKey, content, name, data); } };
-    var attempts = page.watching && page.watching.key === key ? page.watching.attempts : 0;
-    var handle = content !== null
-      ? page.transport.send(page.conversationId, content, handlers)
+    var previous = page.watching;
+    // One watch at a time: a second one would show every delta twice.
+    if (previous) previous.handle.stop();
+    var attempts = previous && previous.key === key ? previous.attempts : 0;
+    var watching = { key: key, handle: null, attempts: attempts };
+    var handlers = {
+      onEvent: function (name, data) {
+        if (page.watching === watching) page.onReplyEvent(key, userKey, content, name, data);
+      }
+    };
+    page.watching = watching;
+    watching.handle = content !== null
+      ? page.transport.send(page.conversationId, content, handlers, page.texts[key].clientId)
       : page.transport.reattach(page.conversationId, page.messageOf(key).id, handlers, shown);
-    page.watching = { key: key, handle: handle, attempts: attempts };
   },
 
   // Watches a stopped or cut reply again; nothing already on screen is erased or repeated.
@@ -234,24 +248,35 @@ Page({
 
   // 停止: stops the reply being watched — the generation itself, not just the view.
   // The server keeps the text so far; a send not made yet (waiting for a login) is dropped.
+  // The button stays busy until the server has confirmed; if it cannot be reached, the
+  // reply is watched again rather than shown as stopped while it goes on.
   stop: function () {
     var watching = this.watching;
-    if (!watching) return Promise.resolve();
+    if (!watching || this.stopping) return Promise.resolve();
     var page = this;
     var key = watching.key;
-    var patch = { sending: false };
-    var base = 'messages[' + this.indexOfKey(key) + ']';
-    patch[base + '.watching'] = false;
-    patch[base + '.status'] = 'cancelled';
-    patch[base + '.note'] = '已停止';
-    this.watching = null;
-    this.stream.complete(key);
-    this.stream.flush(patch);
-    this.settle();
+    page.stopping = true;
+    page.setData({ stopping: true });
     return watching.handle.cancel().then(function (stored) {
+      page.stopping = false;
+      if (page.watching === watching) page.watching = null;
+      page.stream.complete(key);
+      var patch = { sending: false, stopping: false };
+      var base = 'messages[' + page.indexOfKey(key) + ']';
+      patch[base + '.watching'] = false;
+      patch[base + '.status'] = 'cancelled';
+      patch[base + '.note'] = '已停止';
+      page.stream.flush(patch);
+      page.settle();
       if (stored) return page.settleStopped(key, stored, 5);
       if (!page.messageOf(key).id) return page.dropUnsent(key);
-    }, function () {});
+    }, function (error) {
+      page.stopping = false;
+      if (page.watching === watching) page.watching = null;
+      page.setData({ stopping: false, sending: false, errorText: error.message });
+      if (page.messageOf(key).id) page.watchAgain(key);
+      else page.settle();
+    });
   },
 
   // The server answers 202 when the reply has not stopped within its wait: ask again
@@ -275,12 +300,14 @@ Page({
     this.stream.flush(patch);
   },
 
-  // Stopped before the server had the message: it goes back into the input box.
+  // Stopped before the server had the message: it goes back into the input box. (Had a
+  // cut connection hidden that it arrived, reloading shows it.)
   dropUnsent: function (key) {
     var index = this.indexOfKey(key);
     var question = this.data.messages[index - 1];
     var messages = this.data.messages.filter(function (m, i) { return i !== index && i !== index - 1; });
     this.setData({ messages: messages, input: question && !question.id ? question.text : this.data.input });
+    if (!this.data.sending) return this.loadLatest();
   },
 
   stopWatching: function () {
@@ -290,12 +317,16 @@ Page({
 
   onWatchAgain: function (event) { this.watchAgain(event.currentTarget.dataset.key); },
 
-  // Sends the question before a failed reply again (only replies that really ended).
+  // Sends the question before a failed reply again (only replies that really ended). A
+  // reply that never started may have reached the server: the same client id is reused.
   retry: function (event) {
     if (this.data.sending) return;
-    var index = this.indexOfKey(event.currentTarget.dataset.key);
+    var key = event.currentTarget.dataset.key;
+    var index = this.indexOfKey(key);
     var question = this.data.messages[index - 1];
-    if (question && question.role === 'user') this.startReply(question.text);
+    if (!question || question.role !== 'user') return;
+    var reuse = !this.data.messages[index].id ? this.texts[key].clientId : null;
+    this.startReply(question.text, reuse);
   },
 
   toggleReasoning: function (event) {
@@ -321,9 +352,15 @@ Page({
   // The exit button: the companion says a neutral goodbye (the server's exit phrase), then the page closes.
   exit: function () {
     var page = this;
-    if (page.data.sending) page.stop();
-    page.startReply(EXIT_PHRASE);
-    return page.whenIdle().then(function () { wx.navigateBack({ delta: 1 }); });
+    if (page.exiting) return Promise.resolve();
+    page.exiting = true;
+    return (page.data.sending ? page.stop() : Promise.resolve()).then(function () {
+      page.startReply(EXIT_PHRASE);
+      return page.whenIdle();
+    }).then(function () {
+      page.exiting = false;
+      wx.navigateBack({ delta: 1 });
+    });
   },
 
   // Following a growing reply stops when the reader scrolls up; 回到底部 resumes it.

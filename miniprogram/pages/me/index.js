@@ -144,13 +144,23 @@ Page({
   deleteAccount: function () {
     var page = this;
     if (page.data.deleting) return Promise.resolve();
+    // First what it means; then the word, in an input that starts empty (an editable
+    // dialog's `content` is the input's text, so the warning cannot go there).
     return ask({
       title: '注销账号',
       content: '注销后，你的全部聊天记录、伙伴记得的事和其他数据都将被清除，且无法恢复。',
-      editable: true,
-      placeholderText: '请输入「' + DELETE_WORD + '」确认',
-      confirmText: '注销',
+      confirmText: '继续',
       confirmColor: '#cf1322'
+    }).then(function (warned) {
+      if (!warned.confirm) return { confirm: false, content: '' };
+      return ask({
+        title: '请输入「' + DELETE_WORD + '」确认',
+        content: '',
+        editable: true,
+        placeholderText: '请输入「' + DELETE_WORD + '」确认',
+        confirmText: '注销',
+        confirmColor: '#cf1322'
+      });
     }).then(function (res) {
       if (!res.confirm) return;
       if ((res.content || '').trim() !== DELETE_WORD) {

@@ -1,5 +1,5 @@
 // The three ways a reply reaches the mini-program. Each transport offers
-//   send(conversationId, content, handlers) and reattach(conversationId, messageId, handlers, shown)
+//   send(conversationId, content, handlers, clientId?) and reattach(conversationId, messageId, handlers, shown)
 // returning { stop(), cancel(), messageId() } (see watch.js), and close() for page unload.
 // handlers.onEvent(name, data) receives the server's events: start, notice, reasoning,
 // delta, done, error (exactly one of the last two ends a reply).

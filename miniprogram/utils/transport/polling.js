@@ -48,9 +48,10 @@ function pollingTransport(api) {
 
   return {
     name: 'callContainer',
-    send: function (conversationId, content, handlers) {
+    send: function (conversationId, content, handlers, clientId) {
       var watch = createWatch(api, conversationId, handlers);
-      var body = { content: content, stream: false, client_message_id: clientMessageId() };
+      var body = { content: content, stream: false, client_message_id: clientId || clientMessageId() };
+      watch.inFlight = true;
       api.requestFull('POST', '/api/conversations/' + conversationId + '/messages', body, watch.signal).then(function (res) {
         var reply = res.data.assistant_message;
         watch.emit('start', {
@@ -59,7 +60,10 @@ function pollingTransport(api) {
         });
         (res.data.notices || []).forEach(function (notice) { watch.emit('notice', notice); });
         follow(watch, reply, newState(watch));
-      }, function (error) { if (error.code !== 'aborted') watch.fail(error.code); });
+      }, function (error) {
+        if (error.code === 'aborted') watch.settleStart(null); // 停止 before it went out
+        else watch.fail(error.code);
+      });
       return watch.handle;
     },
     reattach: function (conversationId, messageId, handlers, shown) {

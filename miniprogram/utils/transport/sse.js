@@ -48,8 +48,12 @@ function sseTransport(api) {
       open(watch, 'GET', '/' + watch.messageId + '/stream', undefined, attempt + 1, relogged);
     }
 
+    var sending = method === 'POST';
+    if (sending) watch.inFlight = true;
     api.ensureToken().then(function (token) {
       if (watch.stopped || stream.over) return;
+      // 停止 came before the send went out: nothing reaches the server.
+      if (sending && watch.signal.aborted) { watch.settleStart(null); return; }
       stream.task = wx.request({
         url: api.config.baseUrl + path(watch, suffix),
         method: method,
@@ -65,6 +69,7 @@ function sseTransport(api) {
             stream.over = true;
             api.renewToken(token).then(function () {
               if (!watch.stopped) open(watch, method, suffix, data, attempt, true);
+              else if (sending) watch.settleStart(null);
             }, function () { watch.fail('network'); });
             return;
           }
@@ -99,9 +104,9 @@ function sseTransport(api) {
 
   return {
     name: 'sse',
-    send: function (conversationId, content, handlers) {
+    send: function (conversationId, content, handlers, clientId) {
       var watch = createWatch(api, conversationId, handlers);
-      open(watch, 'POST', '', { content: content, stream: true, client_message_id: clientMessageId() }, 0, false);
+      open(watch, 'POST', '', { content: content, stream: true, client_message_id: clientId || clientMessageId() }, 0, false);
       return watch.handle;
     },
     reattach: function (conversationId, messageId, handlers, shown) {

@@ -29,12 +29,33 @@ function createWatch(api, conversationId, handlers, shown) {
     // everything stored so far).
     delivered: { delta: (shown && shown.delta) || 0, reasoning: (shown && shown.reasoning) || 0 },
     skip: { delta: (shown && shown.delta) || 0, reasoning: (shown && shown.reasoning) || 0 },
-    onStop: []
+    onStop: [],
+    // A send that may have reached the server, with no `start` (and so no id) yet.
+    inFlight: false,
+    // 停止 before `start`: events are no longer shown, but the id is still awaited.
+    silenced: false
+  };
+  var startWaiters = [];
+
+  // The send's outcome is known: the reply's id, or null (nothing was taken).
+  watch.settleStart = function (messageId) {
+    watch.inFlight = false;
+    var waiting = startWaiters;
+    startWaiters = [];
+    waiting.forEach(function (resolve) { resolve(messageId); });
   };
 
   watch.emit = function (name, data) {
-    if (watch.finished || watch.stopped) return;
-    if (name === 'start' && data.assistant_message_id) watch.messageId = data.assistant_message_id;
+    if (name === 'start' && data.assistant_message_id) {
+      watch.messageId = data.assistant_message_id;
+      watch.settleStart(watch.messageId);
+    }
+    var terminal = name === 'done' || name === 'error';
+    if (terminal && watch.inFlight) watch.settleStart(null);
+    if (watch.finished || watch.stopped || watch.silenced) {
+      if (terminal) watch.finished = true;
+      return;
+    }
     if (name === 'delta' || name === 'reasoning') {
       var text = data.content || '';
       var skipped = Math.min(watch.skip[name], text.length);
@@ -64,13 +85,24 @@ function createWatch(api, conversationId, handlers, shown) {
     watch.onStop.forEach(function (callback) { callback(); });
   }
 
+  // The reply's id: known, or awaited while a send is on its way (a send not made yet is dropped).
+  function idOnceStarted() {
+    if (watch.messageId) return Promise.resolve(watch.messageId);
+    if (!watch.inFlight) return Promise.resolve(null);
+    watch.silenced = true;
+    watch.signal.aborted = true;
+    return new Promise(function (resolve) { startWaiters.push(resolve); });
+  }
+
   function cancel() {
-    var messageId = watch.messageId;
-    var finished = watch.finished;
-    stop();
-    if (!messageId || finished) return Promise.resolve(null);
-    var path = '/api/conversations/' + conversationId + '/messages/' + messageId + '/cancel';
-    return api.requestFull('POST', path, {}).then(function (res) { return res.data; });
+    if (watch.finished) { stop(); return Promise.resolve(null); }
+    return idOnceStarted().then(function (messageId) {
+      var finished = watch.finished;
+      stop();
+      if (!messageId || finished) return null;
+      var path = '/api/conversations/' + conversationId + '/messages/' + messageId + '/cancel';
+      return api.requestFull('POST', path, {}).then(function (res) { return res.data; });
+    });
   }
 
   watch.handle = {

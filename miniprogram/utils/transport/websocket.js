@@ -5,6 +5,8 @@
 var createWatch = require('./watch.js').createWatch;
 var clientMessageId = require('./watch.js').clientMessageId;
 
+var CONNECT_TIMEOUT_MS = 10000;
+
 function websocketTransport(api) {
   var heartbeatMs = api.config.heartbeatMs || 15000;
   var idleMs = api.config.socketIdleMs || 45000;
@@ -53,15 +55,21 @@ function websocketTransport(api) {
             if (!ready && frame.type === 'error') { reject(frame); return; }
             route(frame);
           });
-          socket.onClose(function () {
+          // Only the socket in use fails the replies watched on it (a replaced one may close late).
+          var gone = function () {
+            var wasCurrent = current === connection;
             drop(connection);
             if (!ready) reject({ code: 'network' });
-            else lost();
-          });
-          socket.onError(function () {
-            drop(connection);
-            if (!ready) reject({ code: 'network' });
-          });
+            else if (wasCurrent) lost();
+          };
+          socket.onClose(gone);
+          socket.onError(gone);
+          // A handshake that never finishes (a dying network) must not hold every later send.
+          setTimeout(function () {
+            if (ready) return;
+            reject({ code: 'network' });
+            socket.close({});
+          }, CONNECT_TIMEOUT_MS);
         });
       });
   }
@@ -108,10 +116,17 @@ function websocketTransport(api) {
     closed = false;
     watch.onStop.push(function () {
       delete watches[requestId];
-      if (watch.messageId && current) current.socket.send({ data: JSON.stringify({ type: 'stop', message_id: watch.messageId }) });
+      if (watch.messageId && !watch.finished && current) {
+        current.socket.send({ data: JSON.stringify({ type: 'stop', message_id: watch.messageId }) });
+      }
     });
+    var sending = frame.type === 'send';
+    if (sending) watch.inFlight = true;
     connect(false).then(function (connection) {
-      if (!watch.stopped) connection.socket.send({ data: JSON.stringify(frame) });
+      if (watch.stopped) return;
+      // 停止 came before the send went out: nothing reaches the server.
+      if (sending && watch.signal.aborted) { delete watches[requestId]; watch.settleStart(null); return; }
+      connection.socket.send({ data: JSON.stringify(frame) });
     }, function (error) {
       delete watches[requestId];
       // Nothing was sent: the page may fall back to another transport.
@@ -122,9 +137,9 @@ function websocketTransport(api) {
 
   return {
     name: 'websocket',
-    send: function (conversationId, content, handlers) {
+    send: function (conversationId, content, handlers, clientId) {
       var watch = createWatch(api, conversationId, handlers);
-      return request({ type: 'send', conversation_id: conversationId, content: content, client_message_id: clientMessageId() }, watch);
+      return request({ type: 'send', conversation_id: conversationId, content: content, client_message_id: clientId || clientMessageId() }, watch);
     },
     reattach: function (conversationId, messageId, handlers, shown) {
       var watch = createWatch(api, conversationId, handlers, shown);
