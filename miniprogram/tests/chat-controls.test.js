@@ -155,12 +155,27 @@ test('the crisis reply offers 12356 to call, and replies carry copy, report and 
   chat.onUnload();
 });
 
-test('a human operator\'s reply is shown as human, not as the AI', () => {
-  const texts = {};
-  const message = view.fromServer({ id: 'o1', role: 'operator', content: '我是值班的工作人员', status: 'complete', label: { author: 'human', text: '人工回复' } }, texts);
-  assert.equal(message.role, 'operator');
-  assert.equal(message.human, true);
-  assert.equal(message.label, '人工回复');
+test('a human operator\'s reply and a taken-over conversation are shown as human, not as the AI', () => {
+  const { renderPage } = require('./simulate.js');
+  const chat = renderPage('chat', { api: {}, globalData: {} });
+  chat.texts = {};
+  const operator = view.fromServer({ id: 'o1', role: 'operator', content: '我是值班的工作人员', status: 'complete', label: { author: 'human', text: '人工回复' } }, chat.texts);
+  const waiting = view.fromServer({ id: 'o2', role: 'assistant', content: '', status: 'streaming', label: { author: 'human', text: '人工回复' } }, chat.texts);
+  waiting.watching = true;
+  chat.setData({ loading: false, messages: [operator, waiting] });
+  assert.equal(operator.role, 'operator');
+  assert.equal(operator.human, true);
+  const text = chat.text();
+  assert.match(text, /人我是值班的工作人员人工回复/, 'the human avatar, the reply and its label');
+  assert.match(text, /工作人员正在回复…/, 'a taken-over reply waits on a person, not on the AI');
+  assert.doesNotMatch(text, /正在思考|内容由AI生成/);
+});
+
+test('an empty conversation invites the first message', () => {
+  const { renderPage } = require('./simulate.js');
+  const chat = renderPage('chat', { api: {}, globalData: {} });
+  chat.setData({ loading: false, messages: [] });
+  assert.match(chat.text(), /还没有消息，和TA打个招呼吧/);
 });
 
 test('结束 says goodbye through the exit phrase and leaves the chat', { skip, timeout: 60000 }, async () => {

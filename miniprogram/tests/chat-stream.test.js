@@ -37,6 +37,19 @@ test('a half-open WebSocket is found by the heartbeat and the reply still arrive
   await h.waitFor(() => device.wx.openSockets() === 0, 'every socket closed after the page unloads');
 });
 
+test('sse: a stream gone silent (half-open) is found by the idle watchdog and the reply arrives whole', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('sse', {}, { socketIdleMs: 400 });
+  const { conversation, chat } = await h.openChat(device);
+  chat.startReply('连接悄悄断了');
+  await h.waitFor(() => h.started(chat), 'a first delta');
+  device.wx.stallStreams();
+  await chat.whenIdle();
+  const stored = await h.finalMessage(device.api, conversation.id, h.reply(chat).id);
+  assert.equal(h.reply(chat).status, 'complete', JSON.stringify(h.reply(chat)));
+  assert.equal(h.textOf(chat, h.reply(chat)), stored.content, 'nothing lost or repeated');
+  assert.ok(device.wx.stats.requests.some((r) => r.path.endsWith('/stream')), 'watched again');
+});
+
 test('a failed WebSocket reattach keeps the partial reply and never sends the question again', { skip, timeout: 60000 }, async () => {
   const device = h.phone('websocket');
   const { conversation, chat } = await h.openChat(device);

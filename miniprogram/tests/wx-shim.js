@@ -23,6 +23,7 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
   };
   const stats = { chunks: 0, requests: [], setData: 0 };
   const inFlight = new Set(); // chunked requests still streaming, cut by goBackground()
+  const stalled = new Set(); // streams gone silent (half-open): nothing more arrives
 
   function httpRequest(opts, extraHeaders, cutAfterMs) {
     const chunkListeners = [];
@@ -72,7 +73,7 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
       const chunks = [];
       let streamed = 0;
       res.on('data', (chunk) => {
-        if (aborted) return;
+        if (aborted || stalled.has(cut)) return;
         if (opts.enableChunked) {
           if (holdLast) {
             if (held) deliver(held);
@@ -93,7 +94,7 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
         }
       });
       res.on('end', () => {
-        if (aborted) return;
+        if (aborted || stalled.has(cut)) return;
         inFlight.delete(cut);
         const all = Buffer.concat(chunks);
         let data;
@@ -172,6 +173,8 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
       inFlight.forEach((cut) => cut('request:fail interrupted'));
       wx.sockets.forEach((socket) => socket.terminate());
     },
+    // Half-open streams: the connection stays, nothing more arrives.
+    stallStreams: () => { inFlight.forEach((cut) => stalled.add(cut)); },
     // Half-open sockets: nothing arrives and nothing sent gets through, until closed.
     freezeSockets: () => { wx.sockets.forEach((socket) => { socket.frozen = true; }); },
     refuseConnections: false,

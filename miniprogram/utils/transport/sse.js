@@ -15,10 +15,22 @@ function sseTransport(api) {
 
   // One HTTP stream. `attempt` counts re-watches after cuts; `relogged` one re-login.
   function open(watch, method, suffix, data, attempt, relogged) {
-    var stream = { task: null, status: 0, errorBytes: [], chunkBytes: 0, over: false };
+    var stream = { task: null, status: 0, errorBytes: [], chunkBytes: 0, over: false, idle: 0 };
     var decoder = new SseDecoder();
-    var cleanup = function () { stream.over = true; if (stream.task) stream.task.abort(); };
+    var cleanup = function () { stream.over = true; clearTimeout(stream.idle); if (stream.task) stream.task.abort(); };
     watch.onStop.push(cleanup);
+
+    // The server sends a keepalive comment every 15 s: silence longer than `socketIdleMs`
+    // means a half-open connection. Watch the reply again on a new one.
+    function watchdog() {
+      clearTimeout(stream.idle);
+      stream.idle = setTimeout(function () {
+        if (stream.over || watch.finished || watch.stopped) return;
+        var stalled = stream.task;
+        resume();
+        if (stalled) stalled.abort();
+      }, api.config.socketIdleMs || 45000);
+    }
 
     function feed(chunk) {
       if (stream.over || !chunk || !chunk.byteLength) return;
@@ -42,6 +54,7 @@ function sseTransport(api) {
     // background): the reply goes on at the server, so watch it again.
     function resume() {
       stream.over = true;
+      clearTimeout(stream.idle);
       if (watch.finished || watch.stopped) return;
       if (!watch.messageId || attempt >= 3) { watch.fail('network'); return; }
       watch.rewind();
@@ -63,6 +76,7 @@ function sseTransport(api) {
         responseType: 'arraybuffer',
         timeout: 600000,
         success: function (res) {
+          clearTimeout(stream.idle);
           if (stream.over) return;
           stream.status = res.statusCode;
           if (res.statusCode === 401 && !relogged) {
@@ -89,12 +103,15 @@ function sseTransport(api) {
           setTimeout(resume, LATE_CHUNK_GRACE_MS);
         },
         fail: function () {
+          clearTimeout(stream.idle);
           // A dropped connection mid-reply: the reply goes on at the server; follow it again.
           if (!stream.over) resume();
         }
       });
+      watchdog();
       stream.task.onHeadersReceived(function (res) { if (res.statusCode) stream.status = res.statusCode; });
       stream.task.onChunkReceived(function (res) {
+        if (!stream.over) watchdog();
         var chunk = /** @type {ArrayBuffer} */ (res.data);
         feed(chunk);
         if (chunk) stream.chunkBytes += chunk.byteLength;
