@@ -81,6 +81,15 @@ test('the me page shows minor mode off, then on after the user turns it on', { s
   assert.equal(me.data.minorOn, true);
   assert.match(me.text(), /已开启/);
   assert.equal(me.find('minor-on'), null, 'no button to switch it off');
+  assert.match(me.text(), /今天已用 0 分钟，每日限 40 分钟/, 'the daily time limit');
+
+  // The personas page marks 小溪 (an emotional companion) and explains instead of opening a chat.
+  const personas = renderPage('personas', app);
+  await personas.load();
+  assert.match(personas.text(), /小溪.*需监护人同意/);
+  assert.equal(await personas.choose({ currentTarget: { dataset: { id: 'xiaoxi' } } }), null);
+  assert.ok(wx.modals.some((m) => m.title === '需要监护人同意'));
+  assert.ok(await personas.choose({ currentTarget: { dataset: { id: 'ahang' } } }), 'others open as usual');
 
   await me.tap('reports-row');
   assert.equal(wx.lastNavigation, '/pages/reports/index');

@@ -46,7 +46,33 @@ fn chrono(d: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+/// Minor mode's daily time as the user sees it (`GET /api/me`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinorTime {
+    /// 0: no daily limit.
+    pub limit_minutes: u64,
+    pub used_minutes: u64,
+}
+
 impl ChatService {
+    /// Whether `persona` waits on a guardian's consent for this user (minor mode, an
+    /// emotional companion, no consent recorded): the refusal below and the personas list
+    /// both ask here.
+    pub fn needs_guardian_consent(user: &User, persona: &super::Persona) -> bool {
+        user.minor_mode.as_ref().is_some_and(|m| persona.emotional && m.guardian_consent.is_none())
+    }
+
+    /// Today's minor-mode time (China time) against its limit; `None` outside minor mode.
+    pub async fn minor_time(&self, user: &User) -> Result<Option<MinorTime>, ChatError> {
+        if user.minor_mode.is_none() {
+            return Ok(None);
+        }
+        let (day, _) = china_day(now());
+        let used_secs = self.store.read_counter(&minor_time_key(user.id, &day)).await?.max(0) as u64;
+        let limit_minutes = self.safety.settings.minor_daily_limit.as_secs() / 60;
+        Ok(Some(MinorTime { limit_minutes, used_minutes: used_secs / 60 }))
+    }
+
     /// Refusals before anything is stored: an unacknowledged notice (when required), and
     /// minor mode's companions and daily time.
     pub(super) async fn admit(&self, user: &User, conversation: &Conversation) -> Result<(), ChatError> {
@@ -55,12 +81,14 @@ impl ChatService {
         if policy_pending || (settings.notices_required && !user.notices.is_empty()) {
             return Err(ChatError::NoticeRequired);
         }
-        let Some(minor) = &user.minor_mode else { return Ok(()) };
+        if user.minor_mode.is_none() {
+            return Ok(());
+        }
         let persona = self.persona_for(conversation, self.preview.includes(user));
         if persona.not_for_minors {
             return Err(ChatError::PersonaNotForMinors);
         }
-        if persona.emotional && minor.guardian_consent.is_none() {
+        if Self::needs_guardian_consent(user, &persona) {
             return Err(ChatError::GuardianConsentRequired);
         }
         let limit = settings.minor_daily_limit.as_secs() as i64;

@@ -226,10 +226,29 @@ impl ChatService {
     /// In minor mode, companions the operator marked not for minors are hidden.
     pub async fn personas_for(&self, user: UserId) -> Result<Vec<Persona>, StoreError> {
         let found = self.store.get_user(user).await?;
-        let tester = found.as_ref().is_some_and(|u| self.preview.includes(u));
-        let minor = found.as_ref().is_some_and(|u| u.minor_mode.is_some());
+        Ok(self.offered(found.as_ref()))
+    }
+
+    /// The companions `user` may choose, each with whether it waits on a guardian's
+    /// consent (minor mode), for the personas list.
+    pub async fn persona_offers(&self, user: UserId) -> Result<Vec<(Persona, bool)>, StoreError> {
+        let found = self.store.get_user(user).await?;
+        let consent = |p: &Persona| found.as_ref().is_some_and(|u| Self::needs_guardian_consent(u, p));
+        Ok(self
+            .offered(found.as_ref())
+            .into_iter()
+            .map(|p| {
+                let needs = consent(&p);
+                (p, needs)
+            })
+            .collect())
+    }
+
+    fn offered(&self, found: Option<&crate::domain::User>) -> Vec<Persona> {
+        let tester = found.is_some_and(|u| self.preview.includes(u));
+        let minor = found.is_some_and(|u| u.minor_mode.is_some());
         let offered = |p: &&Persona| Self::visible(p, tester) && !(minor && p.not_for_minors);
-        Ok(self.personas.current().all().iter().filter(offered).cloned().collect())
+        self.personas.current().all().iter().filter(offered).cloned().collect()
     }
 
     /// The persona a new conversation gets: the requested one if this user may choose

@@ -124,3 +124,37 @@ async fn minor_mode_hides_and_refuses_the_right_companions_limits_the_day_and_on
     }
     assert_eq!(app.deepseek.requests().len(), 2, "refused sends reach no model");
 }
+
+#[tokio::test]
+async fn in_minor_mode_the_client_sees_which_companions_wait_on_consent_and_the_days_time() {
+    let app = spawn_app_with(|s| s.minor_daily_minutes = 40).await;
+    let (token, _) = app.login_as("o_teen_view").await;
+    let consent_of = |listed: &Value, id: &str| {
+        listed["items"].as_array().unwrap().iter().find(|p| p["id"] == id).unwrap()["needs_guardian_consent"].clone()
+    };
+    let list = || async {
+        app.client
+            .get(app.url("/api/personas"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+
+    let before = list().await;
+    let me_before: Value = app.get_me(&token).await.json().await.unwrap();
+    let on = app.client.put(app.url("/api/me/minor-mode")).bearer_auth(&token).json(&json!({"on": true})).send().await;
+    assert!(on.unwrap().status().is_success());
+    let after = list().await;
+    let me: Value = app.get_me(&token).await.json().await.unwrap();
+
+    assert_eq!(consent_of(&before, "xiaoxi"), false, "adults wait on nobody");
+    assert_eq!(me_before["minor_mode"], Value::Null);
+    assert_eq!(consent_of(&after, "xiaoxi"), true, "小溪 is emotional: a guardian's consent first");
+    assert_eq!(consent_of(&after, "ahang"), false);
+    assert_eq!(me["minor_mode"]["daily_minutes"], 40);
+    assert_eq!(me["minor_mode"]["used_minutes_today"], 0);
+}

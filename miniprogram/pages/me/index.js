@@ -4,6 +4,12 @@
 var format = require('../../utils/format.js');
 var ask = require('../../utils/dialog.js').ask;
 
+// '今天已用 12 分钟，每日限 40 分钟' (minor mode's daily time, China time).
+function minorTimeText(minor) {
+  if (!minor || !minor.daily_minutes) return '';
+  return '今天已用 ' + Math.min(minor.used_minutes_today, minor.daily_minutes) + ' 分钟，每日限 ' + minor.daily_minutes + ' 分钟';
+}
+
 var DELETE_WORD = '注销';
 
 function wait(ms) {
@@ -14,7 +20,7 @@ Page({
   data: {
     loading: true, loaded: false, errorText: '',
     nickname: '', joined: '',
-    minorOn: false, minorSince: '', guardianConsent: false, turningOn: false,
+    minorOn: false, minorSince: '', guardianConsent: false, turningOn: false, minorTime: '',
     personas: [],
     privacyText: '',
     exportStatus: '', // '' | 'preparing' | 'ready' | 'failed'
@@ -44,6 +50,7 @@ Page({
         minorOn: !!me.minor_mode,
         minorSince: me.minor_mode ? format.fullTime(me.minor_mode.since) : '',
         guardianConsent: !!(me.minor_mode && me.minor_mode.guardian_consent),
+        minorTime: minorTimeText(me.minor_mode),
         privacyText: privacy ? privacy.text : '',
         // A deletion waiting out its cooling-off period, as the server has it.
         deletion: me.deletion_due_at ? { due: format.fullTime(me.deletion_due_at) } : null,
