@@ -39,7 +39,10 @@ for (const transport of h.TRANSPORTS) {
     // Something arrives below the reply being watched (a later message on screen).
     const below = view.fromServer({ id: 'below', role: 'assistant', content: '下面的消息', status: 'complete' }, chat.texts);
     chat.setData({ messages: chat.data.messages.concat([below]) });
+    const belowBefore = JSON.stringify(h.last(chat.data.messages));
     await chat.stop();
+    assert.equal(JSON.stringify(chat.messageOf(below.key)), belowBefore, 'the last message is exactly as it was');
+    assert.equal(chat.text().split('已停止').length - 1, 1, '已停止 shows once, on the watched reply');
     assert.equal(chat.messageOf(watched).status, 'cancelled');
     assert.equal(chat.messageOf(below.key).status, 'complete', 'the last message is untouched');
     const stored = await h.finalMessage(device.api, conversation.id, chat.messageOf(watched).id);

@@ -37,6 +37,26 @@ test('a half-open WebSocket is found by the heartbeat and the reply still arrive
   await h.waitFor(() => device.wx.openSockets() === 0, 'every socket closed after the page unloads');
 });
 
+test('a WebSocket gone half-open before the reply started ends in a retry, not in "正在思考…" forever', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('websocket', {}, { heartbeatMs: 100, socketIdleMs: 400 });
+  const { conversation, chat } = await h.openChat(device);
+  // The socket opens with the first reply; it goes half-open before the next one starts.
+  chat.startReply('先连上');
+  await chat.whenIdle();
+  device.wx.freezeSockets();
+  chat.startReply('没有回音');
+  await chat.whenIdle();
+  assert.equal(h.reply(chat).status, 'failed');
+  assert.doesNotMatch(chat.text(), /正在思考/);
+  assert.match(chat.text(), /网络不太好.*点此重试/);
+  await chat.tap('failed');
+  await chat.whenIdle();
+  const stored = (await device.api.get(`/api/conversations/${conversation.id}/messages?limit=20`)).items;
+  assert.equal(h.reply(chat).status, 'complete');
+  assert.equal(stored.filter((m) => m.content === '没有回音').length, 1, 'sent once');
+  chat.onUnload();
+});
+
 test('sse: a stream gone silent (half-open) is found by the idle watchdog and the reply arrives whole', { skip, timeout: 60000 }, async () => {
   const device = h.phone('sse', {}, { socketIdleMs: 400 });
   const { conversation, chat } = await h.openChat(device);
@@ -70,7 +90,9 @@ test('a failed WebSocket reattach keeps the partial reply and never sends the qu
   assert.ok(shown.every((text) => text.startsWith(partial)), 'the partial reply was never erased');
   assert.equal(h.textOf(chat, chat.messageOf(key)), stored.content, 'followed to the end by polling');
   const sends = device.wx.stats.requests.filter((r) => r.method === 'POST' && /\/messages$/.test(r.path));
-  assert.equal(sends.length, 0, 'the question was not sent again');
+  assert.equal(sends.length, 0, 'the question was not sent again by HTTP');
+  assert.equal(device.wx.stats.frames.filter((type) => type === 'send').length, 1, 'nor over the socket');
+  assert.doesNotMatch(chat.text(), /点此重试/, 'no retry offered for a reply that is still generating');
   chat.onUnload();
 });
 
@@ -81,10 +103,12 @@ for (const transport of ['sse', 'websocket']) {
     chat.startReply('我去回个消息');
     await h.waitFor(() => h.started(chat), 'a first delta');
     chat.onHide();
-    device.wx.goBackground();
+    device.wx.goBackground(); // sockets closed, streams cut, new requests fail until return
     await h.sleep(1200);
     assert.equal(chat.data.errorText, '');
     assert.equal(h.reply(chat).lost, false, 'no "network" failure shown for the background');
+    assert.doesNotMatch(chat.text(), /网络不太好/);
+    device.wx.goForeground();
     chat.onShow();
     await chat.whenIdle();
     const stored = await h.finalMessage(device.api, conversation.id, h.reply(chat).id);
@@ -102,7 +126,8 @@ for (const lateChunkMs of [100, 800]) {
     chat.startReply('最后一块晚到了');
     await chat.whenIdle();
     await h.sleep(lateChunkMs + 100);
-    assert.ok(device.wx.stats.lateChunks >= 1, 'the shim delivered a chunk after success');
+    assert.ok(device.wx.stats.lateChunks >= 1, 'the shim delivered chunks after success');
+    assert.match(device.wx.stats.lateText, /event: delta/, 'and they carried reply text');
     const stored = await h.finalMessage(device.api, conversation.id, h.reply(chat).id);
     assert.equal(h.textOf(chat, h.reply(chat)), stored.content, 'no text repeated (ABCDCD)');
     assert.equal(h.reply(chat).status, 'complete');

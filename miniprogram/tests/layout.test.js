@@ -25,11 +25,12 @@ function css(width) {
     .replace(/\.([a-zA-Z][\w-]*)(?=[^{}]*\{)/g, '.main--$1');
 }
 
-// WeChat's built-in components are blocks (inline for text); scroll-view scrolls.
+// As WeChat renders them: the page fills the window; built-in components are blocks
+// (inline for text); a scroll-view is a host element around an inner element that scrolls.
 const BASE = `
-  html, body { margin: 0; padding: 0; }
+  html, body { margin: 0; padding: 0; height: 100%; }
   wx-page, wx-view, wx-scroll-view, wx-rich-text, wx-textarea { display: block; }
-  wx-scroll-view { overflow-y: auto; }
+  .wx-scroll-view { height: 100%; overflow-x: hidden; overflow-y: auto; }
   wx-text { display: inline; }
   wx-button { display: inline-block; padding: 0 12px; line-height: 2.3; }
   wx-textarea { min-height: 20px; }
@@ -72,7 +73,9 @@ function layout(width, height, withErrorBar) {
   chat.setData({ messages, loading: false, errorText: withErrorBar ? '网络不太好，请检查网络后重试' : '' });
   // Rich text is drawn natively; the browser gets its text in a block of the same class.
   let html = chat.dom.innerHTML;
-  html = html.replace(/<wx-rich-text class="main--md"><\/wx-rich-text>/g, `<wx-view class="main--md">${long}</wx-view>`);
+  html = html.replace(/<wx-rich-text class="main--md"><\/wx-rich-text>/g, `<wx-view class="main--md">${long}</wx-view>`)
+    .replace(/(<wx-scroll-view[^>]*>)/g, '$1<div class="wx-scroll-view">')
+    .replace(/<\/wx-scroll-view>/g, '</div></wx-scroll-view>');
   const page = `<!doctype html><html><head><meta charset="utf-8"><style>${BASE}${css(width)}</style></head>
     <body><wx-page>${html}</wx-page><script>${MEASURE}</script></body></html>`;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-layout-'));

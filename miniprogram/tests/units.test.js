@@ -64,6 +64,7 @@ test('every error message a user can see is Chinese, whatever the server said', 
     assert.match(message, /[\u4e00-\u9fff]/, code);
   }
   assert.equal(errors.friendlyMessage('a_code_from_a_newer_server'), '出了点问题，请稍后再试');
+  assert.equal(errors.friendlyMessage('a_code_from_a_newer_server', 'The server said this in English'), '出了点问题，请稍后再试');
   assert.equal(errors.friendlyMessage(undefined), '出了点问题，请稍后再试');
   assert.equal(errors.friendlyMessage('toString'), '出了点问题，请稍后再试', 'not an Object.prototype name');
   assert.equal(new errors.ApiError('http_502', 502).message, '出了点问题，请稍后再试');

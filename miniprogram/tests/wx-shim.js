@@ -35,6 +35,11 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
     const headers = Object.assign({}, opts.header, extraHeaders);
     if (body !== null) headers['content-length'] = Buffer.byteLength(body);
     stats.requests.push({ method: opts.method || 'GET', path: url.pathname + url.search, headers });
+    // In the background new requests fail until the app returns.
+    if (wx.inBackground) {
+      setImmediate(() => { if (opts.fail) opts.fail({ errMsg: 'request:fail interrupted' }); });
+      return { abort() {}, onChunkReceived() {}, offChunkReceived() {}, onHeadersReceived() {} };
+    }
     // wx.failNext = { match: /regex/, times: n }: the next n matching requests never get
     // through; with `afterSending`, they reach the server but the answer is lost.
     let loseAnswer = false;
@@ -58,11 +63,11 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
       fail(errMsg);
     };
     if (opts.enableChunked) inFlight.add(cut);
-    // With lateChunkMs, the first stream's chunks each wait for the next one, and its last
-    // arrives after `success`.
+    // With lateChunkMs, the first stream's last three chunks (text and the end) arrive
+    // after `success`.
     const holdLast = opts.enableChunked && lateChunkMs && !stats.holding;
     if (holdLast) stats.holding = true;
-    let held = null;
+    const held = [];
     const deliver = (chunk) => {
       stats.chunks += 1;
       chunkListeners.forEach((cb) => cb({ data: toArrayBuffer(chunk) }));
@@ -76,8 +81,8 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
         if (aborted || stalled.has(cut)) return;
         if (opts.enableChunked) {
           if (holdLast) {
-            if (held) deliver(held);
-            held = chunk;
+            held.push(chunk);
+            if (held.length > 3) deliver(held.shift());
           } else {
             deliver(chunk);
           }
@@ -105,14 +110,19 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
           try { data = JSON.parse(text); } catch (e) { data = text; }
         }
         const result = { statusCode: res.statusCode, data, header: res.headers, errMsg: 'request:ok' };
-        if (opts.success) opts.success(result);
-        if (opts.complete) opts.complete(result);
+        // wx.delayNext = { match: /regex/, ms }: this answer arrives late (once).
+        const late = wx.delayNext && wx.delayNext.match.test(url.pathname) ? wx.delayNext.ms : 0;
+        if (late) wx.delayNext = null;
+        setTimeout(() => {
+          if (opts.success) opts.success(result);
+          if (opts.complete) opts.complete(result);
+        }, late);
         // WeChat may call `success` before the last onChunkReceived.
-        if (held) {
-          const last = held;
-          held = null;
-          stats.lateChunks = (stats.lateChunks || 0) + 1;
-          setTimeout(() => deliver(last), lateChunkMs);
+        if (held.length) {
+          const last = held.splice(0);
+          stats.lateChunks = (stats.lateChunks || 0) + last.length;
+          stats.lateText = Buffer.concat(last).toString('utf8');
+          setTimeout(() => last.forEach(deliver), lateChunkMs);
         }
       });
       res.on('error', () => { if (!aborted) fail('request:fail connection reset'); });
@@ -170,9 +180,11 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
     request: (opts) => httpRequest(opts, {}),
     // The app goes to the background: WeChat closes its sockets and cuts its streams.
     goBackground: () => {
+      wx.inBackground = true;
       inFlight.forEach((cut) => cut('request:fail interrupted'));
       wx.sockets.forEach((socket) => socket.terminate());
     },
+    goForeground: () => { wx.inBackground = false; },
     // Half-open streams: the connection stays, nothing more arrives.
     stallStreams: () => { inFlight.forEach((cut) => stalled.add(cut)); },
     // Half-open sockets: nothing arrives and nothing sent gets through, until closed.
@@ -185,10 +197,13 @@ function createWx({ baseUrl, devName, highPerformanceMode = false, dropStreamAft
         httpRequest(Object.assign({}, opts, { url: baseUrl + opts.path }), platformHeaders(), 15000);
       },
       connectContainer: ({ path: route }) => {
-        if (wx.refuseConnections) return Promise.reject({ errMsg: 'cloud.connectContainer:fail network' });
+        if (wx.refuseConnections || wx.inBackground) return Promise.reject({ errMsg: 'cloud.connectContainer:fail network' });
         const socket = new WebSocket(baseUrl.replace(/^http/, 'ws') + route, { headers: platformHeaders() });
         const socketTask = {
-          send: ({ data }) => { if (!socket.frozen && socket.readyState === WebSocket.OPEN) socket.send(data); },
+          send: ({ data }) => {
+            stats.frames = (stats.frames || []).concat([JSON.parse(data).type]);
+            if (!socket.frozen && socket.readyState === WebSocket.OPEN) socket.send(data);
+          },
           close: () => { if (socket.frozen) socket.terminate(); else socket.close(); },
           onOpen: (cb) => socket.on('open', () => cb({})),
           onMessage: (cb) => socket.on('message', (data) => { if (!socket.frozen) cb({ data: data.toString() }); }),
