@@ -54,7 +54,14 @@ test('history shows the companion, local times and a visible delete, and does no
   history.setData = (patch, cb) => { setData(patch, cb); shown.push(history.data.conversations.length); };
   await history.onShow();
   assert.ok(shown.every((n) => n === 2), `never blank: ${shown}`);
+  // Two conversations with 小溪 tell apart once one has a name of its own.
   const index = history.data.conversations.findIndex((c) => c.id === first.id);
+  device.wx.answerModal = () => ({ confirm: true, content: '周末的计划' });
+  await history.tap('rename', index);
+  await h.waitFor(() => history.data.conversations[index].title === '周末的计划', 'the new name');
+  assert.match(history.text(), /小溪\S*周末的计划/, 'the companion, then the name');
+  assert.equal((await device.api.get(`/api/conversations/${first.id}`)).title, '周末的计划');
+  device.wx.answerModal = () => ({ confirm: true });
   await history.tap('delete', index);
   await h.waitFor(() => history.data.conversations.length === 1, 'the entry to go');
   await assert.rejects(device.api.get(`/api/conversations/${first.id}`), (e) => e.code === 'not_found');

@@ -73,6 +73,25 @@ Page({
     wx.navigateTo({ url: '/pages/chat/index?id=' + item.id + '&title=' + encodeURIComponent(item.title || item.name) });
   },
 
+  // A name of the user's own, so conversations with the same companion tell apart.
+  rename: function (event) {
+    var id = event.currentTarget.dataset.id;
+    var item = this.data.conversations.filter(function (c) { return c.id === id; })[0];
+    var page = this;
+    if (!item) return Promise.resolve();
+    return ask({ title: '重命名对话', content: item.title || item.name, editable: true, placeholderText: '给这段对话起个名字', confirmText: '保存' })
+      .then(function (res) {
+        var title = (res.content || '').trim();
+        if (!res.confirm || !title) return;
+        return getApp().api.patch('/api/conversations/' + id, { title: title }).then(function (conversation) {
+          var updated = entry(conversation, personaNames());
+          page.setData({ conversations: page.data.conversations.map(function (c) { return c.id === id ? updated : c; }) });
+        }, function (error) {
+          page.setData({ errorText: error.message });
+        });
+      });
+  },
+
   remove: function (event) {
     var id = event.currentTarget.dataset.id;
     var item = this.data.conversations.filter(function (c) { return c.id === id; })[0];
