@@ -154,7 +154,8 @@ test('the crisis reply offers 12356 to call, and replies carry copy, report and 
   assert.equal(device.wx.clipboard, h.textOf(chat, chat.data.messages[index]));
   await chat.tap('report', chat.findAll('report').length - 1);
   assert.equal(device.wx.lastNavigation, `/pages/report/index?conversation=${conversation.id}&message=${h.reply(chat).id}`);
-  assert.match(chat.text(), /内容由AI生成/);
+  const labels = chat.findAll('label').map((el) => el.textContent);
+  assert.equal(h.last(labels), '内容由AI生成', 'the AI label under the reply');
   chat.onUnload();
 });
 
@@ -168,10 +169,22 @@ test('a human operator\'s reply and a taken-over conversation are shown as human
   chat.setData({ loading: false, messages: [operator, waiting] });
   assert.equal(operator.role, 'operator');
   assert.equal(operator.human, true);
-  const text = chat.text();
+  const text = chat.text().replace('你正在与AI聊天，内容由AI生成', '');
   assert.match(text, /人我是值班的工作人员人工回复/, 'the human avatar, the reply and its label');
   assert.match(text, /工作人员正在回复…/, 'a taken-over reply waits on a person, not on the AI');
   assert.doesNotMatch(text, /正在思考|内容由AI生成/);
+});
+
+test('the chat says it is an AI, shows the companion, and opens TA记得的事', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('sse');
+  device.app.globalData.personas = (await device.api.get('/api/personas')).items;
+  const { chat } = await h.openChat(device);
+  await h.waitFor(() => chat.data.companion, 'the companion');
+  assert.match(chat.text(), /^你正在与AI聊天，内容由AI生成TA记得的事 ›/, 'a standing AI disclosure at the top');
+  assert.equal(chat.find('avatar').textContent, '小', '小溪\'s avatar');
+  await chat.tap('memories-link');
+  assert.equal(device.wx.lastNavigation, '/pages/memories/index?persona=xiaoxi&name=' + encodeURIComponent('小溪'));
+  chat.onUnload();
 });
 
 test('an empty conversation invites the first message', () => {

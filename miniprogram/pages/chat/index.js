@@ -23,7 +23,8 @@ Page({
     scrollTop: 0,
     scrollInto: '',
     showJump: false,
-    stopping: false
+    stopping: false,
+    companion: null
   },
 
   onLoad: function (query) {
@@ -41,7 +42,25 @@ Page({
     if (query.title) wx.setNavigationBarTitle({ title: decodeURIComponent(query.title) });
     if (app.globalData && app.globalData.setupError) this.setData({ errorText: app.globalData.setupError });
     var page = this;
+    this.loadCompanion();
     return this.loadLatest().then(function () { page.resumeUnfinished(); });
+  },
+
+  // Who this conversation is with: the avatar's letter and the way to 「TA记得的事」.
+  loadCompanion: function () {
+    var page = this;
+    var app = getApp();
+    return page.api.get('/api/conversations/' + page.conversationId).then(function (conversation) {
+      var known = ((app.globalData && app.globalData.personas) || []).filter(function (p) { return p.id === conversation.persona_id; })[0];
+      var name = known ? known.name : conversation.title;
+      page.setData({ companion: { id: conversation.persona_id, name: name, initial: (name || 'AI').charAt(0) } });
+    }, function () {});
+  },
+
+  openMemories: function () {
+    var companion = this.data.companion;
+    if (!companion) return;
+    wx.navigateTo({ url: '/pages/memories/index?persona=' + companion.id + '&name=' + encodeURIComponent(companion.name) });
   },
 
   onUnload: function () {
