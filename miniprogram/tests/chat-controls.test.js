@@ -323,3 +323,37 @@ test('retrying a send whose answer was lost does not send the question twice', {
   assert.equal(h.reply(chat).status, 'complete');
   assert.equal(h.textOf(chat, h.reply(chat)), h.last(stored).content, 'the original reply is shown');
 });
+
+test('结束 while 停止 is under way waits for it, then says goodbye and leaves', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('sse');
+  const { conversation, chat } = await h.openChat(device);
+  chat.startReply('说个很长的故事');
+  await h.waitFor(() => h.started(chat), 'a first delta');
+  const storyKey = h.reply(chat).key;
+  const stopping = chat.stop();
+  const leaving = chat.exit();
+  assert.equal(chat.stop(), stopping, 'a second 停止 joins the first');
+  await leaving;
+  assert.equal(device.wx.wentBack, 1);
+  const story = await h.finalMessage(device.api, conversation.id, chat.messageOf(storyKey).id);
+  assert.equal(story.error && story.error.code, 'cancelled');
+  const stored = (await device.api.get(`/api/conversations/${conversation.id}/messages?limit=10`)).items;
+  assert.equal(stored[stored.length - 2].content, '退出聊天');
+  assert.equal(h.last(stored).status, 'complete', 'the goodbye was stored whole');
+  assert.equal(chat.data.stopping, false);
+});
+
+test('callContainer: 停止 while the send is answered with a finished reply keeps both messages', { skip, timeout: 60000 }, async () => {
+  const device = h.phone('callContainer');
+  const { conversation, chat } = await h.openChat(device);
+  const sends = () => device.wx.stats.requests.filter((r) => r.method === 'POST' && /\/messages$/.test(r.path)).length;
+  chat.onInput({ detail: { value: '退出聊天' } }); // an exit phrase: answered at once, no model
+  chat.send();
+  await h.waitFor(() => sends() === 1, 'the send to go out');
+  await chat.stop();
+  const stored = (await device.api.get(`/api/conversations/${conversation.id}/messages?limit=10`)).items;
+  assert.equal(chat.data.input, '', 'the question is not put back: it was sent');
+  assert.equal(chat.data.messages.filter((m) => m.text === '退出聊天').length, 1);
+  assert.equal(h.reply(chat).id, h.last(stored).id, 'the reply keeps its id (it can be reported)');
+  assert.equal(h.textOf(chat, h.reply(chat)), h.last(stored).content);
+});

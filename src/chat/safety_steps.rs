@@ -62,15 +62,22 @@ impl ChatService {
         user.minor_mode.as_ref().is_some_and(|m| persona.emotional && m.guardian_consent.is_none())
     }
 
-    /// Today's minor-mode time (China time) against its limit; `None` outside minor mode.
-    pub async fn minor_time(&self, user: &User) -> Result<Option<MinorTime>, ChatError> {
-        if user.minor_mode.is_none() {
-            return Ok(None);
+    /// Today's minor-mode time (China time) against its limit, for display: a counter that
+    /// cannot be read shows as unused rather than failing the profile.
+    pub async fn minor_time(&self, user: &User) -> MinorTime {
+        let limit_minutes = self.safety.settings.minor_daily_limit.as_secs() / 60;
+        if user.minor_mode.is_none() || limit_minutes == 0 {
+            return MinorTime { limit_minutes, used_minutes: 0 };
         }
         let (day, _) = china_day(now());
-        let used_secs = self.store.read_counter(&minor_time_key(user.id, &day)).await?.max(0) as u64;
-        let limit_minutes = self.safety.settings.minor_daily_limit.as_secs() / 60;
-        Ok(Some(MinorTime { limit_minutes, used_minutes: used_secs / 60 }))
+        let used_secs = match self.store.read_counter(&minor_time_key(user.id, &day)).await {
+            Ok(secs) => secs.max(0) as u64,
+            Err(e) => {
+                tracing::warn!(error = ?e, "could not read minor mode's time for display");
+                0
+            }
+        };
+        MinorTime { limit_minutes, used_minutes: used_secs / 60 }
     }
 
     /// Refusals before anything is stored: an unacknowledged notice (when required), and

@@ -50,20 +50,20 @@ struct MeDto<'a> {
     deletion_due_at: Option<DateTime<Utc>>,
 }
 
-async fn me_body(me: &User, chat: &ChatService) -> Result<HttpResponse, ApiError> {
-    let time = chat.minor_time(me).await?;
-    let minor_mode = me.minor_mode.as_ref().zip(time).map(|(m, time)| MinorModeDto {
+async fn me_body(me: &User, chat: &ChatService) -> HttpResponse {
+    let time = chat.minor_time(me).await;
+    let minor_mode = me.minor_mode.as_ref().map(|m| MinorModeDto {
         since: m.since,
         guardian_consent: m.guardian_consent.is_some(),
         daily_minutes: time.limit_minutes,
         used_minutes_today: time.used_minutes,
     });
-    Ok(HttpResponse::Ok().json(MeDto {
+    HttpResponse::Ok().json(MeDto {
         user: UserDto::from(me),
         notices: chat.safety().pending(me),
         minor_mode,
         deletion_due_at: me.deletion_due,
-    }))
+    })
 }
 
 /// `GET /api/me`
@@ -73,7 +73,7 @@ pub async fn get_me(
     chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     let me = store.get_user(user.user_id).await?.ok_or_else(ApiError::unauthorized)?;
-    me_body(&me, &chat).await
+    Ok(me_body(&me, &chat).await)
 }
 
 /// `PATCH /api/me` `{"nickname"?, "avatar_url"?, "age"?}`
@@ -92,7 +92,7 @@ pub async fn patch_me(
         _ => {}
     }
     let me = store.update_user_profile(user.user_id, &patch).await?.ok_or_else(ApiError::unauthorized)?;
-    me_body(&me, &chat).await
+    Ok(me_body(&me, &chat).await)
 }
 
 /// `GET /api/me/usage`: today's use of the daily quotas (China time) and their limits.

@@ -50,11 +50,18 @@ Page({
   loadCompanion: function () {
     var page = this;
     var app = getApp();
-    return page.api.get('/api/conversations/' + page.conversationId).then(function (conversation) {
-      var known = ((app.globalData && app.globalData.personas) || []).filter(function (p) { return p.id === conversation.persona_id; })[0];
-      var name = known ? known.name : conversation.title;
-      page.setData({ companion: { id: conversation.persona_id, name: name, initial: (name || 'AI').charAt(0) } });
-    }, function () {});
+    var cached = app.globalData && app.globalData.personas;
+    var personas = cached ? Promise.resolve(cached) : page.api.get('/api/personas').then(function (body) {
+      if (app.globalData && body.items) app.globalData.personas = body.items;
+      return body.items || [];
+    });
+    return Promise.all([page.api.get('/api/conversations/' + page.conversationId), personas]).then(function (found) {
+      var conversation = found[0] || {};
+      var known = found[1].filter(function (p) { return p.id === conversation.persona_id; })[0];
+      // The title is the user's to rename: the companion's name comes from the companion.
+      if (!known) return;
+      page.setData({ companion: { id: known.id, name: known.name, initial: known.name.charAt(0) } });
+    }).then(null, function () {}); // without it the page shows 'AI' as before
   },
 
   openMemories: function () {
@@ -271,13 +278,14 @@ Page({
   // reply is watched again rather than shown as stopped while it goes on.
   stop: function () {
     var watching = this.watching;
-    if (!watching || this.stopping) return Promise.resolve();
+    // A second tap (or 结束 meanwhile) joins the stop under way.
+    if (this.stopping) return this.stopping;
+    if (!watching) return Promise.resolve();
     var page = this;
     var key = watching.key;
-    page.stopping = true;
     page.setData({ stopping: true });
-    return watching.handle.cancel().then(function (stored) {
-      page.stopping = false;
+    page.stopping = watching.handle.cancel().then(function (stored) {
+      page.stopping = null;
       if (page.watching === watching) page.watching = null;
       page.stream.complete(key);
       var patch = { sending: false, stopping: false };
@@ -290,12 +298,13 @@ Page({
       if (stored) return page.settleStopped(key, stored, 5);
       if (!page.messageOf(key).id) return page.dropUnsent(key);
     }, function (error) {
-      page.stopping = false;
+      page.stopping = null;
       if (page.watching === watching) page.watching = null;
       page.setData({ stopping: false, sending: false, errorText: error.message });
       if (page.messageOf(key).id) page.watchAgain(key);
       else page.settle();
     });
+    return page.stopping;
   },
 
   // The server answers 202 when the reply has not stopped within its wait: ask again
@@ -315,6 +324,8 @@ Page({
     if (index === -1) return;
     this.stream.replace(key, stored.content || '');
     var patch = {};
+    // Stopped before `start` reached the page: the id still lets it be reported.
+    if (stored.id) patch['messages[' + index + '].id'] = stored.id;
     patch['messages[' + index + '].status'] = stored.status === 'streaming' ? 'cancelled' : stored.status === 'complete' ? 'complete' : 'cancelled';
     this.stream.flush(patch);
   },

@@ -83,6 +83,8 @@ function createWatch(api, conversationId, handlers, shown) {
     watch.stopped = true;
     watch.signal.aborted = true;
     watch.onStop.forEach(function (callback) { callback(); });
+    // Nothing more will arrive: whoever waits for the id stops waiting.
+    watch.settleStart(watch.messageId);
   }
 
   // The reply's id: known, or awaited while a send is on its way (a send not made yet is dropped).
@@ -99,9 +101,11 @@ function createWatch(api, conversationId, handlers, shown) {
     return idOnceStarted().then(function (messageId) {
       var finished = watch.finished;
       stop();
-      if (!messageId || finished) return null;
-      var path = '/api/conversations/' + conversationId + '/messages/' + messageId + '/cancel';
-      return api.requestFull('POST', path, {}).then(function (res) { return res.data; });
+      if (!messageId) return null;
+      var path = '/api/conversations/' + conversationId + '/messages/' + messageId;
+      // It ended meanwhile: what the server has is the answer.
+      if (finished) return api.get(path);
+      return api.requestFull('POST', path + '/cancel', {}).then(function (res) { return res.data; });
     });
   }
 
