@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
@@ -13,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compat::lenient_bool;
 use super::console::ConsoleStore;
-use super::mongo::{from_bson_date, to_bson_date, unavailable};
+use super::mongo::{find_all, from_bson_date, to_bson_date, unavailable};
 use super::{MongoStore, StoreError};
 use crate::chat::Persona;
 use crate::domain::{ApiKey, AuditAction, AuditEntry, Operator, OperatorName, OperatorRole, OperatorSession};
@@ -237,15 +236,7 @@ impl ConsoleStore for MongoStore {
     }
 
     async fn list_operators(&self) -> Result<Vec<Operator>, StoreError> {
-        let docs: Vec<OperatorDoc> = self
-            .operators()
-            .find(doc! {})
-            .sort(doc! {"_id": 1})
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let docs: Vec<OperatorDoc> = find_all(self.operators().find(doc! {}).sort(doc! {"_id": 1})).await?;
         docs.into_iter().map(OperatorDoc::into_domain).collect()
     }
 
@@ -296,16 +287,8 @@ impl ConsoleStore for MongoStore {
     }
 
     async fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let docs: Vec<AuditDoc> = self
-            .audit_log()
-            .find(doc! {})
-            .sort(doc! {"at": -1, "_id": -1})
-            .limit(limit as i64)
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let docs: Vec<AuditDoc> =
+            find_all(self.audit_log().find(doc! {}).sort(doc! {"at": -1, "_id": -1}).limit(limit as i64)).await?;
         Ok(docs
             .into_iter()
             .map(|d| AuditEntry {
@@ -329,15 +312,8 @@ impl ConsoleStore for MongoStore {
     }
 
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let docs: Vec<ApiKeyDoc> = self
-            .api_keys()
-            .find(doc! {})
-            .sort(doc! {"created_at": -1, "_id": -1})
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let docs: Vec<ApiKeyDoc> =
+            find_all(self.api_keys().find(doc! {}).sort(doc! {"created_at": -1, "_id": -1})).await?;
         Ok(docs.into_iter().map(ApiKeyDoc::into_domain).collect())
     }
 
@@ -368,15 +344,8 @@ impl ConsoleStore for MongoStore {
     }
 
     async fn read_daily_stats(&self, days: &[String]) -> Result<Vec<(String, BTreeMap<String, i64>)>, StoreError> {
-        let docs: Vec<bson::Document> = self
-            .db
-            .collection::<bson::Document>("daily_stats")
-            .find(doc! {"_id": {"$in": days}})
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let docs: Vec<bson::Document> =
+            find_all(self.db.collection::<bson::Document>("daily_stats").find(doc! {"_id": {"$in": days}})).await?;
         Ok(docs
             .into_iter()
             .filter_map(|d| {

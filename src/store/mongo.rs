@@ -329,6 +329,17 @@ pub(super) fn unavailable(e: mongodb::error::Error) -> StoreError {
     StoreError::Unavailable(e.into())
 }
 
+/// Runs a `find` and reads every document it returns; either step failing means the
+/// store is unavailable.
+pub(super) async fn find_all<T>(
+    find: impl std::future::IntoFuture<Output = mongodb::error::Result<mongodb::Cursor<T>>>,
+) -> Result<Vec<T>, StoreError>
+where
+    T: serde::de::DeserializeOwned + Send + Sync + Unpin,
+{
+    find.await.map_err(unavailable)?.try_collect().await.map_err(unavailable)
+}
+
 pub(super) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     matches!(
         e.kind.as_ref(),
@@ -436,16 +447,8 @@ impl MongoStore {
         sort: bson::Document,
         limit: usize,
     ) -> Result<Vec<Conversation>, StoreError> {
-        let docs: Vec<ConversationDoc> = self
-            .conversations()
-            .find(filter)
-            .sort(sort)
-            .limit(limit as i64)
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let docs: Vec<ConversationDoc> =
+            find_all(self.conversations().find(filter).sort(sort).limit(limit as i64)).await?;
         docs.into_iter().map(ConversationDoc::into_domain).collect()
     }
 
@@ -582,15 +585,7 @@ impl MongoStore {
 
     /// Users matching `filter` (operators' and sweepers' lists).
     pub(super) async fn find_users(&self, filter: bson::Document, limit: usize) -> Result<Vec<User>, StoreError> {
-        let docs: Vec<UserDoc> = self
-            .users()
-            .find(filter)
-            .limit(limit as i64)
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let docs: Vec<UserDoc> = find_all(self.users().find(filter).limit(limit as i64)).await?;
         docs.into_iter().map(UserDoc::into_domain).collect()
     }
 
@@ -737,16 +732,10 @@ impl Store for MongoStore {
                 ],
             );
         }
-        let docs: Vec<ConversationDoc> = self
-            .conversations()
-            .find(filter)
-            .sort(doc! {"last_active_ms": -1, "_id": -1})
-            .limit(limit as i64)
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let docs: Vec<ConversationDoc> = find_all(
+            self.conversations().find(filter).sort(doc! {"last_active_ms": -1, "_id": -1}).limit(limit as i64),
+        )
+        .await?;
         docs.into_iter().map(ConversationDoc::into_domain).collect()
     }
 
@@ -906,31 +895,20 @@ impl Store for MongoStore {
                 vec![doc! {"created_at": {"$lt": at}}, doc! {"created_at": at, "_id": {"$lt": before.to_string()}}],
             );
         }
-        let mut docs: Vec<MessageDoc> = self
-            .messages()
-            .find(filter)
-            .sort(doc! {"created_at": -1, "_id": -1})
-            .limit(limit as i64)
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let mut docs: Vec<MessageDoc> =
+            find_all(self.messages().find(filter).sort(doc! {"created_at": -1, "_id": -1}).limit(limit as i64)).await?;
         docs.reverse();
         docs.into_iter().map(MessageDoc::into_domain).collect()
     }
 
     async fn list_flagged_messages(&self, codes: &[&str], limit: usize) -> Result<Vec<Message>, StoreError> {
-        let docs: Vec<MessageDoc> = self
-            .messages()
-            .find(doc! {"error.code": {"$in": codes}})
-            .sort(doc! {"created_at": -1, "_id": -1})
-            .limit(limit as i64)
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let docs: Vec<MessageDoc> = find_all(
+            self.messages()
+                .find(doc! {"error.code": {"$in": codes}})
+                .sort(doc! {"created_at": -1, "_id": -1})
+                .limit(limit as i64),
+        )
+        .await?;
         docs.into_iter().map(MessageDoc::into_domain).collect()
     }
 
@@ -1238,15 +1216,7 @@ impl Store for MongoStore {
 
     async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<ExpiredLease>, StoreError> {
         let filter = doc! {"generation.expires_ms": {"$lt": now.timestamp_millis()}};
-        let found: Vec<ConversationDoc> = self
-            .conversations()
-            .find(filter)
-            .limit(limit as i64)
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let found: Vec<ConversationDoc> = find_all(self.conversations().find(filter).limit(limit as i64)).await?;
         Ok(found
             .into_iter()
             .filter_map(|c| {

@@ -2,12 +2,11 @@
 //! index on real MongoDB), `deletions`, and erasing an account across every collection.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, Document};
 use mongodb::Collection;
 use serde::{Deserialize, Serialize};
 
-use super::mongo::{from_millis, unavailable};
+use super::mongo::{find_all, from_millis, unavailable};
 use super::rights::RightsStore;
 use super::{MongoStore, StoreError};
 use crate::domain::{
@@ -131,16 +130,8 @@ impl MongoStore {
     }
 
     async fn find_reports(&self, filter: Document, limit: usize) -> Result<Vec<Report>, StoreError> {
-        let docs: Vec<ReportDoc> = self
-            .reports()
-            .find(filter)
-            .sort(doc! {"created_ms": -1})
-            .limit(limit as i64)
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let docs: Vec<ReportDoc> =
+            find_all(self.reports().find(filter).sort(doc! {"created_ms": -1}).limit(limit as i64)).await?;
         Ok(docs.into_iter().filter_map(ReportDoc::into_domain).collect())
     }
 }

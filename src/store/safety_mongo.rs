@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc, Document};
 use mongodb::Collection;
 use serde::{Deserialize, Serialize};
 
-use super::mongo::{from_millis, unavailable};
+use super::mongo::{find_all, from_millis, unavailable};
 use super::safety::{SafetyStore, UserSafetyUpdate};
 use super::{MongoStore, StoreError};
 use crate::domain::{
@@ -231,16 +230,8 @@ impl SafetyStore for MongoStore {
             Some(user) => doc! {"user_id": user.to_string()},
             None => doc! {},
         };
-        let docs: Vec<SafetyEventDoc> = self
-            .safety_events()
-            .find(filter)
-            .sort(doc! {"at_ms": -1})
-            .limit(limit as i64)
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let docs: Vec<SafetyEventDoc> =
+            find_all(self.safety_events().find(filter).sort(doc! {"at_ms": -1}).limit(limit as i64)).await?;
         Ok(docs
             .into_iter()
             .filter_map(|d| {
