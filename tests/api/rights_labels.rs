@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::fake_deepseek::text_reply;
 use crate::helpers::{error_code, spawn_app, spawn_app_with, TestApp};
-use crate::websocket::{reply, send, signed_in_socket};
+use crate::websocket::a_reply_on_every_transport;
 
 #[tokio::test]
 async fn every_reply_carries_the_ai_label_on_every_transport_and_its_metadata_in_the_api() {
@@ -14,16 +14,7 @@ async fn every_reply_carries_the_ai_label_on_every_transport_and_its_metadata_in
         app.deepseek.enqueue(text_reply(&[piece]));
     }
 
-    let (sse, _) = app.stream_message(&token, &conversation, "你好").await.all().await;
-    let polled: Value = app
-        .send_message(&token, &conversation, &json!({"content": "在吗", "stream": false}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let mut socket = signed_in_socket(&app, &token).await;
-    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "还在吗"})).await;
-    let frames = reply(&mut socket).await;
+    let (sse, polled, frames) = a_reply_on_every_transport(&app, &token, &conversation).await;
     let history = app.messages(&token, &conversation).await;
 
     let ai = json!({"author": "ai", "text": "内容由AI生成"});

@@ -11,7 +11,7 @@ use companion_backend::store::UserSafetyUpdate;
 
 use crate::helpers::fake_deepseek::text_reply;
 use crate::helpers::{error_code, spawn_app, spawn_app_with, TestApp};
-use crate::websocket::{reply, send, signed_in_socket};
+use crate::websocket::a_reply_on_every_transport;
 
 fn kinds(notices: &Value) -> Vec<String> {
     notices.as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap().to_string()).collect()
@@ -48,16 +48,7 @@ async fn the_ai_disclosure_of_a_sign_in_rides_on_every_transport_until_acknowled
         app.deepseek.enqueue(text_reply(&[piece]));
     }
 
-    let (sse, _) = app.stream_message(&token, &conversation, "你好").await.all().await;
-    let polled: Value = app
-        .send_message(&token, &conversation, &json!({"content": "在吗", "stream": false}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let mut socket = signed_in_socket(&app, &token).await;
-    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "还在吗"})).await;
-    let frames = reply(&mut socket).await;
+    let (sse, polled, frames) = a_reply_on_every_transport(&app, &token, &conversation).await;
     let version = listed[0]["version"].as_str().unwrap();
     let stale = app
         .client

@@ -68,6 +68,22 @@ pub(crate) async fn reply(socket: &mut Socket) -> Vec<Value> {
     frames
 }
 
+/// One reply on each transport, in this order: SSE ("你好"), polled ("在吗"), WebSocket
+/// ("还在吗"). Enqueue three upstream answers first.
+pub(crate) async fn a_reply_on_every_transport(
+    app: &TestApp,
+    token: &str,
+    conversation: &str,
+) -> (Vec<crate::helpers::Event>, Value, Vec<Value>) {
+    let (sse, _) = app.stream_message(token, conversation, "你好").await.all().await;
+    let polled: Value =
+        app.send_message(token, conversation, &json!({"content": "在吗", "stream": false})).await.json().await.unwrap();
+    let mut socket = signed_in_socket(app, token).await;
+    send(&mut socket, json!({"type": "send", "conversation_id": conversation, "content": "还在吗"})).await;
+    let frames = reply(&mut socket).await;
+    (sse, polled, frames)
+}
+
 fn text(frames: &[Value]) -> String {
     frames.iter().filter(|f| f["type"] == "delta").map(|f| f["content"].as_str().unwrap()).collect()
 }
