@@ -8,6 +8,8 @@ const baseUrl = process.env.E2E_BASE_URL;
 const jwtSecret = process.env.E2E_JWT_SECRET;
 const PAGES = path.join(__dirname, '..', 'pages');
 const TRANSPORTS = ['sse', 'websocket', 'callContainer'];
+// A port nothing listens on: every request fails the way a phone without network does.
+const UNREACHABLE = 'http://127.0.0.1:9';
 
 const last = (items) => items[items.length - 1];
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -71,6 +73,6 @@ function expiredToken(userId) {
 const hasEnglish = (text) => /[A-Za-z]{3,}/.test(text.replace(/AI|12356/g, ''));
 
 module.exports = {
-  baseUrl, jwtSecret, PAGES, TRANSPORTS, last, sleep, unique, waitFor, finalMessage, phone, openChat,
+  baseUrl, jwtSecret, PAGES, TRANSPORTS, UNREACHABLE, last, sleep, unique, waitFor, finalMessage, phone, openChat,
   textOf, reply, started, expiredToken, hasEnglish, loadPage
 };

@@ -7,7 +7,7 @@ const { TOKEN_KEY } = require('../utils/api.js');
 const { createClient } = require('../utils/client.js');
 
 const skip = !h.baseUrl;
-const UNREACHABLE = 'http://127.0.0.1:9';
+const { UNREACHABLE } = h;
 
 test('the personas page offers 重试 after a failed load, and pull-to-refresh works', { skip, timeout: 30000 }, async () => {
   const device = h.phone('sse', {}, { baseUrl: UNREACHABLE });

@@ -7,11 +7,8 @@ const { createWx } = require('./wx-shim.js');
 const { renderPage } = require('./simulate.js');
 const { createClient } = require('../utils/client.js');
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const { baseUrl, sleep, waitFor, UNREACHABLE } = require('./helpers.js');
 
-const baseUrl = process.env.E2E_BASE_URL;
-// A port nothing listens on: every request fails the way a phone without network does.
-const UNREACHABLE = 'http://127.0.0.1:9';
 let users = 0;
 
 // A new user: its own wx (storage, openid) and client, logged in, notices acknowledged.
@@ -24,14 +21,6 @@ async function signIn(name, url = baseUrl) {
     await app.notices.whenSettled();
   }
   return { wx, app, api: app.api };
-}
-
-async function waitFor(predicate, what, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for ' + what);
-    await sleep(10);
-  }
 }
 
 const tapOn = (id) => ({ currentTarget: { dataset: { id } } });
@@ -74,7 +63,7 @@ test('the me page shows minor mode off, then on after the user turns it on', { s
   assert.match(me.text(), /小溪记得的事/, 'one row per companion');
 
   me.tap('minor-on');
-  await waitFor(() => me.data.minorOn, 'minor mode on the page');
+  await waitFor(() => me.data.minorOn, 'minor mode on the page', 10000);
   assert.ok(wx.modals.some((m) => m.title === '开启未成年人模式'), 'asked before switching on');
   const after = await api.get('/api/me');
   assert.ok(after.minor_mode, 'the server has minor mode on');
@@ -150,7 +139,7 @@ test('account deletion with the wrong confirmation word does nothing, and with �
 
   wx.answerModal = () => ({ confirm: true, cancel: false, content: ' 注销 ' });
   me.tap('delete-row');
-  await waitFor(() => wx.lastNavigation === '/pages/personas/index', 'back to the start');
+  await waitFor(() => wx.lastNavigation === '/pages/personas/index', 'back to the start', 10000);
   assert.ok(wx.toasts.includes('账号已注销'));
   assert.equal(api.getToken(), '', 'the token is dropped');
   const old = await fetch(baseUrl + '/api/me', { headers: { Authorization: 'Bearer ' + oldToken } });
@@ -175,7 +164,7 @@ test('a deletion waiting out its cooling-off period shows on 我的 after a relo
   await reloaded.onShow();
   assert.match(reloaded.text(), /将于 \d{4}年.*注销，期间可撤销/, 'the schedule survives a reload');
   await reloaded.tap('cancel-deletion');
-  await waitFor(() => reloaded.data.deletion === null, 'the cancellation');
+  await waitFor(() => reloaded.data.deletion === null, 'the cancellation', 10000);
   const again = renderPage('me', app);
   await again.onShow();
   assert.doesNotMatch(again.text(), /将于/);
@@ -237,7 +226,7 @@ test('the memories page shows its empty state, and a failed edit or delete shows
   await memories.edit(tapOn('000000000000000000000000'));
   assertChinese(errorBar(memories), 'the edit error');
   memories.tap('retry');
-  await waitFor(() => !memories.data.errorText && !memories.data.loading, '重试 to reload');
+  await waitFor(() => !memories.data.errorText && !memories.data.loading, '重试 to reload', 10000);
   assert.equal(memories.find('error-bar'), null, '重试 reloads');
 
   // The server checks the text (≤ 200 characters, one line) and says so in Chinese.

@@ -326,7 +326,7 @@ Page({
     var patch = {};
     // Stopped before `start` reached the page: the id still lets it be reported.
     if (stored.id) patch['messages[' + index + '].id'] = stored.id;
-    patch['messages[' + index + '].status'] = stored.status === 'streaming' ? 'cancelled' : stored.status === 'complete' ? 'complete' : 'cancelled';
+    patch['messages[' + index + '].status'] = stored.status === 'complete' ? 'complete' : 'cancelled';
     this.stream.flush(patch);
   },
 

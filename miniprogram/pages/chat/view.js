@@ -87,7 +87,6 @@ function localReply(texts) {
 function createRenderer(page) {
   var dirty = {};
   var timer = null;
-  var calls = { setData: 0, bytes: 0 };
 
   function append(key, kind, text) {
     var entry = page.texts[key];
@@ -125,8 +124,6 @@ function createRenderer(page) {
     dirty = {};
     if (page.following && Object.keys(patch).length) patch.scrollTop = page.nextScrollTop();
     if (!Object.keys(patch).length) return;
-    calls.setData += 1;
-    calls.bytes += JSON.stringify(patch).length;
     page.setData(patch);
   }
 
@@ -154,7 +151,7 @@ function createRenderer(page) {
     if (entry) entry.final = false;
   }
 
-  return { append: append, flush: flush, complete: complete, reopen: reopen, replace: replace, calls: calls };
+  return { append: append, flush: flush, complete: complete, reopen: reopen, replace: replace };
 }
 
 module.exports = { fromServer: fromServer, localUser: localUser, localReply: localReply, createRenderer: createRenderer, newKey: newKey };
